@@ -1,0 +1,61 @@
+import type { Principal } from '../auth/tokens.js';
+import { HangarError } from '../shared/errors.js';
+import { type BucketLimit, RateLimiter } from '../shared/rate-limiter.js';
+
+/**
+ * Which bucket a route draws from. Fly documents limits per action and per machine (or per app for
+ * app-scoped actions); an org-wide bucket on top keeps one tenant from starving the others.
+ */
+export type RateClass = 'machine_action' | 'machine_read' | 'app_delete' | 'unlimited';
+
+export interface RateLimitConfig {
+  enabled: boolean;
+  /** Every request of one org. */
+  org: BucketLimit;
+  /** Each mutating action, per machine (or per app when no machine is named): Fly's 1 req/s, burst 3. */
+  machineAction: BucketLimit;
+  /** Reads of one machine or app: Fly's Get Machine limit, 5 req/s, burst 10. */
+  machineRead: BucketLimit;
+  /** App deletions per org: Fly's 100 per minute. */
+  appDelete: BucketLimit;
+}
+
+export const DEFAULT_RATE_LIMITS: RateLimitConfig = {
+  enabled: true,
+  org: { perSecond: 200, burst: 400 },
+  machineAction: { perSecond: 1, burst: 3 },
+  machineRead: { perSecond: 5, burst: 10 },
+  appDelete: { perSecond: 100 / 60, burst: 100 },
+};
+
+export class ApiRateLimits {
+  readonly #limiter = new RateLimiter();
+
+  constructor(private readonly config: RateLimitConfig) {}
+
+  /** Throws 429 with Retry-After when a bucket is empty. `action` names the route (e.g. "machine.start"). */
+  check(principal: Principal, rateClass: RateClass, action: string, target: string): void {
+    if (!this.config.enabled) return;
+    this.#take(`org:${principal.orgId}`, this.config.org, 'requests for this organization');
+    if (rateClass === 'unlimited') return;
+    const limit =
+      rateClass === 'machine_action'
+        ? this.config.machineAction
+        : rateClass === 'machine_read'
+          ? this.config.machineRead
+          : this.config.appDelete;
+    const key = rateClass === 'app_delete' ? `app_delete:${principal.orgId}` : `${action}:${target}`;
+    this.#take(key, limit, `${action} on ${target}`);
+  }
+
+  #take(key: string, limit: BucketLimit, what: string): void {
+    const waitSec = this.#limiter.take(key, limit);
+    if (waitSec > 0) {
+      throw new HangarError(
+        'rate_limited',
+        `rate limit exceeded for ${what} (${limit.perSecond} per second, bursts of ${limit.burst}); retry in ${waitSec}s`,
+        { retryAfterSec: waitSec },
+      );
+    }
+  }
+}

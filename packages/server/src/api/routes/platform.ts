@@ -1,0 +1,23 @@
+import type { FastifyInstance } from 'fastify';
+import type { RouteDeps } from '../server.js';
+
+/** One host, one region today; the shape is Fly's (fly-go decodes the capitalised keys). */
+export function platformRoutes(app: FastifyInstance, { platform }: RouteDeps): void {
+  app.get('/v1/platform/regions', async () => {
+    const code = platform.region;
+    const regions = [
+      {
+        code,
+        name: `Hangar region ${code}`,
+        latitude: 0,
+        longitude: 0,
+        gateway_available: false,
+        requires_paid_plan: false,
+        deprecated: false,
+        capacity: 1,
+        geo_region: 'local',
+      },
+    ];
+    return { Regions: regions, regions, Nearest: code, nearest: code };
+  });
+}

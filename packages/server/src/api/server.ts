@@ -1,0 +1,125 @@
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Principal } from '../auth/tokens.js';
+import type { Platform } from '../machines/platform.js';
+import { ERROR_HTTP_STATUS, type ErrorCode, HangarError } from '../shared/errors.js';
+import { newUlid } from '../shared/ids.js';
+import { StoreConflictError } from '../store/store.js';
+import { ApiRateLimits, type RateClass, type RateLimitConfig } from './rate-limits.js';
+import { appRoutes } from './routes/apps.js';
+import { ipRoutes } from './routes/ips.js';
+import { machineRoutes } from './routes/machines.js';
+import { platformRoutes } from './routes/platform.js';
+import { secretRoutes } from './routes/secrets.js';
+import { tokenRoutes } from './routes/tokens.js';
+import { volumeRoutes } from './routes/volumes.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal?: Principal;
+  }
+  interface FastifyContextConfig {
+    /** Which rate-limit bucket the route draws from; omitted means reads of the org only. */
+    rate?: RateClass;
+    /** The action name used in rate-limit keys and messages, e.g. "machine.start". */
+    action?: string;
+  }
+}
+
+export interface ApiOptions {
+  platform: Platform;
+  rateLimits: RateLimitConfig;
+  /** Bodies above this are refused with 413 (secrets and configs are small). */
+  bodyLimitBytes?: number;
+  logger?: boolean | { level: string };
+}
+
+/** The authenticated caller; every /v1 route runs after the auth hook, so this always holds one. */
+export function principalOf(request: FastifyRequest): Principal {
+  if (!request.principal) throw new HangarError('unauthorized', 'missing token');
+  return request.principal;
+}
+
+/** Builds the Machines REST API. It validates, authorizes and calls the platform, nothing more. */
+export function buildApi(options: ApiOptions): FastifyInstance {
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: options.bodyLimitBytes ?? 1024 * 1024,
+    genReqId: () => newUlid(),
+    // Query strings like `state=started&state=stopped` become arrays.
+    routerOptions: { ignoreTrailingSlash: true },
+  });
+  const limits = new ApiRateLimits(options.rateLimits);
+
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('fly-request-id', request.id);
+  });
+
+  // Lenient JSON: any content type, an empty body reads as {}, malformed JSON is a clear 400.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'string' }, (_request, body, done) => {
+    const text = String(body).trim();
+    if (text === '') return done(null, undefined);
+    try {
+      done(null, JSON.parse(text));
+    } catch (error) {
+      done(new HangarError('invalid_argument', `request body is not valid JSON: ${(error as Error).message}`), undefined);
+    }
+  });
+
+  app.addHook('preHandler', async (request) => {
+    request.principal = await options.platform.tokens.authenticate(request.headers.authorization);
+    const params = request.params as { app_name?: string; machine_id?: string };
+    const config = request.routeOptions.config;
+    limits.check(
+      request.principal,
+      config.rate ?? 'unlimited',
+      config.action ?? request.routeOptions.url ?? request.url,
+      params.machine_id ?? params.app_name ?? request.principal.orgId,
+    );
+  });
+
+  app.setErrorHandler((error: FastifyError | HangarError | Error, request, reply) => {
+    const { status, code, message } = describeError(error, String(request.id));
+    if (status >= 500) request.log.error({ err: error }, 'request failed');
+    if (HangarError.is(error) && error.retryAfterSec !== undefined) {
+      reply.header('retry-after', String(error.retryAfterSec));
+    }
+    return reply.status(status).send({ error: message, status: code });
+  });
+
+  app.setNotFoundHandler((request, reply) =>
+    reply.status(404).send({
+      error: `no such endpoint: ${request.method} ${request.url.split('?')[0]}; the API lives under /v1 (see docs/api.md)`,
+      status: 'not_found',
+    }),
+  );
+
+  const deps = { platform: options.platform };
+  for (const routes of [appRoutes, machineRoutes, volumeRoutes, secretRoutes, ipRoutes, tokenRoutes, platformRoutes]) {
+    routes(app, deps);
+  }
+  return app;
+}
+
+export interface RouteDeps {
+  platform: Platform;
+}
+
+/** Maps any error to Fly's body; unknown errors become a 500 that points at the log, never a stack trace. */
+function describeError(error: unknown, requestId: string): { status: number; code: ErrorCode; message: string } {
+  if (HangarError.is(error)) return { status: error.httpStatus, code: error.code, message: error.message };
+  if (error instanceof StoreConflictError) {
+    return { status: ERROR_HTTP_STATUS.name_taken, code: 'name_taken', message: error.message };
+  }
+  const fastifyError = error as FastifyError;
+  const status = fastifyError.statusCode;
+  if (status !== undefined && status >= 400 && status < 500) {
+    const code = (Object.entries(ERROR_HTTP_STATUS).find(([, s]) => s === status)?.[0] ?? 'invalid_argument') as ErrorCode;
+    return { status, code, message: fastifyError.message };
+  }
+  return {
+    status: 500,
+    code: 'internal',
+    message: `internal error (request ${requestId}); the details are in hangard's log`,
+  };
+}

@@ -1,0 +1,125 @@
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { DEFAULT_RATE_LIMITS } from '../api/rate-limits.js';
+
+/**
+ * hangard's configuration: defaults, then a JSON file, then HANGAR_* environment variables, then flags.
+ * Every key is validated strictly: a typo is an error at start, never a silently ignored setting.
+ */
+const bucket = z.strictObject({ perSecond: z.number().positive(), burst: z.number().int().min(1) });
+
+export const ConfigSchema = z.strictObject({
+  /** Where the database, the secrets key, the token file and (later) images and volumes live. */
+  dataDir: z.string().min(1),
+  listen: z.strictObject({ host: z.string().min(1), port: z.number().int().min(0).max(65535) }),
+  /** The region this host serves; machines and volumes are placed here. */
+  region: z.string().regex(/^[a-z][a-z0-9-]{1,15}$/, 'a region is 2-16 lowercase letters, digits or dashes'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  ips: z.strictObject({
+    /** The host's public IPv4, shared by every app that allocates `shared_v4`. */
+    sharedV4: z.ipv4(),
+    /** Dedicated `v6` addresses are carved from this prefix (give the host's routed public /64 here). */
+    publicV6Prefix: z.string().regex(/^[0-9a-fA-F:]+\/\d{1,3}$/, 'an IPv6 prefix such as 2001:db8:1::/64'),
+  }),
+  /** FULL: an acknowledged write survives power loss. NORMAL: faster, survives a crash of hangard. */
+  databaseSync: z.enum(['FULL', 'NORMAL']),
+  rateLimits: z.strictObject({
+    enabled: z.boolean(),
+    org: bucket,
+    machineAction: bucket,
+    machineRead: bucket,
+    appDelete: bucket,
+  }),
+});
+
+export type ResolvedConfig = z.infer<typeof ConfigSchema> & { hostId: string };
+
+export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
+  dataDir: '/var/lib/hangar',
+  listen: { host: '127.0.0.1', port: 4280 }, // 4280: the port of Fly's private Machines API
+  region: 'local',
+  logLevel: 'info',
+  ips: { sharedV4: '127.0.0.1', publicV6Prefix: 'fd68:616e:6761:7200::/64' },
+  databaseSync: 'FULL',
+  rateLimits: DEFAULT_RATE_LIMITS,
+};
+
+export interface ConfigSources {
+  file?: string;
+  env?: NodeJS.ProcessEnv;
+  overrides?: Record<string, unknown>;
+}
+
+type Json = Record<string, unknown>;
+const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function merge(base: Json, layer: Json): Json {
+  const out: Json = { ...base };
+  for (const [key, value] of Object.entries(layer)) {
+    out[key] = isObject(value) && isObject(base[key]) ? merge(base[key] as Json, value) : value;
+  }
+  return out;
+}
+
+function fromEnv(env: NodeJS.ProcessEnv): Json {
+  const layer: Json = {};
+  if (env.HANGAR_DATA_DIR) layer.dataDir = env.HANGAR_DATA_DIR;
+  if (env.HANGAR_REGION) layer.region = env.HANGAR_REGION;
+  if (env.HANGAR_LOG_LEVEL) layer.logLevel = env.HANGAR_LOG_LEVEL;
+  if (env.HANGAR_API_LISTEN) layer.listen = parseListen(env.HANGAR_API_LISTEN);
+  if (env.HANGAR_RATE_LIMITS === 'off') layer.rateLimits = { enabled: false };
+  return layer;
+}
+
+/** `host:port`, `[v6]:port` or a bare port. */
+export function parseListen(text: string): { host: string; port: number } {
+  const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text) ?? /^()()(\d+)$/.exec(text);
+  if (!match) throw new Error(`listen address "${text}" is not host:port (e.g. 127.0.0.1:4280)`);
+  return { host: match[1] || match[2] || '127.0.0.1', port: Number(match[3]) };
+}
+
+export function resolveConfig(sources: ConfigSources = {}): ResolvedConfig {
+  let layered: Json = DEFAULT_CONFIG as unknown as Json;
+  if (sources.file) {
+    let text: string;
+    try {
+      text = readFileSync(sources.file, 'utf8');
+    } catch (error) {
+      throw new Error(`cannot read config file ${sources.file}: ${(error as Error).message}`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (error) {
+      throw new Error(`config file ${sources.file} is not valid JSON: ${(error as Error).message}`);
+    }
+    if (!isObject(parsed)) throw new Error(`config file ${sources.file} must hold a JSON object`);
+    layered = merge(layered, parsed);
+  }
+  layered = merge(layered, fromEnv(sources.env ?? process.env));
+  layered = merge(layered, sources.overrides ?? {});
+  const result = ConfigSchema.safeParse(layered);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    throw new Error(`invalid configuration at ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  }
+  return { ...result.data, hostId: hostIdIn(result.data.dataDir) };
+}
+
+/**
+ * The host's id: 32 random bits, made once and kept in the data directory. It is placement data now
+ * and becomes part of every 6PN address with the networking issue.
+ */
+function hostIdIn(dataDir: string): string {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  const file = join(dataDir, 'host-id');
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch {
+    const id = randomBytes(4).toString('hex');
+    writeFileSync(file, `${id}\n`, { mode: 0o600 });
+    return id;
+  }
+}

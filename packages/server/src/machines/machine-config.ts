@@ -1,0 +1,211 @@
+import { z } from 'zod';
+import { parseGoDuration } from '../shared/duration.js';
+
+/**
+ * MachineConfig as clients send it (fly-semantics §2). Known fields are checked strictly; fields Hangar
+ * does not model are kept as sent (loose objects), as Fly's API does, so newer clients keep working.
+ */
+const duration = z.union([
+  z.string().refine((s) => parseGoDuration(s) !== undefined, { message: 'expected a duration such as "10s"' }),
+  z.number().int().nonnegative(),
+]);
+const stringMap = z.record(z.string(), z.string());
+const port = z.number().int().min(1).max(65535);
+
+const envName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a valid environment variable name')
+  .refine((name) => !name.startsWith('FLY_'), { message: 'FLY_ variables are set by the platform' });
+
+export const MachineGuestSchema = z.looseObject({
+  cpu_kind: z.enum(['shared', 'performance']).optional(),
+  cpus: z.number().int().min(1).max(64).optional(),
+  memory_mb: z
+    .number()
+    .int()
+    .min(128)
+    .max(262144)
+    .optional(),
+  gpus: z.number().int().min(0).optional(),
+  gpu_kind: z.string().optional(),
+  kernel_args: z.array(z.string()).optional(),
+  max_memory_mb: z.number().int().optional(),
+  persist_rootfs: z.boolean().optional(),
+});
+
+const httpHeader = z.looseObject({ name: z.string(), values: z.array(z.string()) });
+
+const checkBase = {
+  type: z.enum(['tcp', 'http']).optional(),
+  port: port.optional(),
+  interval: duration.optional(),
+  timeout: duration.optional(),
+  grace_period: duration.optional(),
+  method: z.string().optional(),
+  path: z.string().optional(),
+  protocol: z.enum(['http', 'https']).optional(),
+  tls_server_name: z.string().optional(),
+  tls_skip_verify: z.boolean().optional(),
+  headers: z.array(httpHeader).optional(),
+};
+export const MachineCheckSchema = z.looseObject({ ...checkBase, kind: z.enum(['informational', 'readiness']).optional() });
+
+/** Inputs accept legacy booleans; responses encode off=false, stop=true, suspend="suspend" (fly-semantics §2). */
+const autostop = z.union([z.boolean(), z.enum(['off', 'stop', 'suspend'])]);
+
+const machinePort = z
+  .looseObject({
+    port: port.optional(),
+    start_port: port.optional(),
+    end_port: port.optional(),
+    handlers: z.array(z.enum(['http', 'tls', 'pg_tls', 'proxy_proto', 'edge_http'])).optional(),
+    force_https: z.boolean().optional(),
+    http_options: z.looseObject({}).optional(),
+    tls_options: z.looseObject({}).optional(),
+    proxy_proto_options: z.looseObject({ version: z.enum(['v1', 'v2']).optional() }).optional(),
+  })
+  .refine((p) => p.port !== undefined || (p.start_port !== undefined && p.end_port !== undefined), {
+    message: 'a port needs `port` or both `start_port` and `end_port`',
+  })
+  .refine((p) => p.start_port === undefined || p.end_port === undefined || p.start_port <= p.end_port, {
+    message: '`start_port` must not be greater than `end_port`',
+  });
+
+export const MachineServiceSchema = z.looseObject({
+  protocol: z.enum(['tcp', 'udp']),
+  internal_port: port,
+  ports: z.array(machinePort).optional(),
+  concurrency: z
+    .looseObject({
+      type: z.enum(['connections', 'requests']).optional(),
+      soft_limit: z.number().int().min(0).optional(),
+      hard_limit: z.number().int().min(0).optional(),
+    })
+    .refine((c) => c.soft_limit === undefined || c.hard_limit === undefined || c.soft_limit <= c.hard_limit, {
+      message: '`soft_limit` must not exceed `hard_limit`',
+    })
+    .optional(),
+  autostart: z.boolean().optional(),
+  autostop: autostop.optional(),
+  min_machines_running: z.number().int().min(0).optional(),
+  checks: z.array(z.looseObject(checkBase)).optional(),
+  force_instance_key: z.string().optional(),
+  force_instance_description: z.string().optional(),
+});
+
+const mount = z.looseObject({
+  volume: z.string().min(1),
+  path: z
+    .string()
+    .regex(/^\//, 'must be an absolute path')
+    .refine((p) => p !== '/', { message: 'cannot mount a volume at /' }),
+  name: z.string().optional(),
+  encrypted: z.boolean().optional(),
+  size_gb: z.number().int().optional(),
+  extend_threshold_percent: z.number().int().optional(),
+  add_size_gb: z.number().int().optional(),
+  size_gb_limit: z.number().int().optional(),
+});
+
+const file = z
+  .looseObject({
+    guest_path: z.string().regex(/^\//, 'must be an absolute path'),
+    raw_value: z.string().base64('must be base64').optional(),
+    secret_name: z.string().optional(),
+    image_config: z.string().optional(),
+    mode: z.number().int().min(0).max(0o7777).optional(),
+  })
+  .refine((f) => [f.raw_value, f.secret_name, f.image_config].filter((v) => v !== undefined).length === 1, {
+    message: 'a file needs exactly one of `raw_value`, `secret_name` or `image_config`',
+  });
+
+/** Guest presets named by the deprecated `size` field. */
+const SIZE_PRESETS: Record<string, { cpu_kind: 'shared' | 'performance'; cpus: number; memory_mb: number }> = {};
+for (const cpus of [1, 2, 4, 6, 8]) SIZE_PRESETS[`shared-cpu-${cpus}x`] = { cpu_kind: 'shared', cpus, memory_mb: 256 * cpus };
+for (const cpus of [1, 2, 4, 6, 8, 10, 12, 14, 16]) {
+  SIZE_PRESETS[`performance-${cpus}x`] = { cpu_kind: 'performance', cpus, memory_mb: 2048 * cpus };
+}
+
+const stringList = z.array(z.string());
+
+export const MachineConfigSchema = z
+  .looseObject({
+    image: z.string().trim().min(1, 'an image reference is required, e.g. "registry.example/app:1"'),
+    env: z.record(envName, z.string()).optional(),
+    init: z
+      .looseObject({
+        exec: stringList.optional(),
+        entrypoint: stringList.optional(),
+        cmd: stringList.optional(),
+        tty: z.boolean().optional(),
+        swap_size_mb: z.number().int().min(0).optional(),
+        kernel_args: stringList.optional(),
+      })
+      .optional(),
+    guest: MachineGuestSchema.optional(),
+    size: z
+      .string()
+      .refine((name) => name in SIZE_PRESETS, { message: `unknown size preset; use one of ${Object.keys(SIZE_PRESETS).join(', ')}` })
+      .optional(),
+    services: z.array(MachineServiceSchema).optional(),
+    checks: z.record(z.string(), MachineCheckSchema).optional(),
+    mounts: z.array(mount).max(1, 'a machine mounts at most one volume').optional(),
+    restart: z
+      .looseObject({
+        policy: z.enum(['no', 'always', 'on-failure', 'spot-price']).optional(),
+        max_retries: z.number().int().min(0).optional(),
+      })
+      .optional(),
+    auto_destroy: z.boolean().optional(),
+    metadata: stringMap.optional(),
+    files: z.array(file).optional(),
+    stop_config: z
+      .looseObject({
+        signal: z.string().optional(),
+        timeout: duration.optional(),
+      })
+      .optional(),
+    dns: z.looseObject({ skip_registration: z.boolean().optional() }).optional(),
+    schedule: z.enum(['hourly', 'daily', 'weekly', 'monthly']).optional(),
+    standbys: stringList.optional(),
+    processes: z.array(z.looseObject({})).optional(),
+    statics: z.array(z.looseObject({ guest_path: z.string(), url_prefix: z.string() })).optional(),
+    metrics: z.looseObject({ port: port.optional(), path: z.string().optional() }).optional(),
+    disable_machine_autostart: z.boolean().optional(),
+  })
+  .refine((c) => !(c.size !== undefined && c.guest !== undefined), {
+    message: '`size` and `guest` are mutually exclusive: send only `guest`',
+    path: ['size'],
+  });
+
+export type MachineConfig = z.infer<typeof MachineConfigSchema>;
+
+export const DEFAULT_GUEST = { cpu_kind: 'shared', cpus: 1, memory_mb: 256 } as const;
+
+/**
+ * Fills in what Fly fills in, so responses echo effective values (pain point: API defaults differing
+ * silently from fly.toml defaults). Returns a new object; the caller's stays untouched.
+ */
+export function normalizeMachineConfig(config: MachineConfig): MachineConfig {
+  const { size, ...rest } = config;
+  let guest = rest.guest;
+  if (size !== undefined) guest = { ...SIZE_PRESETS[size]! };
+  const services = rest.services?.map((service) => ({
+    ...service,
+    autostop: encodeAutostop(service.autostop),
+    autostart: service.autostart ?? true,
+  }));
+  return {
+    ...rest,
+    guest: { ...DEFAULT_GUEST, ...guest },
+    ...(services ? { services } : {}),
+    restart: { policy: 'on-failure', ...rest.restart },
+    dns: rest.dns ?? {},
+  };
+}
+
+/** off → false, stop → true, suspend → "suspend": the encoding old clients decode. */
+function encodeAutostop(value: boolean | 'off' | 'stop' | 'suspend' | undefined): boolean | 'suspend' {
+  if (value === 'suspend') return 'suspend';
+  return value === true || value === 'stop';
+}

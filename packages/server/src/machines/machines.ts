@@ -1,0 +1,760 @@
+import type { Principal } from '../auth/tokens.js';
+import type { ExecRequest, ExecResult, MachineRuntime, MachineSpec, ProcessStat } from '../runtime/runtime.js';
+import { durationToMs } from '../shared/duration.js';
+import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
+import { newLeaseNonce, newMachineId, newMachineName, newUlid } from '../shared/ids.js';
+import { KeyedQueue } from '../shared/keyed-queue.js';
+import type {
+  AppRecord,
+  JsonObject,
+  LeaseRecord,
+  MachineEventRecord,
+  MachineRecord,
+  MachineState,
+  MachineVersionRecord,
+} from '../store/records.js';
+import type { ReadTx, WriteTx } from '../store/store.js';
+import { appFor, isoNow, type PlatformContext } from './context.js';
+import { type MachineConfig, normalizeMachineConfig } from './machine-config.js';
+import { canBegin, type MachineAction, type WaitableState } from './states.js';
+
+export interface CreateMachineInput {
+  config: MachineConfig;
+  name?: string;
+  region?: string;
+  skipLaunch?: boolean;
+  skipServiceRegistration?: boolean;
+  leaseTtlSec?: number;
+  minSecretsVersion?: number;
+  skipSecrets?: boolean;
+}
+
+export interface UpdateMachineInput extends CreateMachineInput {
+  currentVersion?: string;
+}
+
+export interface ListMachinesFilter {
+  includeDeleted?: boolean;
+  region?: string;
+  states?: string[];
+  metadata?: Record<string, string>;
+}
+
+export interface WaitInput {
+  states: WaitableState[];
+  timeoutMs: number;
+  version?: string;
+}
+
+/** Machine metadata keys: letters, digits, `_ . -` (they also become DNS labels under `_metadata`). */
+const METADATA_KEY = /^[a-zA-Z0-9_.-]{1,64}$/;
+const MACHINE_NAME = /^[a-zA-Z0-9](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?$/;
+const EVENTS_IN_MACHINE = 10;
+export const LEASE_TTL_MAX_SEC = 86_400;
+/** Fly's default stop signal and timeout (API docs; fly.toml kill_signal/kill_timeout). */
+const DEFAULT_STOP = { signal: 'SIGINT', timeoutMs: 5_000 };
+const MAX_STOP_TIMEOUT_MS = 300_000;
+
+const NO_RUNTIME_MESSAGE =
+  'no machine runtime is configured on this host: machines are recorded but cannot run yet (see docs/runtime.md)';
+
+type Mutation = { app: AppRecord; machine: MachineRecord };
+
+/**
+ * The one orchestrator of machines: validates transitions against the state table, serializes every
+ * mutation of a machine through its queue, checks leases, mints versions, records events, and is the
+ * only code that talks to the runtime.
+ */
+export class MachinesService {
+  readonly #queue = new KeyedQueue();
+
+  constructor(private readonly ctx: PlatformContext) {}
+
+  #requireRuntime(): MachineRuntime {
+    if (!this.ctx.runtime) throw new HangarError('runtime_unavailable', NO_RUNTIME_MESSAGE);
+    return this.ctx.runtime;
+  }
+
+  // ---- reads -------------------------------------------------------------------------------------
+
+  async list(principal: Principal, appName: string, filter: ListMachinesFilter = {}): Promise<MachineView[]> {
+    return this.ctx.store.read((tx) => {
+      const app = appFor(tx, principal, appName, 'read');
+      return tx.machines
+        .list({ appId: app.id })
+        .filter((m) => filter.includeDeleted || m.state !== 'destroyed')
+        .filter((m) => !filter.region || m.region === filter.region)
+        .filter((m) => !filter.states || filter.states.includes(m.state))
+        .filter((m) =>
+          Object.entries(filter.metadata ?? {}).every(([k, v]) => (m.config.metadata as JsonObject | undefined)?.[k] === v),
+        )
+        .map((m) => this.#view(tx, m));
+    });
+  }
+
+  async get(principal: Principal, appName: string, machineId: string): Promise<MachineView> {
+    return this.ctx.store.read((tx) => this.#view(tx, findMachine(tx, appFor(tx, principal, appName, 'read'), machineId)));
+  }
+
+  async events(principal: Principal, appName: string, machineId: string, limit: number): Promise<MachineEventRecord[]> {
+    return this.ctx.store.read((tx) => {
+      const machine = findMachine(tx, appFor(tx, principal, appName, 'read'), machineId);
+      return tx.machineEvents.list({ machineId: machine.id }, { newestFirst: true, limit });
+    });
+  }
+
+  async versions(principal: Principal, appName: string, machineId: string): Promise<MachineVersionRecord[]> {
+    return this.ctx.store.read((tx) => {
+      const machine = findMachine(tx, appFor(tx, principal, appName, 'read'), machineId);
+      return tx.machineVersions.list({ machineId: machine.id }, { newestFirst: true });
+    });
+  }
+
+  async metadata(principal: Principal, appName: string, machineId: string): Promise<Record<string, string>> {
+    const view = await this.get(principal, appName, machineId);
+    return (view.machine.config.metadata as Record<string, string> | undefined) ?? {};
+  }
+
+  // ---- create and update -------------------------------------------------------------------------
+
+  async create(principal: Principal, appName: string, input: CreateMachineInput): Promise<MachineView> {
+    const config = normalizeMachineConfig(input.config) as JsonObject;
+    const region = input.region ?? this.ctx.region;
+    this.#checkRegion(region);
+    if (input.name !== undefined && !MACHINE_NAME.test(input.name)) {
+      throw invalidArgument(`name: "${input.name}" is not a valid machine name; use letters, digits, - and _`);
+    }
+    const leaseTtlSec = checkLeaseTtl(input.leaseTtlSec, 'lease_ttl');
+    const launch = !input.skipLaunch;
+    const view = await this.ctx.store.write((tx) => {
+      const app = appFor(tx, principal, appName, 'write');
+      checkSecretsVersion(app, input.minSecretsVersion);
+      const name = input.name ?? uniqueName(tx, app);
+      if (liveMachines(tx, app).some((m) => m.name === name)) {
+        throw new HangarError('name_taken', `a machine named "${name}" already exists in app ${app.name}`);
+      }
+      const now = isoNow(this.ctx);
+      const machine: MachineRecord = {
+        id: newMachineId(),
+        appId: app.id,
+        name,
+        region,
+        hostId: this.ctx.hostId,
+        state: 'created',
+        instanceId: newUlid(),
+        config,
+        imageRef: null,
+        privateIp: null,
+        cordoned: input.skipServiceRegistration === true,
+        createdAt: now,
+        updatedAt: now,
+      };
+      attachVolume(tx, app, machine, undefined);
+      tx.machines.insert(machine);
+      tx.machineVersions.insert({ machineId: machine.id, version: machine.instanceId, config, createdAt: now });
+      this.#event(tx, machine, 'launch', 'created', 'user');
+      if (launch && !this.ctx.runtime) {
+        this.#event(tx, machine, 'start', 'failed', 'hangar', { error: NO_RUNTIME_MESSAGE });
+      }
+      if (app.status === 'pending') tx.apps.update({ ...app, status: 'deployed', updatedAt: now });
+      const lease = leaseTtlSec === undefined ? undefined : this.#newLease(tx, machine, principal, leaseTtlSec, '');
+      return { ...this.#view(tx, machine), ...(lease ? { nonce: lease.nonce } : {}) };
+    });
+    if (launch && this.ctx.runtime) {
+      void this.#queue.run(view.machine.id, () => this.#boot(view.machine.id)).catch(() => undefined);
+    }
+    return view;
+  }
+
+  /** Full config replacement (no partial updates); a started machine reboots into the new version. */
+  async update(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    input: UpdateMachineInput,
+    nonce: string | undefined,
+  ): Promise<MachineView> {
+    const config = normalizeMachineConfig(input.config) as JsonObject;
+    return this.#mutate(principal, appName, machineId, 'update', nonce, async ({ app, machine }) => {
+      if (input.currentVersion !== undefined && input.currentVersion !== machine.instanceId) {
+        throw failedPrecondition(
+          `current_version ${input.currentVersion} is stale: machine ${machine.id} is at version ${machine.instanceId}`,
+        );
+      }
+      if (input.name !== undefined && input.name !== machine.name) {
+        throw invalidArgument(`name: a machine's name cannot change (it is "${machine.name}")`);
+      }
+      if (input.region !== undefined && input.region !== machine.region) {
+        throw invalidArgument(`region: a machine's region cannot change (it is "${machine.region}")`);
+      }
+      checkSecretsVersion(app, input.minSecretsVersion);
+      const wasRunning = machine.state === 'started';
+      if (wasRunning) await this.#stopWorkload(machine, 'update');
+      const updated = await this.ctx.store.write((tx) => {
+        const current = tx.machines.get(machine.id)!;
+        const now = isoNow(this.ctx);
+        const next: MachineRecord = {
+          ...current,
+          config,
+          instanceId: newUlid(),
+          // A suspended snapshot belongs to the old config: after an update the machine boots fresh.
+          state: current.state === 'suspended' || wasRunning ? 'stopped' : current.state,
+          updatedAt: now,
+        };
+        attachVolume(tx, tx.apps.get(app.id)!, next, current);
+        tx.machines.update(next);
+        tx.machineVersions.insert({ machineId: next.id, version: next.instanceId, config, createdAt: now });
+        this.#event(tx, next, 'update', next.state, 'user', { version: next.instanceId });
+        return next;
+      });
+      if (wasRunning && !input.skipLaunch) await this.#boot(updated.id);
+      return this.ctx.store.read((tx) => this.#view(tx, tx.machines.get(updated.id)!));
+    });
+  }
+
+  // ---- lifecycle ---------------------------------------------------------------------------------
+
+  async start(principal: Principal, appName: string, machineId: string, nonce?: string): Promise<{ previousState: MachineState }> {
+    return this.#mutate(principal, appName, machineId, 'start', nonce, async ({ machine }) => {
+      this.#requireRuntime();
+      await this.#boot(machine.id);
+      return { previousState: machine.state };
+    }, { idempotentFrom: ['started'], result: ({ machine }) => ({ previousState: machine.state }) });
+  }
+
+  async stop(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    options: { signal?: string; timeout?: unknown },
+    nonce?: string,
+  ): Promise<void> {
+    const timeoutMs = options.timeout === undefined ? undefined : durationToMs(options.timeout, 'timeout');
+    if (timeoutMs !== undefined && timeoutMs > MAX_STOP_TIMEOUT_MS) {
+      throw invalidArgument(`timeout: at most ${MAX_STOP_TIMEOUT_MS / 1000}s`);
+    }
+    await this.#mutate(principal, appName, machineId, 'stop', nonce, async ({ machine }) => {
+      if (machine.state === 'created' || machine.state === 'failed') {
+        // Nothing runs: the machine only changes state.
+        await this.#setState(machine.id, 'stopped', 'stop', 'user');
+        return;
+      }
+      await this.#stopWorkload(machine, 'stop', options.signal, timeoutMs);
+      await this.#setState(machine.id, 'stopped', 'stop', 'user');
+    }, { idempotentFrom: ['stopped'], result: () => undefined });
+  }
+
+  async suspend(principal: Principal, appName: string, machineId: string, nonce?: string): Promise<void> {
+    await this.#mutate(principal, appName, machineId, 'suspend', nonce, async ({ machine }) => {
+      const runtime = this.#requireRuntime();
+      await this.#setState(machine.id, 'suspending', 'suspend', 'user');
+      try {
+        await runtime.suspend(machine.id);
+      } catch (error) {
+        await this.#setState(machine.id, 'started', 'suspend', 'hangar', { error: (error as Error).message });
+        throw error;
+      }
+      await this.#setState(machine.id, 'suspended', 'suspend', 'user');
+    }, { idempotentFrom: ['suspended'], result: () => undefined });
+  }
+
+  async restart(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    options: { signal?: string; timeoutMs?: number },
+    nonce?: string,
+  ): Promise<void> {
+    await this.#mutate(principal, appName, machineId, 'restart', nonce, async ({ machine }) => {
+      await this.#stopWorkload(machine, 'restart', options.signal, options.timeoutMs);
+      await this.#setState(machine.id, 'stopped', 'restart', 'user');
+      await this.#boot(machine.id);
+    });
+  }
+
+  async signal(principal: Principal, appName: string, machineId: string, signal: string, nonce?: string): Promise<void> {
+    await this.#mutate(principal, appName, machineId, 'signal', nonce, async ({ machine }) => {
+      await this.#requireRuntime().signal(machine.id, signal);
+      await this.ctx.store.write((tx) => this.#event(tx, machine, 'signal', signal, 'user'));
+    });
+  }
+
+  async destroy(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    force: boolean,
+    nonce?: string,
+  ): Promise<void> {
+    const action: MachineAction = 'destroy';
+    await this.#mutate(principal, appName, machineId, action, nonce, async ({ machine }) => this.#destroyOne(machine), {
+      allowAnyState: force,
+    });
+  }
+
+  async cordon(principal: Principal, appName: string, machineId: string, cordoned: boolean, nonce?: string): Promise<void> {
+    await this.#mutate(principal, appName, machineId, 'cordon', nonce, async ({ machine }) => {
+      await this.ctx.store.write((tx) => {
+        const current = tx.machines.get(machine.id)!;
+        tx.machines.update({ ...current, cordoned, updatedAt: isoNow(this.ctx) });
+        this.#event(tx, current, cordoned ? 'cordon' : 'uncordon', current.state, 'user');
+      });
+    });
+  }
+
+  /** Used by app deletion: refuses while machines run unless `force`, then destroys every machine. */
+  async destroyAllForApp(app: AppRecord, force: boolean): Promise<void> {
+    const machines = await this.ctx.store.read((tx) => liveMachines(tx, app));
+    const running = machines.filter((m) => !canBegin('destroy', m.state));
+    if (running.length > 0 && !force) {
+      throw failedPrecondition(
+        `app ${app.name} has ${running.length} running machine(s) (${running.map((m) => m.id).join(', ')}); stop them first or delete with force=true`,
+      );
+    }
+    for (const machine of machines) {
+      await this.#queue.run(machine.id, async () => {
+        const current = await this.ctx.store.read((tx) => tx.machines.get(machine.id));
+        if (current && current.state !== 'destroyed') await this.#destroyOne(current);
+      });
+    }
+  }
+
+  // ---- wait --------------------------------------------------------------------------------------
+
+  /**
+   * Long-polls until the machine is in one of `states` (and at `version`, when given). Answers at once
+   * with a terminal error when the state can no longer be reached, instead of hanging until the timeout.
+   */
+  async wait(principal: Principal, appName: string, machineId: string, input: WaitInput, abort?: AbortSignal): Promise<void> {
+    const { id } = await this.ctx.store.read((tx) => findMachine(tx, appFor(tx, principal, appName, 'read'), machineId));
+    return new Promise<void>((resolve, reject) => {
+      let finished = false;
+      const finish = (error?: Error) => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        unwatch();
+        abort?.removeEventListener('abort', onAbort);
+        if (error) reject(error);
+        else resolve();
+      };
+      const check = (machine: MachineRecord | undefined) => {
+        if (!machine) return finish(new HangarError('not_found', `machine ${id} was deleted`));
+        const outcome = waitOutcome(machine, input, this.ctx.runtime !== undefined);
+        if (outcome === 'done') finish();
+        else if (outcome instanceof HangarError) finish(outcome);
+      };
+      const onAbort = () => finish(new HangarError('deadline_exceeded', 'the client went away'));
+      const timer = setTimeout(() => {
+        void this.ctx.store.read((tx) => tx.machines.get(id)).then((m) =>
+          finish(
+            new HangarError(
+              'deadline_exceeded',
+              `machine failed to reach desired state, ${input.states.join('/')}, currently ${m?.state ?? 'deleted'}`,
+            ),
+          ),
+        );
+      }, input.timeoutMs);
+      const unwatch = this.ctx.store.watch((batch) => {
+        for (const change of batch.changes) {
+          if (change.collection === 'machines' && change.key === id) check(change.doc as MachineRecord | undefined);
+        }
+      });
+      abort?.addEventListener('abort', onAbort);
+      // Read after subscribing, so a change between the two cannot be missed.
+      void this.ctx.store.read((tx) => tx.machines.get(id)).then(check, (error: Error) => finish(error));
+    });
+  }
+
+  // ---- leases ------------------------------------------------------------------------------------
+
+  async acquireLease(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    input: { ttlSec?: number; description?: string; nonce?: string },
+  ): Promise<LeaseRecord> {
+    const ttlSec = checkLeaseTtl(input.ttlSec ?? 30, 'ttl')!;
+    return this.ctx.store.write((tx) => {
+      const machine = findMachine(tx, appFor(tx, principal, appName, 'write'), machineId);
+      const current = activeLease(tx, machine.id, this.ctx.now());
+      if (current && current.nonce !== input.nonce) {
+        throw leaseHeld(current);
+      }
+      if (current) {
+        // Refresh: same nonce, new expiry.
+        const refreshed = { ...current, expiresAt: nowSec(this.ctx) + ttlSec, version: machine.instanceId };
+        tx.leases.update(refreshed);
+        return refreshed;
+      }
+      return this.#newLease(tx, machine, principal, ttlSec, input.description ?? '');
+    });
+  }
+
+  async getLease(principal: Principal, appName: string, machineId: string): Promise<LeaseRecord> {
+    return this.ctx.store.read((tx) => {
+      const machine = findMachine(tx, appFor(tx, principal, appName, 'read'), machineId);
+      const lease = activeLease(tx, machine.id, this.ctx.now());
+      if (!lease) throw new HangarError('not_found', `machine ${machine.id} has no active lease`);
+      return lease;
+    });
+  }
+
+  /** Idempotent: releasing a lease that already expired or was released succeeds (pain point §9.12). */
+  async releaseLease(principal: Principal, appName: string, machineId: string, nonce: string | undefined): Promise<void> {
+    if (!nonce) throw invalidArgument('the fly-machine-lease-nonce header is required to release a lease');
+    await this.ctx.store.write((tx) => {
+      const machine = findMachine(tx, appFor(tx, principal, appName, 'write'), machineId);
+      const current = activeLease(tx, machine.id, this.ctx.now());
+      if (current && current.nonce !== nonce) throw leaseHeld(current);
+      tx.leases.delete(machine.id);
+    });
+  }
+
+  // ---- metadata ----------------------------------------------------------------------------------
+
+  /** Sets (string) or removes (null/"") keys. Metadata changes mint no version and reboot nothing. */
+  async patchMetadata(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    changes: Record<string, string | null>,
+    options: { machineVersion?: string; nonce?: string },
+  ): Promise<Record<string, string>> {
+    for (const key of Object.keys(changes)) {
+      if (!METADATA_KEY.test(key)) {
+        throw invalidArgument(`metadata key "${key}" is invalid; use 1-64 letters, digits, '_', '.' or '-'`);
+      }
+    }
+    return this.ctx.store.write((tx) => {
+      const machine = findMachine(tx, appFor(tx, principal, appName, 'write'), machineId);
+      checkLease(tx, machine, options.nonce, this.ctx.now());
+      if (options.machineVersion !== undefined && options.machineVersion !== machine.instanceId) {
+        throw failedPrecondition(`machine_version ${options.machineVersion} is stale: the machine is at ${machine.instanceId}`);
+      }
+      const metadata = { ...((machine.config.metadata as Record<string, string> | undefined) ?? {}) };
+      for (const [key, value] of Object.entries(changes)) {
+        if (value === null || value === '') delete metadata[key];
+        else metadata[key] = value;
+      }
+      tx.machines.update({ ...machine, config: { ...machine.config, metadata }, updatedAt: isoNow(this.ctx) });
+      return metadata;
+    });
+  }
+
+  // ---- inside the machine ------------------------------------------------------------------------
+
+  async exec(principal: Principal, appName: string, machineId: string, request: ExecRequest): Promise<ExecResult> {
+    const machine = await this.#startedMachine(principal, appName, machineId, 'write');
+    return this.#requireRuntime().exec(machine.id, request);
+  }
+
+  async ps(principal: Principal, appName: string, machineId: string): Promise<ProcessStat[]> {
+    const machine = await this.#startedMachine(principal, appName, machineId, 'read');
+    return this.#requireRuntime().ps(machine.id);
+  }
+
+  /** Waits for queued work (tests and shutdown). */
+  drain(): Promise<void> {
+    return this.#queue.drain();
+  }
+
+  // ---- internals ---------------------------------------------------------------------------------
+
+  async #startedMachine(principal: Principal, appName: string, machineId: string, access: 'read' | 'write') {
+    const machine = await this.ctx.store.read((tx) => findMachine(tx, appFor(tx, principal, appName, access), machineId));
+    this.#requireRuntime();
+    if (machine.state !== 'started') {
+      throw failedPrecondition(`machine ${machine.id} is ${machine.state}; start it first`);
+    }
+    return machine;
+  }
+
+  /**
+   * Runs one mutation in the machine's queue after checking access, the lease and the state table.
+   * `idempotentFrom` names states in which the action is already done: the call then succeeds at once.
+   */
+  async #mutate<T>(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    action: MachineAction,
+    nonce: string | undefined,
+    task: (m: Mutation) => Promise<T>,
+    options: { idempotentFrom?: MachineState[]; result?: (m: Mutation) => T; allowAnyState?: boolean } = {},
+  ): Promise<T> {
+    const { app, machine: found } = await this.ctx.store.read((tx) => {
+      const app = appFor(tx, principal, appName, 'write');
+      return { app, machine: findMachine(tx, app, machineId) };
+    });
+    return this.#queue.run(found.id, async () => {
+      // Re-read inside the queue: an earlier queued mutation may have changed the machine.
+      const machine = await this.ctx.store.read((tx) => {
+        const current = tx.machines.get(found.id)!;
+        checkLease(tx, current, nonce, this.ctx.now());
+        return current;
+      });
+      if (machine.state === 'destroyed') {
+        throw failedPrecondition(`machine ${machine.id} is destroyed`);
+      }
+      if (options.idempotentFrom?.includes(machine.state) && options.result) return options.result({ app, machine });
+      if (!options.allowAnyState && !canBegin(action, machine.state)) {
+        throw failedPrecondition(stateRefusal(action, machine));
+      }
+      return task({ app, machine });
+    });
+  }
+
+  /** Boots the current version: prepare the image, start the workload, record each step. */
+  async #boot(machineId: string): Promise<void> {
+    const runtime = this.#requireRuntime();
+    const { machine, spec, wasSuspended } = await this.ctx.store.write((tx) => {
+      const current = tx.machines.get(machineId)!;
+      const app = tx.apps.get(current.appId)!;
+      tx.machines.update({ ...current, state: 'starting', updatedAt: isoNow(this.ctx) });
+      return { machine: current, spec: this.#spec(tx, app, current), wasSuspended: current.state === 'suspended' };
+    });
+    try {
+      if (wasSuspended) {
+        await runtime.resume(machine.id);
+      } else {
+        const imageRef = await runtime.prepare(spec);
+        await this.ctx.store.write((tx) => tx.machines.update({ ...tx.machines.get(machineId)!, imageRef }));
+        await runtime.start(spec);
+      }
+      await this.#setState(machineId, 'started', 'start', 'flyd');
+    } catch (error) {
+      await this.#setState(machineId, 'failed', 'start', 'flyd', { error: (error as Error).message });
+      throw error;
+    }
+  }
+
+  async #stopWorkload(machine: MachineRecord, reason: string, signal?: string, timeoutMs?: number): Promise<void> {
+    const runtime = this.#requireRuntime();
+    const stopConfig = (machine.config.stop_config as { signal?: string; timeout?: unknown } | undefined) ?? {};
+    await this.#setState(machine.id, 'stopping', reason, 'user');
+    const exit = await runtime.stop(machine.id, {
+      signal: signal ?? stopConfig.signal ?? DEFAULT_STOP.signal,
+      timeoutMs:
+        timeoutMs ??
+        (stopConfig.timeout === undefined ? DEFAULT_STOP.timeoutMs : durationToMs(stopConfig.timeout, 'stop_config.timeout')),
+    });
+    await this.ctx.store.write((tx) =>
+      this.#event(tx, machine, 'exit', 'stopped', 'flyd', {
+        exit_event: {
+          exit_code: exit.exitCode,
+          signal: exit.signal,
+          oom_killed: exit.oomKilled,
+          requested_stop: exit.requestedStop,
+          exited_at: new Date(exit.exitedAt).toISOString(),
+        },
+      }),
+    );
+  }
+
+  async #destroyOne(machine: MachineRecord): Promise<void> {
+    // The runtime's destroy is idempotent: it also cleans up after a machine that never booted.
+    if (this.ctx.runtime) {
+      await this.#setState(machine.id, 'destroying', 'destroy', 'user');
+      await this.ctx.runtime.destroy(machine.id);
+    }
+    await this.ctx.store.write((tx) => {
+      const current = tx.machines.get(machine.id)!;
+      const destroyed: MachineRecord = { ...current, state: 'destroyed', updatedAt: isoNow(this.ctx) };
+      tx.machines.update(destroyed);
+      for (const volume of tx.volumes.list({ attachedMachineId: machine.id })) {
+        tx.volumes.update({ ...volume, attachedMachineId: null });
+      }
+      tx.leases.delete(machine.id);
+      this.#event(tx, destroyed, 'destroy', 'destroyed', 'user');
+    });
+  }
+
+  async #setState(
+    machineId: string,
+    state: MachineState,
+    eventType: string,
+    source: MachineEventRecord['source'],
+    request?: JsonObject,
+  ): Promise<void> {
+    await this.ctx.store.write((tx) => {
+      const current = tx.machines.get(machineId)!;
+      const next = { ...current, state, updatedAt: isoNow(this.ctx) };
+      tx.machines.update(next);
+      this.#event(tx, next, eventType, state, source, request);
+    });
+  }
+
+  #event(
+    tx: WriteTx,
+    machine: MachineRecord,
+    type: string,
+    status: string,
+    source: MachineEventRecord['source'],
+    request?: JsonObject,
+  ): void {
+    tx.machineEvents.insert({
+      id: newUlid(),
+      machineId: machine.id,
+      type,
+      status,
+      source,
+      timestamp: this.ctx.now(),
+      ...(request ? { request } : {}),
+    });
+  }
+
+  #newLease(tx: WriteTx, machine: MachineRecord, principal: Principal, ttlSec: number, description: string): LeaseRecord {
+    const lease: LeaseRecord = {
+      machineId: machine.id,
+      nonce: newLeaseNonce(),
+      expiresAt: nowSec(this.ctx) + ttlSec,
+      owner: principal.name,
+      description,
+      version: machine.instanceId,
+    };
+    tx.leases.delete(machine.id);
+    tx.leases.insert(lease);
+    return lease;
+  }
+
+  #spec(tx: ReadTx, app: AppRecord, machine: MachineRecord): MachineSpec {
+    const env: Record<string, string> = { ...((machine.config.env as Record<string, string> | undefined) ?? {}) };
+    for (const secret of tx.secrets.list({ appId: app.id })) {
+      env[secret.name] = this.ctx.vault.unseal(secret.sealed, `${app.id}/${secret.name}`);
+    }
+    return {
+      machineId: machine.id,
+      appName: app.name,
+      region: machine.region,
+      version: machine.instanceId,
+      config: machine.config,
+      env,
+      privateIp: machine.privateIp,
+    };
+  }
+
+  #checkRegion(region: string): void {
+    if (region !== this.ctx.region) {
+      throw new HangarError(
+        'failed_precondition',
+        `insufficient resources to create machine: no host in region "${region}"; this Hangar serves region "${this.ctx.region}"`,
+      );
+    }
+  }
+
+  #view(tx: ReadTx, machine: MachineRecord): MachineView {
+    return {
+      machine,
+      events: tx.machineEvents.list({ machineId: machine.id }, { newestFirst: true, limit: EVENTS_IN_MACHINE }),
+    };
+  }
+}
+
+export interface MachineView {
+  machine: MachineRecord;
+  events: MachineEventRecord[];
+  /** Only on create with lease_ttl. */
+  nonce?: string;
+}
+
+function findMachine(tx: ReadTx, app: AppRecord, machineId: string): MachineRecord {
+  const machine = tx.machines.get(machineId);
+  if (!machine || machine.appId !== app.id) {
+    throw new HangarError('not_found', `machine ${machineId} was not found in app ${app.name}`);
+  }
+  return machine;
+}
+
+function liveMachines(tx: ReadTx, app: AppRecord): MachineRecord[] {
+  return tx.machines.list({ appId: app.id }).filter((m) => m.state !== 'destroyed');
+}
+
+function uniqueName(tx: ReadTx, app: AppRecord): string {
+  const taken = new Set(liveMachines(tx, app).map((m) => m.name));
+  for (;;) {
+    const name = newMachineName();
+    if (!taken.has(name)) return name;
+  }
+}
+
+function checkSecretsVersion(app: AppRecord, minSecretsVersion: number | undefined): void {
+  if (minSecretsVersion !== undefined && app.secretsVersion < minSecretsVersion) {
+    throw failedPrecondition(
+      `min_secrets_version ${minSecretsVersion} is not yet available: app ${app.name} is at secrets version ${app.secretsVersion}`,
+    );
+  }
+}
+
+function checkLeaseTtl(ttl: number | undefined, field: string): number | undefined {
+  if (ttl === undefined) return undefined;
+  if (!Number.isInteger(ttl) || ttl < 1 || ttl > LEASE_TTL_MAX_SEC) {
+    throw invalidArgument(`${field}: expected whole seconds from 1 to ${LEASE_TTL_MAX_SEC}, got ${ttl}`);
+  }
+  return ttl;
+}
+
+const nowSec = (ctx: PlatformContext) => Math.floor(ctx.now() / 1000);
+
+function activeLease(tx: ReadTx, machineId: string, nowMs: number): LeaseRecord | undefined {
+  const lease = tx.leases.get(machineId);
+  return lease && lease.expiresAt * 1000 > nowMs ? lease : undefined;
+}
+
+function leaseHeld(lease: LeaseRecord): HangarError {
+  return new HangarError(
+    'lease_conflict',
+    `machine ${lease.machineId} is leased by "${lease.owner}" until ${new Date(lease.expiresAt * 1000).toISOString()}; send its nonce in the fly-machine-lease-nonce header or wait for it to expire`,
+  );
+}
+
+function checkLease(tx: ReadTx, machine: MachineRecord, nonce: string | undefined, nowMs: number): void {
+  const lease = activeLease(tx, machine.id, nowMs);
+  if (lease && lease.nonce !== nonce) throw leaseHeld(lease);
+}
+
+function stateRefusal(action: MachineAction, machine: MachineRecord): string {
+  if (action === 'destroy') {
+    return `machine ${machine.id} is ${machine.state}; stop it first, or destroy with force=true`;
+  }
+  return `unable to ${action} machine from current state: ${machine.id} is ${machine.state}`;
+}
+
+/**
+ * Binds the volume named in `mounts` to the machine. A volume serves one machine at a time, and an
+ * update cannot swap a machine's volume for another.
+ */
+function attachVolume(tx: WriteTx, app: AppRecord, machine: MachineRecord, previous: MachineRecord | undefined): void {
+  const wanted = (machine.config.mounts as { volume: string }[] | undefined)?.[0]?.volume;
+  const had = (previous?.config.mounts as { volume: string }[] | undefined)?.[0]?.volume;
+  if (previous && had !== undefined && wanted !== had) {
+    throw invalidArgument(`mounts: a machine's volume cannot be swapped by an update (it has ${had})`);
+  }
+  if (wanted === undefined || wanted === had) return;
+  const volume = tx.volumes.get(wanted);
+  if (!volume || volume.appId !== app.id) {
+    throw invalidArgument(`mounts[0].volume: volume ${wanted} was not found in app ${app.name}`);
+  }
+  if (volume.attachedMachineId !== null && volume.attachedMachineId !== machine.id) {
+    throw failedPrecondition(`volume ${wanted} is attached to machine ${volume.attachedMachineId}`);
+  }
+  tx.volumes.update({ ...volume, attachedMachineId: machine.id });
+}
+
+/** 'done', a terminal error, or 'pending'. */
+function waitOutcome(machine: MachineRecord, input: WaitInput, hasRuntime: boolean): 'done' | 'pending' | HangarError {
+  const versionMatches = input.version === undefined || input.version === machine.instanceId;
+  if (versionMatches && (input.states as string[]).includes(machine.state)) return 'done';
+  // An older version that was replaced is no longer running: it counts as stopped.
+  if (!versionMatches && input.states.some((s) => s === 'stopped' || s === 'destroyed')) return 'done';
+  if (!versionMatches) {
+    return failedPrecondition(`version ${input.version} was replaced by ${machine.instanceId}; it will not become ${input.states.join('/')}`);
+  }
+  if (machine.state === 'destroyed') {
+    return failedPrecondition(`machine ${machine.id} was destroyed; it will never be ${input.states.join('/')}`);
+  }
+  if (!hasRuntime && input.states.every((s) => s === 'started' || s === 'suspended')) {
+    return new HangarError('runtime_unavailable', NO_RUNTIME_MESSAGE);
+  }
+  return 'pending';
+}

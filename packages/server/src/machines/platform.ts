@@ -1,0 +1,32 @@
+import { AppsService } from './apps.js';
+import type { PlatformContext } from './context.js';
+import { IpsService } from './ips.js';
+import { MachinesService } from './machines.js';
+import { SecretsService } from './secrets.js';
+import { TokensService } from './tokens.js';
+import { VolumesService } from './volumes.js';
+
+/** The orchestrator's services, built over one shared context. The api calls only these. */
+export interface Platform {
+  apps: AppsService;
+  machines: MachinesService;
+  volumes: VolumesService;
+  secrets: SecretsService;
+  ips: IpsService;
+  tokens: TokensService;
+  /** The region this host serves. */
+  region: string;
+}
+
+export function createPlatform(ctx: PlatformContext): Platform {
+  const machines = new MachinesService(ctx);
+  return {
+    apps: new AppsService(ctx, machines),
+    machines,
+    volumes: new VolumesService(ctx),
+    secrets: new SecretsService(ctx),
+    ips: new IpsService(ctx),
+    tokens: new TokensService(ctx),
+    region: ctx.region,
+  };
+}

@@ -1,0 +1,177 @@
+/**
+ * What the store holds. Records are the daemon's own model (camelCase); the api turns them into Fly's
+ * wire shapes. User-supplied machine configs are kept as the JSON the user sent, after validation.
+ */
+export type MachineState =
+  | 'created'
+  | 'starting'
+  | 'started'
+  | 'stopping'
+  | 'stopped'
+  | 'suspending'
+  | 'suspended'
+  | 'replacing'
+  | 'destroying'
+  | 'destroyed'
+  | 'failed';
+
+export type JsonObject = { [key: string]: unknown };
+
+export interface OrgRecord {
+  id: string;
+  slug: string;
+  name: string;
+  internalNumericId: number;
+  createdAt: string;
+}
+
+export interface NetworkRecord {
+  /** 32-bit, allocated from a sequence, never reused; embedded in every 6PN address of the network. */
+  id: number;
+  orgId: string;
+  name: string;
+  createdAt: string;
+}
+
+export interface AppRecord {
+  id: string;
+  name: string;
+  orgId: string;
+  networkId: number;
+  status: 'pending' | 'deployed' | 'suspended';
+  internalNumericId: number;
+  /** Bumped by every secrets change; `min_secrets_version` compares against it. */
+  secretsVersion: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface ImageRefRecord {
+  registry: string;
+  repository: string;
+  tag: string;
+  digest: string;
+  labels: Record<string, string>;
+}
+
+export interface MachineRecord {
+  id: string;
+  appId: string;
+  name: string;
+  region: string;
+  /** The host that owns the machine; one host today, kept as data for clusters. */
+  hostId: string;
+  state: MachineState;
+  /** The current version (a ULID); also reported as `version`. */
+  instanceId: string;
+  config: JsonObject;
+  imageRef: ImageRefRecord | null;
+  privateIp: string | null;
+  cordoned: boolean;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface MachineVersionRecord {
+  machineId: string;
+  version: string;
+  config: JsonObject;
+  createdAt: string;
+}
+
+export interface MachineEventRecord {
+  id: string;
+  machineId: string;
+  type: string;
+  status: string;
+  source: 'user' | 'flyd' | 'hangar';
+  /** Unix milliseconds, as Fly reports event times. */
+  timestamp: number;
+  request?: JsonObject;
+}
+
+export interface LeaseRecord {
+  machineId: string;
+  nonce: string;
+  /** Unix seconds, as Fly reports lease expiry. */
+  expiresAt: number;
+  owner: string;
+  description: string;
+  version: string;
+}
+
+export type VolumeState = 'created' | 'extending' | 'restoring' | 'destroyed';
+
+export interface VolumeRecord {
+  id: string;
+  appId: string;
+  name: string;
+  state: VolumeState;
+  sizeGb: number;
+  region: string;
+  zone: string;
+  hostId: string;
+  encrypted: boolean;
+  fstype: 'ext4' | 'raw';
+  snapshotRetention: number;
+  autoBackupEnabled: boolean;
+  attachedMachineId: string | null;
+  /** Where the volume's data came from, if it was restored or forked. */
+  sourceSnapshotId: string | null;
+  sourceVolumeId: string | null;
+  createdAt: string;
+}
+
+export interface VolumeSnapshotRecord {
+  id: string;
+  volumeId: string;
+  appId: string;
+  sizeBytes: number;
+  volumeSizeGb: number;
+  digest: string;
+  status: 'created' | 'running' | 'failed';
+  retentionDays: number;
+  createdAt: string;
+}
+
+export interface SecretRecord {
+  appId: string;
+  name: string;
+  /** AES-256-GCM sealed value, base64: never the plaintext. */
+  sealed: string;
+  /** Keyed hash of the value, so clients can tell whether a value changed without seeing it. */
+  digest: string;
+  /** The app's secrets version at which this value was set. */
+  version: number;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export type IpType = 'v6' | 'shared_v4' | 'private_v6';
+
+export interface IpAssignmentRecord {
+  ip: string;
+  appId: string;
+  type: IpType;
+  region: string;
+  /** For private_v6 (Flycast): the network whose callers reach the app through this address. */
+  networkId: number | null;
+  serviceName: string | null;
+  shared: boolean;
+  createdAt: string;
+}
+
+export type TokenType = 'org' | 'deploy' | 'readonly';
+
+export interface TokenRecord {
+  id: string;
+  type: TokenType;
+  orgId: string;
+  /** Deploy tokens are bound to one app. */
+  appId: string | null;
+  name: string;
+  /** SHA-256 of the secret part; the token itself is never stored. */
+  secretHash: string;
+  createdAt: string;
+  expiresAt: string | null;
+}
