@@ -54,17 +54,24 @@ async function main(): Promise<void> {
   }
   const hangard = await startHangard(config).catch((error: NodeJS.ErrnoException) => {
     if (error.code === 'EADDRINUSE') {
-      fail(`${config.listen.host}:${config.listen.port} is already in use`, 'is another hangard running? pick another --listen');
+      fail(
+        `${config.listen.host}:${config.listen.port} is already in use`,
+        'is another hangard running? pick another --listen',
+      );
     }
     throw error;
   });
-  process.stdout.write(`hangard: Machines API on ${hangard.url} (region ${config.region}, data in ${config.dataDir})\n`);
+  process.stdout.write(
+    `hangard: Machines API on ${hangard.url} (region ${config.region}, data in ${config.dataDir})\n`,
+  );
   if (hangard.createdToken) {
     process.stdout.write(`hangard: created org "personal"; its token is in ${hangard.tokenFile}\n`);
   } else {
     process.stdout.write(`hangard: the "personal" org token is in ${hangard.tokenFile}\n`);
   }
-  process.stdout.write('hangard: no machine runtime yet: machines are recorded but do not run (see docs/runtime.md)\n');
+  process.stdout.write(
+    'hangard: no machine runtime yet: machines are recorded but do not run (see docs/runtime.md)\n',
+  );
   const shutdown = (signal: string) => {
     process.stdout.write(`hangard: ${signal}, shutting down\n`);
     void hangard.close().then(() => process.exit(0));

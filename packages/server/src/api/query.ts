@@ -24,12 +24,18 @@ export function queryBool(request: FastifyRequest, name: string): boolean {
   throw invalidArgument(`${name}: expected true or false, got "${value}"`);
 }
 
-export function queryInt(request: FastifyRequest, name: string, range: { min: number; max: number }): number | undefined {
+export function queryInt(
+  request: FastifyRequest,
+  name: string,
+  range: { min: number; max: number },
+): number | undefined {
   const value = queryString(request, name);
   if (value === undefined) return undefined;
   const number = Number(value);
   if (!Number.isInteger(number) || number < range.min || number > range.max) {
-    throw invalidArgument(`${name}: expected a whole number from ${range.min} to ${range.max}, got "${value}"`);
+    throw invalidArgument(
+      `${name}: expected a whole number from ${range.min} to ${range.max}, got "${value}"`,
+    );
   }
   return number;
 }
@@ -38,7 +44,8 @@ export function queryInt(request: FastifyRequest, name: string, range: { min: nu
 export function metadataFilters(request: FastifyRequest): Record<string, string> {
   const filters: Record<string, string> = {};
   for (const [key, value] of Object.entries(queryOf(request))) {
-    if (key.startsWith('metadata.') && value !== undefined) filters[key.slice(9)] = Array.isArray(value) ? value[0]! : value;
+    if (key.startsWith('metadata.') && value !== undefined)
+      filters[key.slice(9)] = Array.isArray(value) ? value[0]! : value;
   }
   return filters;
 }

@@ -28,7 +28,10 @@ const createMachineFields = {
   skip_secrets: z.boolean().optional(),
 };
 export const CreateMachineBody = z.looseObject(createMachineFields);
-export const UpdateMachineBody = z.looseObject({ ...createMachineFields, current_version: z.string().optional() });
+export const UpdateMachineBody = z.looseObject({
+  ...createMachineFields,
+  current_version: z.string().optional(),
+});
 
 export const StopBody = z.looseObject({
   signal: z.string().optional(),
@@ -49,7 +52,10 @@ export const SignalBody = z.looseObject({
   }),
 });
 
-export const LeaseBody = z.looseObject({ ttl: z.number().int().optional(), description: z.string().optional() });
+export const LeaseBody = z.looseObject({
+  ttl: z.number().int().optional(),
+  description: z.string().optional(),
+});
 export const MetadataValueBody = z.looseObject({ value: z.string() });
 export const ExecBody = z
   .looseObject({
@@ -58,7 +64,10 @@ export const ExecBody = z
     timeout: z.number().int().min(1).max(3600).optional(),
     stdin: z.string().optional(),
   })
-  .refine((b) => b.command !== undefined || b.cmd !== undefined, { message: 'command is required', path: ['command'] });
+  .refine((b) => b.command !== undefined || b.cmd !== undefined, {
+    message: 'command is required',
+    path: ['command'],
+  });
 
 export const CreateVolumeBody = z.looseObject({
   name: z.string({ error: 'name is required' }),

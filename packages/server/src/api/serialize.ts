@@ -90,7 +90,13 @@ export const version = (v: MachineVersionRecord) => ({ version: v.version, user_
 
 export const lease = (l: LeaseRecord) => ({
   status: 'success',
-  data: { nonce: l.nonce, expires_at: l.expiresAt, owner: l.owner, description: l.description, version: l.version },
+  data: {
+    nonce: l.nonce,
+    expires_at: l.expiresAt,
+    owner: l.owner,
+    description: l.description,
+    version: l.version,
+  },
 });
 
 const BLOCK_SIZE = 4096;

@@ -62,7 +62,10 @@ export function buildApi(options: ApiOptions): FastifyInstance {
     try {
       done(null, JSON.parse(text));
     } catch (error) {
-      done(new HangarError('invalid_argument', `request body is not valid JSON: ${(error as Error).message}`), undefined);
+      done(
+        new HangarError('invalid_argument', `request body is not valid JSON: ${(error as Error).message}`),
+        undefined,
+      );
     }
   });
 
@@ -95,7 +98,15 @@ export function buildApi(options: ApiOptions): FastifyInstance {
   );
 
   const deps = { platform: options.platform };
-  for (const routes of [appRoutes, machineRoutes, volumeRoutes, secretRoutes, ipRoutes, tokenRoutes, platformRoutes]) {
+  for (const routes of [
+    appRoutes,
+    machineRoutes,
+    volumeRoutes,
+    secretRoutes,
+    ipRoutes,
+    tokenRoutes,
+    platformRoutes,
+  ]) {
     routes(app, deps);
   }
   return app;
@@ -106,7 +117,10 @@ export interface RouteDeps {
 }
 
 /** Maps any error to Fly's body; unknown errors become a 500 that points at the log, never a stack trace. */
-function describeError(error: unknown, requestId: string): { status: number; code: ErrorCode; message: string } {
+function describeError(
+  error: unknown,
+  requestId: string,
+): { status: number; code: ErrorCode; message: string } {
   if (HangarError.is(error)) return { status: error.httpStatus, code: error.code, message: error.message };
   if (error instanceof StoreConflictError) {
     return { status: ERROR_HTTP_STATUS.name_taken, code: 'name_taken', message: error.message };
@@ -114,7 +128,8 @@ function describeError(error: unknown, requestId: string): { status: number; cod
   const fastifyError = error as FastifyError;
   const status = fastifyError.statusCode;
   if (status !== undefined && status >= 400 && status < 500) {
-    const code = (Object.entries(ERROR_HTTP_STATUS).find(([, s]) => s === status)?.[0] ?? 'invalid_argument') as ErrorCode;
+    const code = (Object.entries(ERROR_HTTP_STATUS).find(([, s]) => s === status)?.[0] ??
+      'invalid_argument') as ErrorCode;
     return { status, code, message: fastifyError.message };
   }
   return {

@@ -11,6 +11,7 @@ export function parse<S extends z.ZodType>(schema: S, value: unknown, where: 'bo
   const issue = result.error.issues[0]!;
   const path = issue.path.map(String).join('.');
   const field = path === '' ? `request ${where}` : path;
-  const extra = result.error.issues.length > 1 ? ` (and ${result.error.issues.length - 1} more problem(s))` : '';
+  const extra =
+    result.error.issues.length > 1 ? ` (and ${result.error.issues.length - 1} more problem(s))` : '';
   throw invalidArgument(`${field}: ${issue.message}${extra}`);
 }

@@ -45,12 +45,22 @@ export function tokenIdOf(token: string): string | undefined {
 }
 
 /** Checks the secret against the record in constant time and that the token has not expired. */
-export function verifyToken(token: string, record: TokenRecord | undefined, nowMs: number): Principal | undefined {
+export function verifyToken(
+  token: string,
+  record: TokenRecord | undefined,
+  nowMs: number,
+): Principal | undefined {
   const match = TOKEN_FORMAT.exec(token);
   if (!match || !record) return undefined;
   const expected = Buffer.from(record.secretHash, 'hex');
   const actual = Buffer.from(hashSecret(match[2]!), 'hex');
   if (expected.length !== actual.length || !timingSafeEqual(expected, actual)) return undefined;
   if (record.expiresAt !== null && Date.parse(record.expiresAt) <= nowMs) return undefined;
-  return { tokenId: record.id, type: record.type, orgId: record.orgId, appId: record.appId, name: record.name };
+  return {
+    tokenId: record.id,
+    type: record.type,
+    orgId: record.orgId,
+    appId: record.appId,
+    name: record.name,
+  };
 }

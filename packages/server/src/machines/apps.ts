@@ -71,7 +71,10 @@ export class AppsService {
     } catch (error) {
       if (error instanceof StoreConflictError && error.collection === 'apps') {
         // Clients grep for this legacy text; keep it.
-        throw new HangarError('name_taken', `Name has already been taken: an app named "${input.name}" exists`);
+        throw new HangarError(
+          'name_taken',
+          `Name has already been taken: an app named "${input.name}" exists`,
+        );
       }
       throw error;
     }
@@ -83,7 +86,9 @@ export class AppsService {
       if (!org || org.id !== principal.orgId) {
         throw new HangarError('forbidden', `this token cannot access organization "${orgSlug}"`);
       }
-      const apps = tx.apps.list({ orgId: org.id }).filter((a) => principal.appId === null || a.id === principal.appId);
+      const apps = tx.apps
+        .list({ orgId: org.id })
+        .filter((a) => principal.appId === null || a.id === principal.appId);
       return apps.map((app) => this.#view(tx, app, org));
     });
   }
@@ -133,7 +138,12 @@ export class AppsService {
 }
 
 /** Networks are bound to their name forever on first use; ids come from a sequence and are never reused. */
-export function findOrCreateNetwork(tx: WriteTx, orgId: string, name: string, createdAt: string): NetworkRecord {
+export function findOrCreateNetwork(
+  tx: WriteTx,
+  orgId: string,
+  name: string,
+  createdAt: string,
+): NetworkRecord {
   const existing = tx.networks.list({ orgId, name })[0];
   if (existing) return existing;
   const network: NetworkRecord = { id: tx.nextSequence('network'), orgId, name, createdAt };

@@ -39,13 +39,23 @@ export function appFor(tx: ReadTx, principal: Principal, appName: string, access
   const app = tx.apps.list({ name: appName })[0];
   if (principal.appId !== null) {
     if (!app || app.id !== principal.appId) {
-      throw new HangarError('forbidden', `this deploy token is for another app and cannot access "${appName}"`);
+      throw new HangarError(
+        'forbidden',
+        `this deploy token is for another app and cannot access "${appName}"`,
+      );
     }
     return app;
   }
-  if (!app) throw new HangarError('not_found', `app "${appName}" was not found; list yours with GET /v1/apps?org_slug=`);
+  if (!app)
+    throw new HangarError(
+      'not_found',
+      `app "${appName}" was not found; list yours with GET /v1/apps?org_slug=`,
+    );
   if (app.orgId !== principal.orgId) {
-    throw new HangarError('forbidden', `app "${appName}" belongs to an organization this token cannot access`);
+    throw new HangarError(
+      'forbidden',
+      `app "${appName}" belongs to an organization this token cannot access`,
+    );
   }
   return app;
 }
@@ -61,5 +71,6 @@ export function orgFor(tx: ReadTx, principal: Principal, orgSlug: string, access
 }
 
 export function requireOrgToken(principal: Principal, what: string): void {
-  if (principal.appId !== null) throw new HangarError('forbidden', `a deploy token cannot ${what}; use an org token`);
+  if (principal.appId !== null)
+    throw new HangarError('forbidden', `a deploy token cannot ${what}; use an org token`);
 }

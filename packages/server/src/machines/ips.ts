@@ -35,14 +35,18 @@ export class IpsService {
       return tx.ipAssignments.list({ appId: app.id }).map((ip) => ({
         ip,
         network:
-          ip.networkId === null ? null : { name: tx.networks.get(String(ip.networkId))?.name ?? 'unknown', orgSlug: org.slug },
+          ip.networkId === null
+            ? null
+            : { name: tx.networks.get(String(ip.networkId))?.name ?? 'unknown', orgSlug: org.slug },
       }));
     });
   }
 
   async allocate(principal: Principal, appName: string, input: AllocateIpInput): Promise<IpView> {
     if (input.type === 'v4') {
-      throw invalidArgument('type: dedicated IPv4 addresses are not available on this Hangar; allocate "shared_v4" instead');
+      throw invalidArgument(
+        'type: dedicated IPv4 addresses are not available on this Hangar; allocate "shared_v4" instead',
+      );
     }
     if (!TYPES.includes(input.type as IpType)) {
       throw invalidArgument(`type: expected one of ${TYPES.join(', ')}, got "${input.type}"`);
@@ -57,20 +61,31 @@ export class IpsService {
         const app = appFor(tx, principal, appName, 'write');
         const org = tx.orgs.get(app.orgId)!;
         if (input.orgSlug !== undefined && input.orgSlug !== org.slug) {
-          throw invalidArgument(`org_slug: exposing an app to another organization is not supported yet (app is in "${org.slug}")`);
+          throw invalidArgument(
+            `org_slug: exposing an app to another organization is not supported yet (app is in "${org.slug}")`,
+          );
         }
         const existing = tx.ipAssignments.list({ appId: app.id });
         let network: NetworkRecord | null = null;
         let ip: string;
         if (type === 'private_v6') {
           const networkName = input.network;
-          network = networkName === undefined ? tx.networks.get(String(app.networkId))! : tx.networks.list({ orgId: org.id, name: networkName })[0] ?? null;
+          network =
+            networkName === undefined
+              ? tx.networks.get(String(app.networkId))!
+              : (tx.networks.list({ orgId: org.id, name: networkName })[0] ?? null);
           if (!network) {
-            throw new HangarError('not_found', `network "${networkName}" was not found in organization ${org.slug}; networks are created by creating an app with that network`);
+            throw new HangarError(
+              'not_found',
+              `network "${networkName}" was not found in organization ${org.slug}; networks are created by creating an app with that network`,
+            );
           }
           const taken = existing.find((i) => i.type === 'private_v6' && i.networkId === network!.id);
           if (taken) {
-            throw new HangarError('name_taken', `app ${app.name} already has Flycast address ${taken.ip} in network "${network.name}"`);
+            throw new HangarError(
+              'name_taken',
+              `app ${app.name} already has Flycast address ${taken.ip} in network "${network.name}"`,
+            );
           }
           ip = flycastAddress(network.id, tx.nextSequence(`flycast:${network.id}`));
         } else if (type === 'shared_v4') {
@@ -96,7 +111,8 @@ export class IpsService {
         return { ip: record, network: network ? { name: network.name, orgSlug: org.slug } : null };
       });
     } catch (error) {
-      if (error instanceof StoreConflictError) throw new HangarError('name_taken', `address already assigned; try again`);
+      if (error instanceof StoreConflictError)
+        throw new HangarError('name_taken', `address already assigned; try again`);
       throw error;
     }
   }

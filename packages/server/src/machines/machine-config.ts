@@ -6,7 +6,9 @@ import { parseGoDuration } from '../shared/duration.js';
  * does not model are kept as sent (loose objects), as Fly's API does, so newer clients keep working.
  */
 const duration = z.union([
-  z.string().refine((s) => parseGoDuration(s) !== undefined, { message: 'expected a duration such as "10s"' }),
+  z
+    .string()
+    .refine((s) => parseGoDuration(s) !== undefined, { message: 'expected a duration such as "10s"' }),
   z.number().int().nonnegative(),
 ]);
 const stringMap = z.record(z.string(), z.string());
@@ -20,12 +22,7 @@ const envName = z
 export const MachineGuestSchema = z.looseObject({
   cpu_kind: z.enum(['shared', 'performance']).optional(),
   cpus: z.number().int().min(1).max(64).optional(),
-  memory_mb: z
-    .number()
-    .int()
-    .min(128)
-    .max(262144)
-    .optional(),
+  memory_mb: z.number().int().min(128).max(262144).optional(),
   gpus: z.number().int().min(0).optional(),
   gpu_kind: z.string().optional(),
   kernel_args: z.array(z.string()).optional(),
@@ -48,7 +45,10 @@ const checkBase = {
   tls_skip_verify: z.boolean().optional(),
   headers: z.array(httpHeader).optional(),
 };
-export const MachineCheckSchema = z.looseObject({ ...checkBase, kind: z.enum(['informational', 'readiness']).optional() });
+export const MachineCheckSchema = z.looseObject({
+  ...checkBase,
+  kind: z.enum(['informational', 'readiness']).optional(),
+});
 
 /** Inputs accept legacy booleans; responses encode off=false, stop=true, suspend="suspend" (fly-semantics §2). */
 const autostop = z.union([z.boolean(), z.enum(['off', 'stop', 'suspend'])]);
@@ -120,8 +120,10 @@ const file = z
   });
 
 /** Guest presets named by the deprecated `size` field. */
-const SIZE_PRESETS: Record<string, { cpu_kind: 'shared' | 'performance'; cpus: number; memory_mb: number }> = {};
-for (const cpus of [1, 2, 4, 6, 8]) SIZE_PRESETS[`shared-cpu-${cpus}x`] = { cpu_kind: 'shared', cpus, memory_mb: 256 * cpus };
+const SIZE_PRESETS: Record<string, { cpu_kind: 'shared' | 'performance'; cpus: number; memory_mb: number }> =
+  {};
+for (const cpus of [1, 2, 4, 6, 8])
+  SIZE_PRESETS[`shared-cpu-${cpus}x`] = { cpu_kind: 'shared', cpus, memory_mb: 256 * cpus };
 for (const cpus of [1, 2, 4, 6, 8, 10, 12, 14, 16]) {
   SIZE_PRESETS[`performance-${cpus}x`] = { cpu_kind: 'performance', cpus, memory_mb: 2048 * cpus };
 }
@@ -145,7 +147,9 @@ export const MachineConfigSchema = z
     guest: MachineGuestSchema.optional(),
     size: z
       .string()
-      .refine((name) => name in SIZE_PRESETS, { message: `unknown size preset; use one of ${Object.keys(SIZE_PRESETS).join(', ')}` })
+      .refine((name) => name in SIZE_PRESETS, {
+        message: `unknown size preset; use one of ${Object.keys(SIZE_PRESETS).join(', ')}`,
+      })
       .optional(),
     services: z.array(MachineServiceSchema).optional(),
     checks: z.record(z.string(), MachineCheckSchema).optional(),

@@ -1,5 +1,11 @@
 import type { Principal } from '../auth/tokens.js';
-import type { ExecRequest, ExecResult, MachineRuntime, MachineSpec, ProcessStat } from '../runtime/runtime.js';
+import type {
+  ExecRequest,
+  ExecResult,
+  MachineRuntime,
+  MachineSpec,
+  ProcessStat,
+} from '../runtime/runtime.js';
 import { durationToMs } from '../shared/duration.js';
 import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
 import { newLeaseNonce, newMachineId, newMachineName, newUlid } from '../shared/ids.js';
@@ -86,17 +92,26 @@ export class MachinesService {
         .filter((m) => !filter.region || m.region === filter.region)
         .filter((m) => !filter.states || filter.states.includes(m.state))
         .filter((m) =>
-          Object.entries(filter.metadata ?? {}).every(([k, v]) => (m.config.metadata as JsonObject | undefined)?.[k] === v),
+          Object.entries(filter.metadata ?? {}).every(
+            ([k, v]) => (m.config.metadata as JsonObject | undefined)?.[k] === v,
+          ),
         )
         .map((m) => this.#view(tx, m));
     });
   }
 
   async get(principal: Principal, appName: string, machineId: string): Promise<MachineView> {
-    return this.ctx.store.read((tx) => this.#view(tx, findMachine(tx, appFor(tx, principal, appName, 'read'), machineId)));
+    return this.ctx.store.read((tx) =>
+      this.#view(tx, findMachine(tx, appFor(tx, principal, appName, 'read'), machineId)),
+    );
   }
 
-  async events(principal: Principal, appName: string, machineId: string, limit: number): Promise<MachineEventRecord[]> {
+  async events(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    limit: number,
+  ): Promise<MachineEventRecord[]> {
     return this.ctx.store.read((tx) => {
       const machine = findMachine(tx, appFor(tx, principal, appName, 'read'), machineId);
       return tx.machineEvents.list({ machineId: machine.id }, { newestFirst: true, limit });
@@ -122,7 +137,9 @@ export class MachinesService {
     const region = input.region ?? this.ctx.region;
     this.#checkRegion(region);
     if (input.name !== undefined && !MACHINE_NAME.test(input.name)) {
-      throw invalidArgument(`name: "${input.name}" is not a valid machine name; use letters, digits, - and _`);
+      throw invalidArgument(
+        `name: "${input.name}" is not a valid machine name; use letters, digits, - and _`,
+      );
     }
     const leaseTtlSec = checkLeaseTtl(input.leaseTtlSec, 'lease_ttl');
     const launch = !input.skipLaunch;
@@ -151,13 +168,19 @@ export class MachinesService {
       };
       attachVolume(tx, app, machine, undefined);
       tx.machines.insert(machine);
-      tx.machineVersions.insert({ machineId: machine.id, version: machine.instanceId, config, createdAt: now });
+      tx.machineVersions.insert({
+        machineId: machine.id,
+        version: machine.instanceId,
+        config,
+        createdAt: now,
+      });
       this.#event(tx, machine, 'launch', 'created', 'user');
       if (launch && !this.ctx.runtime) {
         this.#event(tx, machine, 'start', 'failed', 'hangar', { error: NO_RUNTIME_MESSAGE });
       }
       if (app.status === 'pending') tx.apps.update({ ...app, status: 'deployed', updatedAt: now });
-      const lease = leaseTtlSec === undefined ? undefined : this.#newLease(tx, machine, principal, leaseTtlSec, '');
+      const lease =
+        leaseTtlSec === undefined ? undefined : this.#newLease(tx, machine, principal, leaseTtlSec, '');
       return { ...this.#view(tx, machine), ...(lease ? { nonce: lease.nonce } : {}) };
     });
     if (launch && this.ctx.runtime) {
@@ -214,12 +237,25 @@ export class MachinesService {
 
   // ---- lifecycle ---------------------------------------------------------------------------------
 
-  async start(principal: Principal, appName: string, machineId: string, nonce?: string): Promise<{ previousState: MachineState }> {
-    return this.#mutate(principal, appName, machineId, 'start', nonce, async ({ machine }) => {
-      this.#requireRuntime();
-      await this.#boot(machine.id);
-      return { previousState: machine.state };
-    }, { idempotentFrom: ['started'], result: ({ machine }) => ({ previousState: machine.state }) });
+  async start(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    nonce?: string,
+  ): Promise<{ previousState: MachineState }> {
+    return this.#mutate(
+      principal,
+      appName,
+      machineId,
+      'start',
+      nonce,
+      async ({ machine }) => {
+        this.#requireRuntime();
+        await this.#boot(machine.id);
+        return { previousState: machine.state };
+      },
+      { idempotentFrom: ['started'], result: ({ machine }) => ({ previousState: machine.state }) },
+    );
   }
 
   async stop(
@@ -233,29 +269,47 @@ export class MachinesService {
     if (timeoutMs !== undefined && timeoutMs > MAX_STOP_TIMEOUT_MS) {
       throw invalidArgument(`timeout: at most ${MAX_STOP_TIMEOUT_MS / 1000}s`);
     }
-    await this.#mutate(principal, appName, machineId, 'stop', nonce, async ({ machine }) => {
-      if (machine.state === 'created' || machine.state === 'failed') {
-        // Nothing runs: the machine only changes state.
+    await this.#mutate(
+      principal,
+      appName,
+      machineId,
+      'stop',
+      nonce,
+      async ({ machine }) => {
+        if (machine.state === 'created' || machine.state === 'failed') {
+          // Nothing runs: the machine only changes state.
+          await this.#setState(machine.id, 'stopped', 'stop', 'user');
+          return;
+        }
+        await this.#stopWorkload(machine, 'stop', options.signal, timeoutMs);
         await this.#setState(machine.id, 'stopped', 'stop', 'user');
-        return;
-      }
-      await this.#stopWorkload(machine, 'stop', options.signal, timeoutMs);
-      await this.#setState(machine.id, 'stopped', 'stop', 'user');
-    }, { idempotentFrom: ['stopped'], result: () => undefined });
+      },
+      { idempotentFrom: ['stopped'], result: () => undefined },
+    );
   }
 
   async suspend(principal: Principal, appName: string, machineId: string, nonce?: string): Promise<void> {
-    await this.#mutate(principal, appName, machineId, 'suspend', nonce, async ({ machine }) => {
-      const runtime = this.#requireRuntime();
-      await this.#setState(machine.id, 'suspending', 'suspend', 'user');
-      try {
-        await runtime.suspend(machine.id);
-      } catch (error) {
-        await this.#setState(machine.id, 'started', 'suspend', 'hangar', { error: (error as Error).message });
-        throw error;
-      }
-      await this.#setState(machine.id, 'suspended', 'suspend', 'user');
-    }, { idempotentFrom: ['suspended'], result: () => undefined });
+    await this.#mutate(
+      principal,
+      appName,
+      machineId,
+      'suspend',
+      nonce,
+      async ({ machine }) => {
+        const runtime = this.#requireRuntime();
+        await this.#setState(machine.id, 'suspending', 'suspend', 'user');
+        try {
+          await runtime.suspend(machine.id);
+        } catch (error) {
+          await this.#setState(machine.id, 'started', 'suspend', 'hangar', {
+            error: (error as Error).message,
+          });
+          throw error;
+        }
+        await this.#setState(machine.id, 'suspended', 'suspend', 'user');
+      },
+      { idempotentFrom: ['suspended'], result: () => undefined },
+    );
   }
 
   async restart(
@@ -272,7 +326,13 @@ export class MachinesService {
     });
   }
 
-  async signal(principal: Principal, appName: string, machineId: string, signal: string, nonce?: string): Promise<void> {
+  async signal(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    signal: string,
+    nonce?: string,
+  ): Promise<void> {
     await this.#mutate(principal, appName, machineId, 'signal', nonce, async ({ machine }) => {
       await this.#requireRuntime().signal(machine.id, signal);
       await this.ctx.store.write((tx) => this.#event(tx, machine, 'signal', signal, 'user'));
@@ -287,12 +347,26 @@ export class MachinesService {
     nonce?: string,
   ): Promise<void> {
     const action: MachineAction = 'destroy';
-    await this.#mutate(principal, appName, machineId, action, nonce, async ({ machine }) => this.#destroyOne(machine), {
-      allowAnyState: force,
-    });
+    await this.#mutate(
+      principal,
+      appName,
+      machineId,
+      action,
+      nonce,
+      async ({ machine }) => this.#destroyOne(machine),
+      {
+        allowAnyState: force,
+      },
+    );
   }
 
-  async cordon(principal: Principal, appName: string, machineId: string, cordoned: boolean, nonce?: string): Promise<void> {
+  async cordon(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    cordoned: boolean,
+    nonce?: string,
+  ): Promise<void> {
     await this.#mutate(principal, appName, machineId, 'cordon', nonce, async ({ machine }) => {
       await this.ctx.store.write((tx) => {
         const current = tx.machines.get(machine.id)!;
@@ -325,8 +399,16 @@ export class MachinesService {
    * Long-polls until the machine is in one of `states` (and at `version`, when given). Answers at once
    * with a terminal error when the state can no longer be reached, instead of hanging until the timeout.
    */
-  async wait(principal: Principal, appName: string, machineId: string, input: WaitInput, abort?: AbortSignal): Promise<void> {
-    const { id } = await this.ctx.store.read((tx) => findMachine(tx, appFor(tx, principal, appName, 'read'), machineId));
+  async wait(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    input: WaitInput,
+    abort?: AbortSignal,
+  ): Promise<void> {
+    const { id } = await this.ctx.store.read((tx) =>
+      findMachine(tx, appFor(tx, principal, appName, 'read'), machineId),
+    );
     return new Promise<void>((resolve, reject) => {
       let finished = false;
       const finish = (error?: Error) => {
@@ -346,18 +428,21 @@ export class MachinesService {
       };
       const onAbort = () => finish(new HangarError('deadline_exceeded', 'the client went away'));
       const timer = setTimeout(() => {
-        void this.ctx.store.read((tx) => tx.machines.get(id)).then((m) =>
-          finish(
-            new HangarError(
-              'deadline_exceeded',
-              `machine failed to reach desired state, ${input.states.join('/')}, currently ${m?.state ?? 'deleted'}`,
+        void this.ctx.store
+          .read((tx) => tx.machines.get(id))
+          .then((m) =>
+            finish(
+              new HangarError(
+                'deadline_exceeded',
+                `machine failed to reach desired state, ${input.states.join('/')}, currently ${m?.state ?? 'deleted'}`,
+              ),
             ),
-          ),
-        );
+          );
       }, input.timeoutMs);
       const unwatch = this.ctx.store.watch((batch) => {
         for (const change of batch.changes) {
-          if (change.collection === 'machines' && change.key === id) check(change.doc as MachineRecord | undefined);
+          if (change.collection === 'machines' && change.key === id)
+            check(change.doc as MachineRecord | undefined);
         }
       });
       abort?.addEventListener('abort', onAbort);
@@ -401,7 +486,12 @@ export class MachinesService {
   }
 
   /** Idempotent: releasing a lease that already expired or was released succeeds (pain point §9.12). */
-  async releaseLease(principal: Principal, appName: string, machineId: string, nonce: string | undefined): Promise<void> {
+  async releaseLease(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    nonce: string | undefined,
+  ): Promise<void> {
     if (!nonce) throw invalidArgument('the fly-machine-lease-nonce header is required to release a lease');
     await this.ctx.store.write((tx) => {
       const machine = findMachine(tx, appFor(tx, principal, appName, 'write'), machineId);
@@ -430,21 +520,32 @@ export class MachinesService {
       const machine = findMachine(tx, appFor(tx, principal, appName, 'write'), machineId);
       checkLease(tx, machine, options.nonce, this.ctx.now());
       if (options.machineVersion !== undefined && options.machineVersion !== machine.instanceId) {
-        throw failedPrecondition(`machine_version ${options.machineVersion} is stale: the machine is at ${machine.instanceId}`);
+        throw failedPrecondition(
+          `machine_version ${options.machineVersion} is stale: the machine is at ${machine.instanceId}`,
+        );
       }
       const metadata = { ...((machine.config.metadata as Record<string, string> | undefined) ?? {}) };
       for (const [key, value] of Object.entries(changes)) {
         if (value === null || value === '') delete metadata[key];
         else metadata[key] = value;
       }
-      tx.machines.update({ ...machine, config: { ...machine.config, metadata }, updatedAt: isoNow(this.ctx) });
+      tx.machines.update({
+        ...machine,
+        config: { ...machine.config, metadata },
+        updatedAt: isoNow(this.ctx),
+      });
       return metadata;
     });
   }
 
   // ---- inside the machine ------------------------------------------------------------------------
 
-  async exec(principal: Principal, appName: string, machineId: string, request: ExecRequest): Promise<ExecResult> {
+  async exec(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    request: ExecRequest,
+  ): Promise<ExecResult> {
     const machine = await this.#startedMachine(principal, appName, machineId, 'write');
     return this.#requireRuntime().exec(machine.id, request);
   }
@@ -462,7 +563,9 @@ export class MachinesService {
   // ---- internals ---------------------------------------------------------------------------------
 
   async #startedMachine(principal: Principal, appName: string, machineId: string, access: 'read' | 'write') {
-    const machine = await this.ctx.store.read((tx) => findMachine(tx, appFor(tx, principal, appName, access), machineId));
+    const machine = await this.ctx.store.read((tx) =>
+      findMachine(tx, appFor(tx, principal, appName, access), machineId),
+    );
     this.#requireRuntime();
     if (machine.state !== 'started') {
       throw failedPrecondition(`machine ${machine.id} is ${machine.state}; start it first`);
@@ -497,7 +600,8 @@ export class MachinesService {
       if (machine.state === 'destroyed') {
         throw failedPrecondition(`machine ${machine.id} is destroyed`);
       }
-      if (options.idempotentFrom?.includes(machine.state) && options.result) return options.result({ app, machine });
+      if (options.idempotentFrom?.includes(machine.state) && options.result)
+        return options.result({ app, machine });
       if (!options.allowAnyState && !canBegin(action, machine.state)) {
         throw failedPrecondition(stateRefusal(action, machine));
       }
@@ -512,33 +616,41 @@ export class MachinesService {
       const current = tx.machines.get(machineId)!;
       const app = tx.apps.get(current.appId)!;
       tx.machines.update({ ...current, state: 'starting', updatedAt: isoNow(this.ctx) });
-      return { machine: current, spec: this.#spec(tx, app, current), wasSuspended: current.state === 'suspended' };
+      return {
+        machine: current,
+        spec: this.#spec(tx, app, current),
+        wasSuspended: current.state === 'suspended',
+      };
     });
-    try {
-      if (wasSuspended) {
-        await runtime.resume(machine.id);
-      } else {
-        const imageRef = await runtime.prepare(spec);
-        await this.ctx.store.write((tx) => tx.machines.update({ ...tx.machines.get(machineId)!, imageRef }));
-        await runtime.start(spec);
-      }
-      await this.#setState(machineId, 'started', 'start', 'flyd');
-    } catch (error) {
-      await this.#setState(machineId, 'failed', 'start', 'flyd', { error: (error as Error).message });
-      throw error;
-    }
+    await this.#orFail(machineId, 'start', async () => {
+      if (wasSuspended) return runtime.resume(machine.id);
+      const imageRef = await runtime.prepare(spec);
+      await this.ctx.store.write((tx) => tx.machines.update({ ...tx.machines.get(machineId)!, imageRef }));
+      await runtime.start(spec);
+    });
+    await this.#setState(machineId, 'started', 'start', 'flyd');
   }
 
-  async #stopWorkload(machine: MachineRecord, reason: string, signal?: string, timeoutMs?: number): Promise<void> {
+  async #stopWorkload(
+    machine: MachineRecord,
+    reason: string,
+    signal?: string,
+    timeoutMs?: number,
+  ): Promise<void> {
     const runtime = this.#requireRuntime();
-    const stopConfig = (machine.config.stop_config as { signal?: string; timeout?: unknown } | undefined) ?? {};
+    const stopConfig =
+      (machine.config.stop_config as { signal?: string; timeout?: unknown } | undefined) ?? {};
     await this.#setState(machine.id, 'stopping', reason, 'user');
-    const exit = await runtime.stop(machine.id, {
-      signal: signal ?? stopConfig.signal ?? DEFAULT_STOP.signal,
-      timeoutMs:
-        timeoutMs ??
-        (stopConfig.timeout === undefined ? DEFAULT_STOP.timeoutMs : durationToMs(stopConfig.timeout, 'stop_config.timeout')),
-    });
+    const exit = await this.#orFail(machine.id, reason, () =>
+      runtime.stop(machine.id, {
+        signal: signal ?? stopConfig.signal ?? DEFAULT_STOP.signal,
+        timeoutMs:
+          timeoutMs ??
+          (stopConfig.timeout === undefined
+            ? DEFAULT_STOP.timeoutMs
+            : durationToMs(stopConfig.timeout, 'stop_config.timeout')),
+      }),
+    );
     await this.ctx.store.write((tx) =>
       this.#event(tx, machine, 'exit', 'stopped', 'flyd', {
         exit_event: {
@@ -555,8 +667,9 @@ export class MachinesService {
   async #destroyOne(machine: MachineRecord): Promise<void> {
     // The runtime's destroy is idempotent: it also cleans up after a machine that never booted.
     if (this.ctx.runtime) {
+      const runtime = this.ctx.runtime;
       await this.#setState(machine.id, 'destroying', 'destroy', 'user');
-      await this.ctx.runtime.destroy(machine.id);
+      await this.#orFail(machine.id, 'destroy', () => runtime.destroy(machine.id));
     }
     await this.ctx.store.write((tx) => {
       const current = tx.machines.get(machine.id)!;
@@ -568,6 +681,16 @@ export class MachinesService {
       tx.leases.delete(machine.id);
       this.#event(tx, destroyed, 'destroy', 'destroyed', 'user');
     });
+  }
+
+  /** Runs a runtime step; if it throws, the machine is marked failed with the reason, never left mid-way. */
+  async #orFail<T>(machineId: string, eventType: string, step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (error) {
+      await this.#setState(machineId, 'failed', eventType, 'flyd', { error: (error as Error).message });
+      throw error;
+    }
   }
 
   async #setState(
@@ -604,7 +727,13 @@ export class MachinesService {
     });
   }
 
-  #newLease(tx: WriteTx, machine: MachineRecord, principal: Principal, ttlSec: number, description: string): LeaseRecord {
+  #newLease(
+    tx: WriteTx,
+    machine: MachineRecord,
+    principal: Principal,
+    ttlSec: number,
+    description: string,
+  ): LeaseRecord {
     const lease: LeaseRecord = {
       machineId: machine.id,
       nonce: newLeaseNonce(),
@@ -619,7 +748,9 @@ export class MachinesService {
   }
 
   #spec(tx: ReadTx, app: AppRecord, machine: MachineRecord): MachineSpec {
-    const env: Record<string, string> = { ...((machine.config.env as Record<string, string> | undefined) ?? {}) };
+    const env: Record<string, string> = {
+      ...((machine.config.env as Record<string, string> | undefined) ?? {}),
+    };
     for (const secret of tx.secrets.list({ appId: app.id })) {
       env[secret.name] = this.ctx.vault.unseal(secret.sealed, `${app.id}/${secret.name}`);
     }
@@ -646,7 +777,10 @@ export class MachinesService {
   #view(tx: ReadTx, machine: MachineRecord): MachineView {
     return {
       machine,
-      events: tx.machineEvents.list({ machineId: machine.id }, { newestFirst: true, limit: EVENTS_IN_MACHINE }),
+      events: tx.machineEvents.list(
+        { machineId: machine.id },
+        { newestFirst: true, limit: EVENTS_IN_MACHINE },
+      ),
     };
   }
 }
@@ -724,7 +858,12 @@ function stateRefusal(action: MachineAction, machine: MachineRecord): string {
  * Binds the volume named in `mounts` to the machine. A volume serves one machine at a time, and an
  * update cannot swap a machine's volume for another.
  */
-function attachVolume(tx: WriteTx, app: AppRecord, machine: MachineRecord, previous: MachineRecord | undefined): void {
+function attachVolume(
+  tx: WriteTx,
+  app: AppRecord,
+  machine: MachineRecord,
+  previous: MachineRecord | undefined,
+): void {
   const wanted = (machine.config.mounts as { volume: string }[] | undefined)?.[0]?.volume;
   const had = (previous?.config.mounts as { volume: string }[] | undefined)?.[0]?.volume;
   if (previous && had !== undefined && wanted !== had) {
@@ -742,16 +881,24 @@ function attachVolume(tx: WriteTx, app: AppRecord, machine: MachineRecord, previ
 }
 
 /** 'done', a terminal error, or 'pending'. */
-function waitOutcome(machine: MachineRecord, input: WaitInput, hasRuntime: boolean): 'done' | 'pending' | HangarError {
+function waitOutcome(
+  machine: MachineRecord,
+  input: WaitInput,
+  hasRuntime: boolean,
+): 'done' | 'pending' | HangarError {
   const versionMatches = input.version === undefined || input.version === machine.instanceId;
   if (versionMatches && (input.states as string[]).includes(machine.state)) return 'done';
   // An older version that was replaced is no longer running: it counts as stopped.
   if (!versionMatches && input.states.some((s) => s === 'stopped' || s === 'destroyed')) return 'done';
   if (!versionMatches) {
-    return failedPrecondition(`version ${input.version} was replaced by ${machine.instanceId}; it will not become ${input.states.join('/')}`);
+    return failedPrecondition(
+      `version ${input.version} was replaced by ${machine.instanceId}; it will not become ${input.states.join('/')}`,
+    );
   }
   if (machine.state === 'destroyed') {
-    return failedPrecondition(`machine ${machine.id} was destroyed; it will never be ${input.states.join('/')}`);
+    return failedPrecondition(
+      `machine ${machine.id} was destroyed; it will never be ${input.states.join('/')}`,
+    );
   }
   if (!hasRuntime && input.states.every((s) => s === 'started' || s === 'suspended')) {
     return new HangarError('runtime_unavailable', NO_RUNTIME_MESSAGE);

@@ -18,7 +18,9 @@ export class SecretsService {
     return this.ctx.store.read((tx) => {
       const app = appFor(tx, principal, appName, 'read');
       if (minVersion !== undefined && app.secretsVersion < minVersion) {
-        throw failedPrecondition(`secrets version ${minVersion} is not yet available: app ${app.name} is at ${app.secretsVersion}`);
+        throw failedPrecondition(
+          `secrets version ${minVersion} is not yet available: app ${app.name} is at ${app.secretsVersion}`,
+        );
       }
       return tx.secrets.list({ appId: app.id });
     });
@@ -78,9 +80,12 @@ export class SecretsService {
 
 function checkSecret(name: string, value: unknown): void {
   if (!SECRET_NAME.test(name)) {
-    throw invalidArgument(`secret name "${name}" is invalid; use letters, digits and '_', not starting with a digit`);
+    throw invalidArgument(
+      `secret name "${name}" is invalid; use letters, digits and '_', not starting with a digit`,
+    );
   }
-  if (name.startsWith('FLY_')) throw invalidArgument(`secret name "${name}": FLY_ variables are set by the platform`);
+  if (name.startsWith('FLY_'))
+    throw invalidArgument(`secret name "${name}": FLY_ variables are set by the platform`);
   if (value !== null && typeof value !== 'string') {
     throw invalidArgument(`values.${name}: expected a string, or null to unset`);
   }

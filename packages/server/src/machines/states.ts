@@ -1,10 +1,18 @@
 import type { MachineState } from '../store/records.js';
 
 /** The user actions and the states each may begin from (fly-semantics §3). */
-export type MachineAction = 'start' | 'stop' | 'suspend' | 'restart' | 'signal' | 'update' | 'destroy' | 'cordon';
+export type MachineAction =
+  | 'start'
+  | 'stop'
+  | 'suspend'
+  | 'restart'
+  | 'signal'
+  | 'update'
+  | 'destroy'
+  | 'cordon';
 
 const ALLOWED_FROM: Record<MachineAction, readonly MachineState[]> = {
-  start: ['created', 'stopped', 'suspended', 'failed', 'suspending'],
+  start: ['created', 'stopped', 'suspended', 'failed'],
   stop: ['created', 'started', 'starting', 'suspended', 'failed', 'stopped'],
   suspend: ['started'],
   restart: ['started'],

@@ -49,7 +49,8 @@ export class TokensService {
       }
       return undefined;
     });
-    if (!principal) throw new HangarError('unauthorized', 'the token is not valid (unknown, revoked or expired)');
+    if (!principal)
+      throw new HangarError('unauthorized', 'the token is not valid (unknown, revoked or expired)');
     return principal;
   }
 
@@ -59,7 +60,8 @@ export class TokensService {
     if (expiresInMs === undefined || expiresInMs <= 0) {
       throw invalidArgument(`expiry: expected a positive duration such as "720h", got "${input.expiry}"`);
     }
-    if (input.type === 'deploy' && !input.appName) throw invalidArgument('app_name: a deploy token needs an app');
+    if (input.type === 'deploy' && !input.appName)
+      throw invalidArgument('app_name: a deploy token needs an app');
     if (input.type !== 'deploy' && input.appName) {
       throw invalidArgument(`app_name: only deploy tokens are bound to an app, not ${input.type} tokens`);
     }
@@ -92,13 +94,18 @@ export class TokensService {
     return this.create(principal, { type: 'deploy', orgSlug, appName, ...(expiry ? { expiry } : {}) });
   }
 
-  async list(principal: Principal, orgSlug: string): Promise<{ token: TokenRecord; org: OrgRecord; appName: string | null }[]> {
+  async list(
+    principal: Principal,
+    orgSlug: string,
+  ): Promise<{ token: TokenRecord; org: OrgRecord; appName: string | null }[]> {
     requireOrgToken(principal, 'list tokens');
     return this.ctx.store.read((tx) => {
       const org = orgFor(tx, principal, orgSlug, 'read');
-      return tx.tokens
-        .list({ orgId: org.id })
-        .map((token) => ({ token, org, appName: token.appId ? (tx.apps.get(token.appId)?.name ?? null) : null }));
+      return tx.tokens.list({ orgId: org.id }).map((token) => ({
+        token,
+        org,
+        appName: token.appId ? (tx.apps.get(token.appId)?.name ?? null) : null,
+      }));
     });
   }
 
@@ -107,7 +114,8 @@ export class TokensService {
     assertWritable(principal);
     await this.ctx.store.write((tx) => {
       const token = tx.tokens.get(tokenId);
-      if (!token || token.orgId !== principal.orgId) throw new HangarError('not_found', `token ${tokenId} was not found`);
+      if (!token || token.orgId !== principal.orgId)
+        throw new HangarError('not_found', `token ${tokenId} was not found`);
       tx.tokens.delete(tokenId);
     });
   }

@@ -41,11 +41,15 @@ export class VolumesService {
 
   async create(principal: Principal, appName: string, input: CreateVolumeInput): Promise<VolumeRecord> {
     if (!VOLUME_NAME.test(input.name)) {
-      throw invalidArgument(`name: "${input.name}" is not a valid volume name; use up to 30 lowercase letters, digits and underscores`);
+      throw invalidArgument(
+        `name: "${input.name}" is not a valid volume name; use up to 30 lowercase letters, digits and underscores`,
+      );
     }
     const region = input.region ?? this.ctx.region;
     if (region !== this.ctx.region) {
-      throw failedPrecondition(`no host in region "${region}"; this Hangar serves region "${this.ctx.region}"`);
+      throw failedPrecondition(
+        `no host in region "${region}"; this Hangar serves region "${this.ctx.region}"`,
+      );
     }
     checkRetention(input.snapshotRetention);
     return this.ctx.store.write((tx) => {
@@ -59,7 +63,9 @@ export class VolumesService {
           throw invalidArgument(`snapshot_id: snapshot ${input.snapshotId} was not found in app ${app.name}`);
         }
         if (input.sizeGb !== undefined && input.sizeGb < snapshot.volumeSizeGb) {
-          throw invalidArgument(`size_gb: a volume restored from a ${snapshot.volumeSizeGb} GB snapshot needs at least that size`);
+          throw invalidArgument(
+            `size_gb: a volume restored from a ${snapshot.volumeSizeGb} GB snapshot needs at least that size`,
+          );
         }
         sizeGb = Math.max(sizeGb, snapshot.volumeSizeGb);
         sourceSnapshotId = snapshot.id;
@@ -123,7 +129,9 @@ export class VolumesService {
     return this.ctx.store.write((tx) => {
       const volume = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
       if (sizeGb <= volume.sizeGb) {
-        throw invalidArgument(`size_gb: volumes only grow; ${volume.id} is already ${volume.sizeGb} GB, ask for more`);
+        throw invalidArgument(
+          `size_gb: volumes only grow; ${volume.id} is already ${volume.sizeGb} GB, ask for more`,
+        );
       }
       const updated = { ...volume, sizeGb };
       tx.volumes.update(updated);
@@ -144,7 +152,11 @@ export class VolumesService {
     });
   }
 
-  async listSnapshots(principal: Principal, appName: string, volumeId: string): Promise<VolumeSnapshotRecord[]> {
+  async listSnapshots(
+    principal: Principal,
+    appName: string,
+    volumeId: string,
+  ): Promise<VolumeSnapshotRecord[]> {
     return this.ctx.store.read((tx) => {
       const volume = findVolume(tx, appFor(tx, principal, appName, 'read'), volumeId);
       return tx.volumeSnapshots.list({ volumeId: volume.id });
@@ -155,7 +167,11 @@ export class VolumesService {
    * Records a snapshot of the volume's current size. With real storage (runtime issue) the snapshot
    * copies the data and its digest covers the bytes; until then the digest covers the record.
    */
-  async createSnapshot(principal: Principal, appName: string, volumeId: string): Promise<VolumeSnapshotRecord> {
+  async createSnapshot(
+    principal: Principal,
+    appName: string,
+    volumeId: string,
+  ): Promise<VolumeSnapshotRecord> {
     return this.ctx.store.write((tx) => {
       const volume = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
       const id = newSnapshotId();

@@ -1,5 +1,14 @@
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, fsyncSync, openSync, readFileSync, renameSync, statSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  writeSync,
+} from 'node:fs';
 
 const KEY_BYTES = 32; // AES-256
 const IV_BYTES = 12; // GCM's recommended nonce size
@@ -16,7 +25,9 @@ export class Vault {
   private constructor(key: Buffer) {
     this.#key = key;
     // A separate key for digests, so a digest can never be used as a keystream or vice versa.
-    this.#digestKey = Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), 'hangar secret digest', KEY_BYTES));
+    this.#digestKey = Buffer.from(
+      hkdfSync('sha256', key, Buffer.alloc(0), 'hangar secret digest', KEY_BYTES),
+    );
   }
 
   /** Opens the key file, creating it (mode 0600, written whole then renamed into place) on first use. */
@@ -38,7 +49,9 @@ export class Vault {
       renameSync(temporary, keyFile);
     }
     if (key.length !== KEY_BYTES) {
-      throw new Error(`the secrets key file ${keyFile} is damaged (${key.length} bytes, expected ${KEY_BYTES})`);
+      throw new Error(
+        `the secrets key file ${keyFile} is damaged (${key.length} bytes, expected ${KEY_BYTES})`,
+      );
     }
     if ((statSync(keyFile).mode & 0o077) !== 0) chmodSync(keyFile, 0o600);
     return new Vault(key);
@@ -58,7 +71,9 @@ export class Vault {
     const decipher = createDecipheriv('aes-256-gcm', this.#key, raw.subarray(0, IV_BYTES));
     decipher.setAAD(Buffer.from(context));
     decipher.setAuthTag(raw.subarray(IV_BYTES, IV_BYTES + TAG_BYTES));
-    return Buffer.concat([decipher.update(raw.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]).toString('utf8');
+    return Buffer.concat([decipher.update(raw.subarray(IV_BYTES + TAG_BYTES)), decipher.final()]).toString(
+      'utf8',
+    );
   }
 
   /** Keyed, so that a low-entropy secret cannot be found by hashing guesses. */

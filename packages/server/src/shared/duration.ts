@@ -4,7 +4,15 @@ import { invalidArgument } from './errors.js';
  * Fly accepts durations as a Go duration string ("15s", "1m30s", "500ms") or as a JSON integer of
  * nanoseconds (what Go's time.Duration marshals to). Both become milliseconds here.
  */
-const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const UNIT_MS: Record<string, number> = {
+  ns: 1e-6,
+  us: 1e-3,
+  µs: 1e-3,
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+};
 const GO_DURATION = /^(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/;
 
 export function parseGoDuration(text: string): number | undefined {
@@ -28,7 +36,9 @@ export function durationToMs(value: unknown, field: string): number {
     const ms = parseGoDuration(value);
     if (ms !== undefined) return ms;
   }
-  throw invalidArgument(`${field}: expected a duration such as "10s" or "500ms", got ${JSON.stringify(value)}`);
+  throw invalidArgument(
+    `${field}: expected a duration such as "10s" or "500ms", got ${JSON.stringify(value)}`,
+  );
 }
 
 /** A duration from a query string: plain seconds ("30") or a Go duration ("30s"). */

@@ -31,7 +31,10 @@ export class RateLimiter {
       bucket = { tokens: limit.burst, updatedMs: now, limit };
       this.#buckets.set(key, bucket);
     }
-    bucket.tokens = Math.min(limit.burst, bucket.tokens + ((now - bucket.updatedMs) / 1000) * limit.perSecond);
+    bucket.tokens = Math.min(
+      limit.burst,
+      bucket.tokens + ((now - bucket.updatedMs) / 1000) * limit.perSecond,
+    );
     bucket.updatedMs = now;
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1;

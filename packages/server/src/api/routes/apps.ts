@@ -7,19 +7,24 @@ import { principalOf, type RouteDeps } from '../server.js';
 import { parse } from '../validate.js';
 
 export function appRoutes(app: FastifyInstance, { platform }: RouteDeps): void {
-  app.post('/v1/apps', { config: { rate: 'machine_action', action: 'app.create' } }, async (request, reply) => {
-    const body = parse(CreateAppBody, request.body, 'body');
-    const view = await platform.apps.create(principalOf(request), {
-      name: (body.app_name ?? body.name)!,
-      orgSlug: body.org_slug,
-      ...(body.network !== undefined ? { network: body.network } : {}),
-    });
-    return reply.status(201).send(wire.app(view));
-  });
+  app.post(
+    '/v1/apps',
+    { config: { rate: 'machine_action', action: 'app.create' } },
+    async (request, reply) => {
+      const body = parse(CreateAppBody, request.body, 'body');
+      const view = await platform.apps.create(principalOf(request), {
+        name: (body.app_name ?? body.name)!,
+        orgSlug: body.org_slug,
+        ...(body.network !== undefined ? { network: body.network } : {}),
+      });
+      return reply.status(201).send(wire.app(view));
+    },
+  );
 
   app.get('/v1/apps', { config: { rate: 'machine_read', action: 'apps.list' } }, async (request) => {
     const orgSlug = queryString(request, 'org_slug');
-    if (!orgSlug) throw invalidArgument('org_slug: this query parameter is required (your default org is "personal")');
+    if (!orgSlug)
+      throw invalidArgument('org_slug: this query parameter is required (your default org is "personal")');
     const views = await platform.apps.list(principalOf(request), orgSlug);
     return { total_apps: views.length, apps: views.map(wire.listApp) };
   });
@@ -29,9 +34,13 @@ export function appRoutes(app: FastifyInstance, { platform }: RouteDeps): void {
     return wire.app(await platform.apps.get(principalOf(request), app_name));
   });
 
-  app.delete('/v1/apps/:app_name', { config: { rate: 'app_delete', action: 'app.delete' } }, async (request, reply) => {
-    const { app_name } = request.params as { app_name: string };
-    await platform.apps.destroy(principalOf(request), app_name, queryBool(request, 'force'));
-    return reply.status(202).send();
-  });
+  app.delete(
+    '/v1/apps/:app_name',
+    { config: { rate: 'app_delete', action: 'app.delete' } },
+    async (request, reply) => {
+      const { app_name } = request.params as { app_name: string };
+      await platform.apps.destroy(principalOf(request), app_name, queryBool(request, 'force'));
+      return reply.status(202).send();
+    },
+  );
 }

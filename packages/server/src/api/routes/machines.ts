@@ -9,8 +9,8 @@ import {
   LeaseBody,
   MetadataValueBody,
   SignalBody,
-  signalName,
   StopBody,
+  signalName,
   UpdateMachineBody,
 } from '../schemas.js';
 import * as wire from '../serialize.js';
@@ -79,7 +79,12 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
 
   app.post(`${one}/start`, act('machine.start'), async (request) => {
     const { app_name, machine_id } = params(request);
-    const { previousState } = await machines.start(principalOf(request), app_name, machine_id, leaseNonce(request));
+    const { previousState } = await machines.start(
+      principalOf(request),
+      app_name,
+      machine_id,
+      leaseNonce(request),
+    );
     return { previous_state: previousState, migrated: false, new_host: '' };
   });
 
@@ -123,7 +128,13 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
   app.post(`${one}/signal`, act('machine.signal'), async (request) => {
     const { app_name, machine_id } = params(request);
     const body = parse(SignalBody, request.body, 'body');
-    await machines.signal(principalOf(request), app_name, machine_id, signalName(body.signal)!, leaseNonce(request));
+    await machines.signal(
+      principalOf(request),
+      app_name,
+      machine_id,
+      signalName(body.signal)!,
+      leaseNonce(request),
+    );
     return OK;
   });
 
@@ -154,7 +165,10 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
     return OK;
   });
 
-  for (const [verb, cordoned] of [['cordon', true], ['uncordon', false]] as const) {
+  for (const [verb, cordoned] of [
+    ['cordon', true],
+    ['uncordon', false],
+  ] as const) {
     app.post(`${one}/${verb}`, act(`machine.${verb}`), async (request) => {
       const { app_name, machine_id } = params(request);
       await machines.cordon(principalOf(request), app_name, machine_id, cordoned, leaseNonce(request));
@@ -194,13 +208,25 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
   app.post(`${one}/metadata/:key`, act('machine.metadata.set'), async (request, reply) => {
     const { app_name, machine_id, key } = request.params as MachineParams & { key: string };
     const { value } = parse(MetadataValueBody, request.body, 'body');
-    await machines.patchMetadata(principalOf(request), app_name, machine_id, { [key]: value }, optionalNonce(request));
+    await machines.patchMetadata(
+      principalOf(request),
+      app_name,
+      machine_id,
+      { [key]: value },
+      optionalNonce(request),
+    );
     return reply.status(204).send();
   });
 
   app.delete(`${one}/metadata/:key`, act('machine.metadata.delete'), async (request, reply) => {
     const { app_name, machine_id, key } = request.params as MachineParams & { key: string };
-    await machines.patchMetadata(principalOf(request), app_name, machine_id, { [key]: null }, optionalNonce(request));
+    await machines.patchMetadata(
+      principalOf(request),
+      app_name,
+      machine_id,
+      { [key]: null },
+      optionalNonce(request),
+    );
     return reply.status(204).send();
   });
 
@@ -237,7 +263,12 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
       timeoutMs: (body.timeout ?? 30) * 1000,
       ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
     });
-    return { exit_code: result.exitCode, exit_signal: result.exitSignal, stdout: result.stdout, stderr: result.stderr };
+    return {
+      exit_code: result.exitCode,
+      exit_signal: result.exitSignal,
+      stdout: result.stdout,
+      stderr: result.stderr,
+    };
   });
 }
 
@@ -247,7 +278,9 @@ function createInput(body: ReturnType<typeof CreateMachineBody.parse>) {
     ...(body.name !== undefined ? { name: body.name } : {}),
     ...(body.region !== undefined ? { region: body.region } : {}),
     ...(body.skip_launch !== undefined ? { skipLaunch: body.skip_launch } : {}),
-    ...(body.skip_service_registration !== undefined ? { skipServiceRegistration: body.skip_service_registration } : {}),
+    ...(body.skip_service_registration !== undefined
+      ? { skipServiceRegistration: body.skip_service_registration }
+      : {}),
     ...(body.lease_ttl !== undefined ? { leaseTtlSec: body.lease_ttl } : {}),
     ...(body.min_secrets_version !== undefined ? { minSecretsVersion: body.min_secrets_version } : {}),
     ...(body.skip_secrets !== undefined ? { skipSecrets: body.skip_secrets } : {}),
@@ -271,13 +304,17 @@ function optionalNonce(request: FastifyRequest): { nonce?: string } {
  */
 function metadataPatch(body: unknown): { changes: Record<string, string | null>; machineVersion?: string } {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) {
-    throw invalidArgument('request body: expected an object of metadata keys to set (string) or remove (null)');
+    throw invalidArgument(
+      'request body: expected an object of metadata keys to set (string) or remove (null)',
+    );
   }
   const { machine_version: machineVersion, metadata, ...flat } = body as Record<string, unknown>;
-  const source = typeof metadata === 'object' && metadata !== null ? (metadata as Record<string, unknown>) : flat;
+  const source =
+    typeof metadata === 'object' && metadata !== null ? (metadata as Record<string, unknown>) : flat;
   const changes: Record<string, string | null> = {};
   for (const [key, value] of Object.entries(source)) {
-    if (value !== null && typeof value !== 'string') throw invalidArgument(`metadata.${key}: expected a string or null`);
+    if (value !== null && typeof value !== 'string')
+      throw invalidArgument(`metadata.${key}: expected a string or null`);
     changes[key] = value;
   }
   if (machineVersion !== undefined && typeof machineVersion !== 'string') {

@@ -53,7 +53,9 @@ export function secretRoutes(app: FastifyInstance, { platform }: RouteDeps): voi
   app.post(`${base}/:secret_name`, act('secret.set'), async (request, reply) => {
     const { app_name, secret_name } = request.params as Params;
     const { value } = parse(SetSecretBody, request.body, 'body');
-    const { secrets: list, version } = await secrets.apply(principalOf(request), app_name, { [secret_name]: value });
+    const { secrets: list, version } = await secrets.apply(principalOf(request), app_name, {
+      [secret_name]: value,
+    });
     const record = list.find((s) => s.name === secret_name)!;
     return reply.status(201).send({ ...wire.secret(record), version });
   });

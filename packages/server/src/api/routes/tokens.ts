@@ -38,7 +38,13 @@ export function tokenRoutes(app: FastifyInstance, { platform }: RouteDeps): void
     const { org, appNames } = await tokens.describe(principal);
     return {
       tokens: [
-        { token_id: principal.tokenId, type: principal.type, org_slug: org.slug, organization: org.name, apps: appNames },
+        {
+          token_id: principal.tokenId,
+          type: principal.type,
+          org_slug: org.slug,
+          organization: org.name,
+          apps: appNames,
+        },
       ],
     };
   });

@@ -62,7 +62,12 @@ export function volumeRoutes(app: FastifyInstance, { platform }: RouteDeps): voi
   app.put(`${one}/extend`, act('volume.extend'), async (request) => {
     const { app_name, volume_id } = params(request);
     const body = parse(ExtendVolumeBody, request.body, 'body');
-    const { volume, needsRestart } = await volumes.extend(principalOf(request), app_name, volume_id, body.size_gb);
+    const { volume, needsRestart } = await volumes.extend(
+      principalOf(request),
+      app_name,
+      volume_id,
+      body.size_gb,
+    );
     return { volume: wire.volume(volume), needs_restart: needsRestart };
   });
 

@@ -46,7 +46,10 @@ export const MIGRATIONS: readonly string[] = [
     collectionTable(
       'volumes',
       ['app_id TEXT NOT NULL', 'attached_machine_id TEXT'],
-      ['CREATE INDEX volumes_app ON volumes (app_id)', 'CREATE INDEX volumes_machine ON volumes (attached_machine_id)'],
+      [
+        'CREATE INDEX volumes_app ON volumes (app_id)',
+        'CREATE INDEX volumes_machine ON volumes (attached_machine_id)',
+      ],
     ),
     collectionTable(
       'volume_snapshots',

@@ -38,7 +38,12 @@ function constraintFields(error: unknown): string[] | undefined {
   const code = (error as { code?: string }).code;
   if (code !== 'SQLITE_CONSTRAINT_UNIQUE' && code !== 'SQLITE_CONSTRAINT_PRIMARYKEY') return undefined;
   const match = /constraint failed: (.+)$/.exec((error as Error).message);
-  return (match?.[1] ?? 'key').split(', ').map((column) => column.split('.').pop()!.replace(/_([a-z])/g, (_, c) => c.toUpperCase()));
+  return (match?.[1] ?? 'key').split(', ').map((column) =>
+    column
+      .split('.')
+      .pop()!
+      .replace(/_([a-z])/g, (_, c) => c.toUpperCase()),
+  );
 }
 
 /** SQLite stores booleans and undefined differently from JSON; index values are only strings/numbers/null. */
@@ -119,10 +124,9 @@ export class SqliteStore implements Store {
       try {
         if (verb === 'INSERT') {
           const placeholders = ['?', '?', ...columns.map(() => '?')].join(', ');
-          this.#prepare(`INSERT INTO ${table} (key, doc${columns.map((c) => `, ${c}`).join('')}) VALUES (${placeholders})`).run(
-            key,
-            ...values,
-          );
+          this.#prepare(
+            `INSERT INTO ${table} (key, doc${columns.map((c) => `, ${c}`).join('')}) VALUES (${placeholders})`,
+          ).run(key, ...values);
         } else {
           const sets = ['doc = ?', ...columns.map((c) => `${c} = ?`)].join(', ');
           const result = this.#prepare(`UPDATE ${table} SET ${sets} WHERE key = ?`).run(...values, key);
@@ -163,7 +167,9 @@ export class SqliteStore implements Store {
       deleteWhere: (filter) => {
         assertWritable();
         const { sql, params } = where(filter);
-        const keys = this.#prepare(`DELETE FROM ${table}${sql} RETURNING key`).all(...params) as { key: string }[];
+        const keys = this.#prepare(`DELETE FROM ${table}${sql} RETURNING key`).all(...params) as {
+          key: string;
+        }[];
         for (const { key } of keys) record(key, undefined);
         return keys.length;
       },
@@ -201,7 +207,9 @@ export class SqliteStore implements Store {
           const value = fn(this.#tx(true));
           if (this.#pending.length > 0) {
             revision = (
-              this.#prepare("UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value").get() as {
+              this.#prepare(
+                "UPDATE meta SET value = value + 1 WHERE name = 'revision' RETURNING value",
+              ).get() as {
                 value: number;
               }
             ).value;

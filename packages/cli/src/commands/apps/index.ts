@@ -1,0 +1,13 @@
+import type { Noun } from '../../command.js';
+import create from './create.js';
+import destroy from './destroy.js';
+import list from './list.js';
+import show from './show.js';
+
+export const apps: Noun = {
+  name: 'apps',
+  aliases: ['app'],
+  summary: 'Manage apps',
+  examples: ['hangar apps list'],
+  verbs: [create, list, show, destroy],
+};

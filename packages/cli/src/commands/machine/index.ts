@@ -1,0 +1,19 @@
+import type { Noun } from '../../command.js';
+import cordon from './cordon.js';
+import destroy from './destroy.js';
+import list from './list.js';
+import restart from './restart.js';
+import run from './run.js';
+import start from './start.js';
+import status from './status.js';
+import stop from './stop.js';
+import suspend from './suspend.js';
+import uncordon from './uncordon.js';
+
+export const machine: Noun = {
+  name: 'machine',
+  aliases: ['machines', 'm'],
+  summary: 'Manage machines',
+  examples: ['hangar machine list -a acme'],
+  verbs: [run, list, status, start, stop, suspend, restart, destroy, cordon, uncordon],
+};

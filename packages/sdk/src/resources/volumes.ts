@@ -1,0 +1,90 @@
+import { path, type RequestOptions, type Transport } from '../client.js';
+import type {
+  CreateVolumeRequest,
+  ExtendVolumeResponse,
+  UpdateVolumeRequest,
+  Volume,
+  VolumeSnapshot,
+} from '../types.js';
+
+export interface ListVolumesOptions {
+  /** Trimmed payload. */
+  summary?: boolean;
+}
+
+export class VolumesResource {
+  readonly #t: Transport;
+
+  constructor(transport: Transport) {
+    this.#t = transport;
+  }
+
+  /** Includes volumes being destroyed; filter on `state` if you only want live ones. */
+  list(app: string, options: ListVolumesOptions = {}, opts: RequestOptions = {}): Promise<Volume[]> {
+    return this.#t.request({
+      method: 'GET',
+      path: path`/v1/apps/${app}/volumes`,
+      query: { summary: options.summary ? 'true' : undefined },
+      signal: opts.signal,
+    });
+  }
+
+  create(app: string, input: CreateVolumeRequest, opts: RequestOptions = {}): Promise<Volume> {
+    return this.#t.request({
+      method: 'POST',
+      path: path`/v1/apps/${app}/volumes`,
+      body: input,
+      signal: opts.signal,
+    });
+  }
+
+  get(app: string, id: string, opts: RequestOptions = {}): Promise<Volume> {
+    return this.#t.request({ method: 'GET', path: path`/v1/apps/${app}/volumes/${id}`, signal: opts.signal });
+  }
+
+  /** `PUT /volumes/{id}` (Fly's older spec said POST; its docs and fly-go use PUT). */
+  update(app: string, id: string, input: UpdateVolumeRequest, opts: RequestOptions = {}): Promise<Volume> {
+    return this.#t.request({
+      method: 'PUT',
+      path: path`/v1/apps/${app}/volumes/${id}`,
+      body: input,
+      signal: opts.signal,
+    });
+  }
+
+  /** Grows the volume to `sizeGb` in total (volumes never shrink). */
+  extend(app: string, id: string, sizeGb: number, opts: RequestOptions = {}): Promise<ExtendVolumeResponse> {
+    return this.#t.request({
+      method: 'PUT',
+      path: path`/v1/apps/${app}/volumes/${id}/extend`,
+      body: { size_gb: sizeGb },
+      signal: opts.signal,
+    });
+  }
+
+  listSnapshots(app: string, id: string, opts: RequestOptions = {}): Promise<VolumeSnapshot[]> {
+    return this.#t.request({
+      method: 'GET',
+      path: path`/v1/apps/${app}/volumes/${id}/snapshots`,
+      signal: opts.signal,
+    });
+  }
+
+  /** Starts an on-demand snapshot; it completes asynchronously (see `listSnapshots`). */
+  async createSnapshot(app: string, id: string, opts: RequestOptions = {}): Promise<void> {
+    await this.#t.request({
+      method: 'POST',
+      path: path`/v1/apps/${app}/volumes/${id}/snapshots`,
+      signal: opts.signal,
+    });
+  }
+
+  /** Returns the volume in its new state (`pending_destroy` or `destroyed`). */
+  destroy(app: string, id: string, opts: RequestOptions = {}): Promise<Volume> {
+    return this.#t.request({
+      method: 'DELETE',
+      path: path`/v1/apps/${app}/volumes/${id}`,
+      signal: opts.signal,
+    });
+  }
+}

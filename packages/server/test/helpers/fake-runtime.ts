@@ -1,0 +1,93 @@
+import type {
+  ExecRequest,
+  ExecResult,
+  ExitInfo,
+  MachineRuntime,
+  MachineSpec,
+  ProcessStat,
+} from '../../src/runtime/runtime.js';
+import type { ImageRefRecord } from '../../src/store/records.js';
+
+/**
+ * FAKE, for tests only: an in-memory MachineRuntime that records calls, so the orchestrator's state
+ * machine, events and wait can be tested through the API without containers. The product never uses
+ * it; real containers come with the runtime issue.
+ */
+export class FakeRuntime implements MachineRuntime {
+  readonly name = 'fake';
+  readonly calls: string[] = [];
+  readonly running = new Map<string, { spec: MachineSpec; paused: boolean }>();
+  /** Set to make the next prepare() fail (e.g. an image pull error). */
+  failPrepare: string | undefined;
+  #exitListeners: ((machineId: string, exit: ExitInfo) => void)[] = [];
+
+  async prepare(spec: MachineSpec): Promise<ImageRefRecord> {
+    this.calls.push(`prepare ${spec.machineId}`);
+    if (this.failPrepare) throw new Error(this.failPrepare);
+    return {
+      registry: 'fake',
+      repository: String(spec.config.image),
+      tag: 'latest',
+      digest: 'sha256:fake',
+      labels: {},
+    };
+  }
+
+  async start(spec: MachineSpec): Promise<void> {
+    this.calls.push(`start ${spec.machineId}`);
+    this.running.set(spec.machineId, { spec, paused: false });
+  }
+
+  async stop(machineId: string, options: { signal: string; timeoutMs: number }): Promise<ExitInfo> {
+    this.calls.push(`stop ${machineId} ${options.signal} ${options.timeoutMs}`);
+    this.running.delete(machineId);
+    return {
+      exitCode: 0,
+      signal: options.signal,
+      oomKilled: false,
+      requestedStop: true,
+      exitedAt: Date.now(),
+    };
+  }
+
+  async signal(machineId: string, signal: string): Promise<void> {
+    this.calls.push(`signal ${machineId} ${signal}`);
+  }
+
+  async suspend(machineId: string): Promise<void> {
+    this.calls.push(`suspend ${machineId}`);
+    const entry = this.running.get(machineId);
+    if (entry) entry.paused = true;
+  }
+
+  async resume(machineId: string): Promise<void> {
+    this.calls.push(`resume ${machineId}`);
+    const entry = this.running.get(machineId);
+    if (entry) entry.paused = false;
+  }
+
+  async destroy(machineId: string): Promise<void> {
+    this.calls.push(`destroy ${machineId}`);
+    this.running.delete(machineId);
+  }
+
+  async exec(machineId: string, request: ExecRequest): Promise<ExecResult> {
+    this.calls.push(`exec ${machineId} ${request.command.join(' ')}`);
+    return { exitCode: 0, exitSignal: null, stdout: `ran ${request.command.join(' ')}`, stderr: '' };
+  }
+
+  async ps(machineId: string): Promise<ProcessStat[]> {
+    this.calls.push(`ps ${machineId}`);
+    return [
+      { pid: 1, stime: 0, rtime: 0, command: 'init', directory: '/', cpu: 0, rss: 1024, listen_sockets: [] },
+    ];
+  }
+
+  onExit(listener: (machineId: string, exit: ExitInfo) => void): void {
+    this.#exitListeners.push(listener);
+  }
+
+  async close(): Promise<void> {
+    this.running.clear();
+  }
+}

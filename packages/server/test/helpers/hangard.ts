@@ -1,0 +1,98 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import { DEFAULT_CONFIG, type ResolvedConfig, resolveConfig } from '../../src/config/config.js';
+import { type Hangard, startHangard } from '../../src/daemon.js';
+import type { MachineRuntime } from '../../src/runtime/runtime.js';
+
+export interface TestHangard extends Hangard {
+  token: string;
+  dataDir: string;
+  config: ResolvedConfig;
+  /** A Machines API call with the org token (or `token`), returning status, headers and parsed body. */
+  call: (method: string, path: string, body?: unknown, options?: CallOptions) => Promise<ApiResponse>;
+}
+
+export interface CallOptions {
+  token?: string | null;
+  headers?: Record<string, string>;
+  /** Send this text as the body verbatim (for malformed JSON). */
+  rawBody?: string;
+}
+
+export interface ApiResponse {
+  status: number;
+  headers: Headers;
+  // biome-ignore lint/suspicious/noExplicitAny: test responses are inspected field by field.
+  body: any;
+}
+
+export interface TestHangardOptions {
+  runtime?: MachineRuntime;
+  config?: Record<string, unknown>;
+  now?: () => number;
+}
+
+/**
+ * Starts a real hangard (SQLite store, HTTP on a free loopback port) in a fresh data directory, and
+ * registers its shutdown and the directory's removal with the test, so both happen even on failure.
+ */
+export async function startTestHangard(
+  t: TestContext,
+  options: TestHangardOptions = {},
+): Promise<TestHangard> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'hangar-test-'));
+  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  const config = resolveConfig({
+    env: {},
+    overrides: {
+      dataDir,
+      listen: { host: '127.0.0.1', port: 0 },
+      logLevel: 'silent',
+      databaseSync: 'NORMAL',
+      rateLimits: { ...DEFAULT_CONFIG.rateLimits, enabled: false },
+      ...options.config,
+    },
+  });
+  const hangard = await startHangard(config, {
+    ...(options.runtime ? { runtime: options.runtime } : {}),
+    ...(options.now ? { now: options.now } : {}),
+  });
+  t.after(() => hangard.close());
+  const token = hangard.createdToken!;
+  const call = async (method: string, path: string, body?: unknown, callOptions: CallOptions = {}) => {
+    const headers: Record<string, string> = { ...callOptions.headers };
+    const bearer = callOptions.token === undefined ? token : callOptions.token;
+    if (bearer !== null) headers.authorization = `Bearer ${bearer}`;
+    let payload: string | undefined = callOptions.rawBody;
+    if (payload === undefined && body !== undefined) payload = JSON.stringify(body);
+    if (payload !== undefined) headers['content-type'] = 'application/json';
+    const response = await fetch(`${hangard.url}${path}`, {
+      method,
+      headers,
+      ...(payload !== undefined ? { body: payload } : {}),
+    });
+    const text = await response.text();
+    let parsed: unknown = text;
+    try {
+      parsed = text === '' ? undefined : JSON.parse(text);
+    } catch {
+      // Not JSON: keep the text so the assertion shows it.
+    }
+    return { status: response.status, headers: response.headers, body: parsed };
+  };
+  return { ...hangard, token, dataDir, config, call };
+}
+
+/** Creates an app in the personal org and returns its name. */
+export async function createApp(h: TestHangard, name: string, network?: string): Promise<string> {
+  const response = await h.call('POST', '/v1/apps', {
+    app_name: name,
+    org_slug: 'personal',
+    ...(network ? { network } : {}),
+  });
+  if (response.status !== 201)
+    throw new Error(`creating app ${name}: ${response.status} ${JSON.stringify(response.body)}`);
+  return name;
+}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what Hangar needs on a Debian machine (as root) and builds it. Idempotent: a second run only
+# checks. Sourced by scripts/start.sh and scripts/test.sh; safe to run on its own.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf 'hangar-install: %s\n' "$*"; }
+die() { printf 'hangar-install: error: %s\nhint: %s\n' "$1" "$2" >&2; exit 1; }
+
+# Debian packages: a C++ toolchain and python3 build better-sqlite3 (no prebuilt binary is fetched);
+# sqlite3 is the operator's tool for online backups (docs/operations.md).
+DEBIAN_PACKAGES=(ca-certificates python3 make g++ sqlite3)
+
+missing=()
+for package in "${DEBIAN_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
+done
+if ! command -v node >/dev/null 2>&1; then missing+=(nodejs npm); fi
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || die "missing Debian packages: ${missing[*]}" "run this script as root, or: apt-get install ${missing[*]}"
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+node_version=$(node -p 'process.versions.node')
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=18)?0:1)' ||
+  die "Node.js $node_version is too old; Hangar needs Node 20.18 or newer" \
+    "install Node 20 or newer (Debian 13 ships it; on Debian 12 use the NodeSource or distribution backports package)"
+
+# npm dependencies: reinstall only when package-lock.json changed since the last install.
+stamp=node_modules/.hangar-lock-sha
+lock_sha=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sha" ]; then
+  say "installing npm dependencies (better-sqlite3 compiles from source: about 1-2 minutes)"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$lock_sha" > "$stamp"
+fi
+
+say "building"
+npx tsc -b packages/sdk packages/cli packages/server
+say "ready"

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs what is missing, then runs every check: lint and format, type-check and build, all tests.
+# Pass path fragments to run only matching test files: ./scripts/test.sh packages/server/test/api
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+bash scripts/install.sh
+echo "hangar-test: lint and format (biome)"
+npx biome check .
+echo "hangar-test: tests"
+node scripts/run-tests.mjs "$@"
