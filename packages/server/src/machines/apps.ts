@@ -131,7 +131,8 @@ export class AppsService {
       app,
       org,
       network: tx.networks.get(String(app.networkId))!,
-      machineCount: tx.machines.list({ appId: app.id }).filter((m) => m.state !== 'destroyed').length,
+      machineCount:
+        tx.machines.count({ appId: app.id }) - tx.machines.count({ appId: app.id, state: 'destroyed' }),
       volumeCount: tx.volumes.count({ appId: app.id }),
     };
   }

@@ -147,7 +147,7 @@ export class MachinesService {
       const app = appFor(tx, principal, appName, 'write');
       checkSecretsVersion(app, input.minSecretsVersion);
       const name = input.name ?? uniqueName(tx, app);
-      if (liveMachines(tx, app).some((m) => m.name === name)) {
+      if (nameTaken(tx, app, name)) {
         throw new HangarError('name_taken', `a machine named "${name}" already exists in app ${app.name}`);
       }
       const now = isoNow(this.ctx);
@@ -804,11 +804,15 @@ function liveMachines(tx: ReadTx, app: AppRecord): MachineRecord[] {
   return tx.machines.list({ appId: app.id }).filter((m) => m.state !== 'destroyed');
 }
 
+/** Names are unique among an app's machines that are not destroyed (a destroyed one frees its name). */
+function nameTaken(tx: ReadTx, app: AppRecord, name: string): boolean {
+  return tx.machines.list({ appId: app.id, name }).some((m) => m.state !== 'destroyed');
+}
+
 function uniqueName(tx: ReadTx, app: AppRecord): string {
-  const taken = new Set(liveMachines(tx, app).map((m) => m.name));
   for (;;) {
     const name = newMachineName();
-    if (!taken.has(name)) return name;
+    if (!nameTaken(tx, app, name)) return name;
   }
 }
 

@@ -147,3 +147,28 @@ test('store: a throwing watcher does not fail the committed write', async (t) =>
   await new Promise((resolve) => setImmediate(resolve));
   assert.ok(warnings.some((w) => w.includes('watcher bug')));
 });
+
+test('store: migration 2 indexes the names of machines written before it', async (t) => {
+  const path = tempDb(t);
+  const Database = (await import('better-sqlite3')).default;
+  const { MIGRATIONS } = await import('../../src/store/sqlite/migrations.js');
+  const old = new Database(path);
+  old.exec(MIGRATIONS[0]!);
+  old.pragma('user_version = 1');
+  old
+    .prepare('INSERT INTO machines (key, doc, app_id, state, region) VALUES (?, ?, ?, ?, ?)')
+    .run(
+      'm1',
+      JSON.stringify({ id: 'm1', appId: 'a1', name: 'web-1', state: 'stopped', region: 'local' }),
+      'a1',
+      'stopped',
+      'local',
+    );
+  old.close();
+  const store = new SqliteStore({ path });
+  t.after(() => store.close());
+  assert.deepEqual(
+    await store.read((tx) => tx.machines.list({ appId: 'a1', name: 'web-1' }).map((m) => m.id)),
+    ['m1'],
+  );
+});

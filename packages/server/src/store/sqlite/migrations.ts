@@ -68,4 +68,10 @@ export const MIGRATIONS: readonly string[] = [
       ['CREATE INDEX tokens_org ON tokens (org_id)'],
     ),
   ].join(';\n'),
+  // 2: machine names are looked up per app (uniqueness on create) without reading every machine.
+  [
+    'ALTER TABLE machines ADD COLUMN name TEXT',
+    "UPDATE machines SET name = json_extract(doc, '$.name')",
+    'CREATE INDEX machines_app_name ON machines (app_id, name)',
+  ].join(';\n'),
 ];
