@@ -29,13 +29,14 @@ node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(
   die "Node.js $node_version is too old; Hangar needs Node 20.18 or newer" \
     "install Node 20 or newer (Debian 13 ships it; on Debian 12 use the NodeSource or distribution backports package)"
 
-# npm dependencies: reinstall only when package-lock.json changed since the last install.
+# npm dependencies, as pinned by package-lock.json; redone only when the lock file changed since the last
+# install. (`npm install`, not `npm ci`: npm ci rejects a lock that records only this platform's build of
+# an optional native package, which is what npm writes here.)
 stamp=node_modules/.hangar-lock-sha
-lock_sha=$(sha256sum package-lock.json | cut -d' ' -f1)
-if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$lock_sha" ]; then
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$(sha256sum package-lock.json | cut -d' ' -f1)" ]; then
   say "installing npm dependencies (better-sqlite3 compiles from source: about 1-2 minutes)"
-  npm ci --no-audit --no-fund --loglevel=error
-  echo "$lock_sha" > "$stamp"
+  npm install --no-audit --no-fund --loglevel=error
+  sha256sum package-lock.json | cut -d' ' -f1 > "$stamp"
 fi
 
 say "building"

@@ -67,8 +67,8 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       tokenFile: files.token,
       close: () => {
         closing ??= (async () => {
+          await platform.machines.close();
           await opened.close();
-          await platform.machines.drain();
           await options.runtime?.close();
           store.close();
         })();

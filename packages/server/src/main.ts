@@ -59,7 +59,7 @@ async function main(): Promise<void> {
         'is another hangard running? pick another --listen',
       );
     }
-    throw error;
+    return fail(`cannot start: ${error.message}`, 'see docs/operations.md (data directory, upgrades)');
   });
   process.stdout.write(
     `hangard: Machines API on ${hangard.url} (region ${config.region}, data in ${config.dataDir})\n`,

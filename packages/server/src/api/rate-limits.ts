@@ -44,7 +44,9 @@ export class ApiRateLimits {
         : rateClass === 'machine_read'
           ? this.config.machineRead
           : this.config.appDelete;
-    const key = rateClass === 'app_delete' ? `app_delete:${principal.orgId}` : `${action}:${target}`;
+    // Keys carry the org, so a token of another org (refused later with 403) cannot drain this org's buckets.
+    const key =
+      rateClass === 'app_delete' ? `app_delete:${principal.orgId}` : `${principal.orgId}:${action}:${target}`;
     this.#take(key, limit, `${action} on ${target}`);
   }
 

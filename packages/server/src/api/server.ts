@@ -69,7 +69,9 @@ export function buildApi(options: ApiOptions): FastifyInstance {
     }
   });
 
-  app.addHook('preHandler', async (request) => {
+  // onRequest runs before the body is read: a bad token is a 401 whatever the body holds.
+  app.addHook('onRequest', async (request) => {
+    if (!request.routeOptions.url) return; // unknown route: the 404 handler answers
     request.principal = await options.platform.tokens.authenticate(request.headers.authorization);
     const params = request.params as { app_name?: string; machine_id?: string };
     const config = request.routeOptions.config;

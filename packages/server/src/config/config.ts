@@ -3,6 +3,16 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_RATE_LIMITS } from '../api/rate-limits.js';
+import { addressInPrefix } from '../net/ipv6.js';
+
+const isUsablePrefix = (prefix: string) => {
+  try {
+    addressInPrefix(prefix, 1);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 /**
  * hangard's configuration: defaults, then a JSON file, then HANGAR_* environment variables, then flags.
@@ -21,7 +31,9 @@ export const ConfigSchema = z.strictObject({
     /** The host's public IPv4, shared by every app that allocates `shared_v4`. */
     sharedV4: z.ipv4(),
     /** Dedicated `v6` addresses are carved from this prefix (give the host's routed public /64 here). */
-    publicV6Prefix: z.string().regex(/^[0-9a-fA-F:]+\/\d{1,3}$/, 'an IPv6 prefix such as 2001:db8:1::/64'),
+    publicV6Prefix: z
+      .string()
+      .refine(isUsablePrefix, 'an IPv6 prefix of length 16 to 96, such as 2001:db8:1::/64'),
   }),
   /** FULL: an acknowledged write survives power loss. NORMAL: faster, survives a crash of hangard. */
   databaseSync: z.enum(['FULL', 'NORMAL']),
@@ -69,7 +81,12 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   if (env.HANGAR_REGION) layer.region = env.HANGAR_REGION;
   if (env.HANGAR_LOG_LEVEL) layer.logLevel = env.HANGAR_LOG_LEVEL;
   if (env.HANGAR_API_LISTEN) layer.listen = parseListen(env.HANGAR_API_LISTEN);
-  if (env.HANGAR_RATE_LIMITS === 'off') layer.rateLimits = { enabled: false };
+  if (env.HANGAR_RATE_LIMITS !== undefined) {
+    if (env.HANGAR_RATE_LIMITS !== 'on' && env.HANGAR_RATE_LIMITS !== 'off') {
+      throw new Error(`HANGAR_RATE_LIMITS must be "on" or "off", got "${env.HANGAR_RATE_LIMITS}"`);
+    }
+    layer.rateLimits = { enabled: env.HANGAR_RATE_LIMITS === 'on' };
+  }
   return layer;
 }
 

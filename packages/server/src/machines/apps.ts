@@ -111,6 +111,14 @@ export class AppsService {
     await this.ctx.store.write((tx) => {
       const current = tx.apps.get(app.id);
       if (!current) return;
+      const live =
+        tx.machines.count({ appId: app.id }) - tx.machines.count({ appId: app.id, state: 'destroyed' });
+      if (live > 0) {
+        throw new HangarError(
+          'failed_precondition',
+          `machines were created in app ${app.name} while it was being deleted; delete it again`,
+        );
+      }
       for (const machine of tx.machines.list({ appId: app.id })) {
         tx.machineVersions.deleteWhere({ machineId: machine.id });
         tx.machineEvents.deleteWhere({ machineId: machine.id });

@@ -56,6 +56,9 @@ export class IpsService {
       throw invalidArgument('network: only private_v6 (Flycast) addresses belong to a network');
     }
     const region = input.region ?? this.ctx.region;
+    if (region !== this.ctx.region) {
+      throw invalidArgument(`region: this Hangar serves region "${this.ctx.region}", not "${region}"`);
+    }
     try {
       return await this.ctx.store.write((tx) => {
         const app = appFor(tx, principal, appName, 'write');

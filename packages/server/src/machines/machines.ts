@@ -73,6 +73,8 @@ type Mutation = { app: AppRecord; machine: MachineRecord };
  */
 export class MachinesService {
   readonly #queue = new KeyedQueue();
+  /** Open long-polls, so shutdown can answer them at once instead of waiting out their timeouts. */
+  readonly #waits = new Set<(error: Error) => void>();
 
   constructor(private readonly ctx: PlatformContext) {}
 
@@ -163,6 +165,7 @@ export class MachinesService {
         imageRef: null,
         privateIp: null,
         cordoned: input.skipServiceRegistration === true,
+        skipSecrets: input.skipSecrets === true,
         createdAt: now,
         updatedAt: now,
       };
@@ -220,6 +223,7 @@ export class MachinesService {
           ...current,
           config,
           instanceId: newUlid(),
+          skipSecrets: input.skipSecrets === true,
           // A suspended snapshot belongs to the old config: after an update the machine boots fresh.
           state: current.state === 'suspended' || wasRunning ? 'stopped' : current.state,
           updatedAt: now,
@@ -406,14 +410,19 @@ export class MachinesService {
     input: WaitInput,
     abort?: AbortSignal,
   ): Promise<void> {
-    const { id } = await this.ctx.store.read((tx) =>
-      findMachine(tx, appFor(tx, principal, appName, 'read'), machineId),
-    );
+    const { id } = await this.ctx.store.read((tx) => {
+      const machine = findMachine(tx, appFor(tx, principal, appName, 'read'), machineId);
+      if (input.version !== undefined && !tx.machineVersions.get(`${machine.id}/${input.version}`)) {
+        throw new HangarError('not_found', `machine ${machine.id} has no version ${input.version}`);
+      }
+      return machine;
+    });
     return new Promise<void>((resolve, reject) => {
       let finished = false;
       const finish = (error?: Error) => {
         if (finished) return;
         finished = true;
+        this.#waits.delete(finish);
         clearTimeout(timer);
         unwatch();
         abort?.removeEventListener('abort', onAbort);
@@ -446,6 +455,7 @@ export class MachinesService {
         }
       });
       abort?.addEventListener('abort', onAbort);
+      this.#waits.add(finish);
       // Read after subscribing, so a change between the two cannot be missed.
       void this.ctx.store.read((tx) => tx.machines.get(id)).then(check, (error: Error) => finish(error));
     });
@@ -461,7 +471,7 @@ export class MachinesService {
   ): Promise<LeaseRecord> {
     const ttlSec = checkLeaseTtl(input.ttlSec ?? 30, 'ttl')!;
     return this.ctx.store.write((tx) => {
-      const machine = findMachine(tx, appFor(tx, principal, appName, 'write'), machineId);
+      const machine = findLiveMachine(tx, appFor(tx, principal, appName, 'write'), machineId);
       const current = activeLease(tx, machine.id, this.ctx.now());
       if (current && current.nonce !== input.nonce) {
         throw leaseHeld(current);
@@ -517,7 +527,7 @@ export class MachinesService {
       }
     }
     return this.ctx.store.write((tx) => {
-      const machine = findMachine(tx, appFor(tx, principal, appName, 'write'), machineId);
+      const machine = findLiveMachine(tx, appFor(tx, principal, appName, 'write'), machineId);
       checkLease(tx, machine, options.nonce, this.ctx.now());
       if (options.machineVersion !== undefined && options.machineVersion !== machine.instanceId) {
         throw failedPrecondition(
@@ -555,9 +565,12 @@ export class MachinesService {
     return this.#requireRuntime().ps(machine.id);
   }
 
-  /** Waits for queued work (tests and shutdown). */
-  drain(): Promise<void> {
-    return this.#queue.drain();
+  /** Ends open waits (clients retry them) and waits for queued work: the first step of shutdown. */
+  async close(): Promise<void> {
+    for (const finish of [...this.#waits]) {
+      finish(new HangarError('unavailable', 'hangard is shutting down; retry the wait'));
+    }
+    await this.#queue.drain();
   }
 
   // ---- internals ---------------------------------------------------------------------------------
@@ -751,7 +764,8 @@ export class MachinesService {
     const env: Record<string, string> = {
       ...((machine.config.env as Record<string, string> | undefined) ?? {}),
     };
-    for (const secret of tx.secrets.list({ appId: app.id })) {
+    const secrets = machine.skipSecrets ? [] : tx.secrets.list({ appId: app.id });
+    for (const secret of secrets) {
       env[secret.name] = this.ctx.vault.unseal(secret.sealed, `${app.id}/${secret.name}`);
     }
     return {
@@ -797,6 +811,12 @@ function findMachine(tx: ReadTx, app: AppRecord, machineId: string): MachineReco
   if (!machine || machine.appId !== app.id) {
     throw new HangarError('not_found', `machine ${machineId} was not found in app ${app.name}`);
   }
+  return machine;
+}
+
+function findLiveMachine(tx: ReadTx, app: AppRecord, machineId: string): MachineRecord {
+  const machine = findMachine(tx, app, machineId);
+  if (machine.state === 'destroyed') throw failedPrecondition(`machine ${machine.id} is destroyed`);
   return machine;
 }
 

@@ -116,6 +116,13 @@ export class TokensService {
       const token = tx.tokens.get(tokenId);
       if (!token || token.orgId !== principal.orgId)
         throw new HangarError('not_found', `token ${tokenId} was not found`);
+      const orgTokens = tx.tokens.list({ orgId: token.orgId }).filter((t) => t.type === 'org');
+      if (token.type === 'org' && orgTokens.length === 1) {
+        throw new HangarError(
+          'failed_precondition',
+          `token ${tokenId} is the organization's last org token; create another org token before revoking it`,
+        );
+      }
       tx.tokens.delete(tokenId);
     });
   }

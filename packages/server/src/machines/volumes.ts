@@ -71,7 +71,12 @@ export class VolumesService {
         sourceSnapshotId = snapshot.id;
       }
       if (input.sourceVolumeId !== undefined) {
-        const source = findVolume(tx, app, input.sourceVolumeId);
+        const source = tx.volumes.get(input.sourceVolumeId);
+        if (!source || source.appId !== app.id) {
+          throw invalidArgument(
+            `source_volume_id: volume ${input.sourceVolumeId} was not found in app ${app.name}`,
+          );
+        }
         sizeGb = Math.max(sizeGb, source.sizeGb);
         sourceVolumeId = source.id;
       }

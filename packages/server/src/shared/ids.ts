@@ -27,7 +27,6 @@ export const newLeaseNonce = () => hex(6);
  * the same millisecond still sort in the order they were made (events are listed by id).
  */
 export const newUlid = monotonicFactory();
-export const newTokenId = () => `tok_${randomString(LOWER_ALNUM, 16)}`;
 
 const ADJECTIVES = [
   'aged',

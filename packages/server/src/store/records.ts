@@ -68,6 +68,8 @@ export interface MachineRecord {
   imageRef: ImageRefRecord | null;
   privateIp: string | null;
   cordoned: boolean;
+  /** Boot without the app's secrets (`skip_secrets` on create or update). */
+  skipSecrets?: boolean;
   createdAt: string;
   updatedAt: string;
 }

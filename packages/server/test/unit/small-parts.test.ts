@@ -3,6 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { ApiRateLimits, DEFAULT_RATE_LIMITS } from '../../src/api/rate-limits.js';
+import type { Principal } from '../../src/auth/tokens.js';
 import { mintToken, tokenIdOf, tokensFromHeader, verifyToken } from '../../src/auth/tokens.js';
 import { resolveConfig } from '../../src/config/config.js';
 import { addressInPrefix, flycastAddress, formatIpv6, parseIpv6 } from '../../src/net/ipv6.js';
@@ -160,4 +162,21 @@ test('config: layers and strict validation', (t) => {
     () => resolveConfig({ env: { HANGAR_DATA_DIR: dataDir }, overrides: { region: 'US East' } }),
     /region/,
   );
+});
+
+test('api rate limits: buckets belong to one org, so another org cannot drain them', () => {
+  const limits = new ApiRateLimits({ ...DEFAULT_RATE_LIMITS, machineAction: { perSecond: 1, burst: 1 } });
+  const principal = (orgId: string): Principal => ({
+    tokenId: 't',
+    type: 'org',
+    orgId,
+    appId: null,
+    name: 'n',
+  });
+  limits.check(principal('intruder'), 'machine_action', 'secrets.set', 'acme');
+  assert.throws(
+    () => limits.check(principal('intruder'), 'machine_action', 'secrets.set', 'acme'),
+    /rate limit/,
+  );
+  limits.check(principal('owner'), 'machine_action', 'secrets.set', 'acme');
 });
