@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import type { ApiResponse, CallOptions } from './hangard.js';
+import { type ApiResponse, type CallOptions, callApi } from './hangard.js';
 
 /**
  * Runs hangard as production does: a child `node --import tsx packages/server/src/main.ts` on a data
@@ -111,7 +111,7 @@ async function spawnDaemon(
   });
   let token = '';
   const call = (method: string, path: string, body?: unknown, options: CallOptions = {}) =>
-    request(url, token, method, path, body, options);
+    callApi(url, token, method, path, body, options);
   const daemon: DaemonProcess = {
     dataDir,
     url,
@@ -154,33 +154,4 @@ async function spawnDaemon(
     }
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
-}
-
-async function request(
-  url: string,
-  token: string,
-  method: string,
-  path: string,
-  body: unknown,
-  options: CallOptions,
-): Promise<ApiResponse> {
-  const headers: Record<string, string> = { ...options.headers };
-  const bearer = options.token === undefined ? token : options.token;
-  if (bearer !== null) headers.authorization = `Bearer ${bearer}`;
-  let payload: string | undefined = options.rawBody;
-  if (payload === undefined && body !== undefined) payload = JSON.stringify(body);
-  if (payload !== undefined) headers['content-type'] = 'application/json';
-  const response = await fetch(`${url}${path}`, {
-    method,
-    headers,
-    ...(payload !== undefined ? { body: payload } : {}),
-  });
-  const text = await response.text();
-  let parsed: unknown = text;
-  try {
-    parsed = text === '' ? undefined : JSON.parse(text);
-  } catch {
-    // Not JSON: keep the text so the assertion shows it.
-  }
-  return { status: response.status, headers: response.headers, body: parsed };
 }

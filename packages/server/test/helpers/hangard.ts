@@ -61,28 +61,39 @@ export async function startTestHangard(
   });
   t.after(() => hangard.close());
   const token = hangard.createdToken!;
-  const call = async (method: string, path: string, body?: unknown, callOptions: CallOptions = {}) => {
-    const headers: Record<string, string> = { ...callOptions.headers };
-    const bearer = callOptions.token === undefined ? token : callOptions.token;
-    if (bearer !== null) headers.authorization = `Bearer ${bearer}`;
-    let payload: string | undefined = callOptions.rawBody;
-    if (payload === undefined && body !== undefined) payload = JSON.stringify(body);
-    if (payload !== undefined) headers['content-type'] = 'application/json';
-    const response = await fetch(`${hangard.url}${path}`, {
-      method,
-      headers,
-      ...(payload !== undefined ? { body: payload } : {}),
-    });
-    const text = await response.text();
-    let parsed: unknown = text;
-    try {
-      parsed = text === '' ? undefined : JSON.parse(text);
-    } catch {
-      // Not JSON: keep the text so the assertion shows it.
-    }
-    return { status: response.status, headers: response.headers, body: parsed };
-  };
+  const call = (method: string, path: string, body?: unknown, callOptions: CallOptions = {}) =>
+    callApi(hangard.url, token, method, path, body, callOptions);
   return { ...hangard, token, dataDir, config, call };
+}
+
+/** One Machines API call with `token` (unless the options override it), the body parsed when it is JSON. */
+export async function callApi(
+  url: string,
+  token: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  options: CallOptions = {},
+): Promise<ApiResponse> {
+  const headers: Record<string, string> = { ...options.headers };
+  const bearer = options.token === undefined ? token : options.token;
+  if (bearer !== null) headers.authorization = `Bearer ${bearer}`;
+  let payload: string | undefined = options.rawBody;
+  if (payload === undefined && body !== undefined) payload = JSON.stringify(body);
+  if (payload !== undefined) headers['content-type'] = 'application/json';
+  const response = await fetch(`${url}${path}`, {
+    method,
+    headers,
+    ...(payload !== undefined ? { body: payload } : {}),
+  });
+  const text = await response.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text === '' ? undefined : JSON.parse(text);
+  } catch {
+    // Not JSON: keep the text so the assertion shows it.
+  }
+  return { status: response.status, headers: response.headers, body: parsed };
 }
 
 /** Creates an app in the personal org and returns its name. */
