@@ -35,6 +35,13 @@ export const ConfigSchema = z.strictObject({
       .string()
       .refine(isUsablePrefix, 'an IPv6 prefix of length 16 to 96, such as 2001:db8:1::/64'),
   }),
+  /**
+   * `auto`: run machines with the OCI runtime found on this host, or none (machines recorded only) when
+   * none works; `required`: refuse to start without one; `off`: never run machines.
+   */
+  runtime: z.enum(['auto', 'required', 'off']),
+  /** Hangar's own image registry, on loopback. */
+  registry: z.strictObject({ port: z.number().int().min(0).max(65535) }),
   /** FULL: an acknowledged write survives power loss. NORMAL: faster, survives a crash of hangard. */
   databaseSync: z.enum(['FULL', 'NORMAL']),
   rateLimits: z.strictObject({
@@ -54,6 +61,8 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
   region: 'local',
   logLevel: 'info',
   ips: { sharedV4: '127.0.0.1', publicV6Prefix: 'fd68:616e:6761:7200::/64' },
+  runtime: 'auto',
+  registry: { port: 4281 },
   databaseSync: 'FULL',
   rateLimits: DEFAULT_RATE_LIMITS,
 };
@@ -80,6 +89,7 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   if (env.HANGAR_DATA_DIR) layer.dataDir = env.HANGAR_DATA_DIR;
   if (env.HANGAR_REGION) layer.region = env.HANGAR_REGION;
   if (env.HANGAR_LOG_LEVEL) layer.logLevel = env.HANGAR_LOG_LEVEL;
+  if (env.HANGAR_RUNTIME) layer.runtime = env.HANGAR_RUNTIME;
   if (env.HANGAR_API_LISTEN) layer.listen = parseListen(env.HANGAR_API_LISTEN);
   if (env.HANGAR_RATE_LIMITS !== undefined) {
     if (env.HANGAR_RATE_LIMITS !== 'on' && env.HANGAR_RATE_LIMITS !== 'off') {

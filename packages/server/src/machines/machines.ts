@@ -2,10 +2,12 @@ import type { Principal } from '../auth/tokens.js';
 import type {
   ExecRequest,
   ExecResult,
+  ExitInfo,
   MachineRuntime,
   MachineSpec,
   ProcessStat,
 } from '../runtime/runtime.js';
+import { uidRangeForApp } from '../runtime/uid-range.js';
 import { durationToMs } from '../shared/duration.js';
 import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
 import { newLeaseNonce, newMachineId, newMachineName, newUlid } from '../shared/ids.js';
@@ -56,6 +58,9 @@ export interface WaitInput {
 const METADATA_KEY = /^[a-zA-Z0-9_.-]{1,64}$/;
 const MACHINE_NAME = /^[a-zA-Z0-9](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?$/;
 const EVENTS_IN_MACHINE = 10;
+/** Fly's restart defaults: up to 10 automatic restarts within 5 minutes. */
+const DEFAULT_MAX_RETRIES = 10;
+const RESTART_WINDOW_MS = 5 * 60_000;
 export const LEASE_TTL_MAX_SEC = 86_400;
 /** Fly's default stop signal and timeout (API docs; fly.toml kill_signal/kill_timeout). */
 const DEFAULT_STOP = { signal: 'SIGINT', timeoutMs: 5_000 };
@@ -76,7 +81,107 @@ export class MachinesService {
   /** Open long-polls, so shutdown can answer them at once instead of waiting out their timeouts. */
   readonly #waits = new Set<(error: Error) => void>();
 
-  constructor(private readonly ctx: PlatformContext) {}
+  /** Recent automatic restarts per machine, for `restart.max_retries` (counted within RESTART_WINDOW_MS). */
+  readonly #restarts = new Map<string, number[]>();
+
+  constructor(private readonly ctx: PlatformContext) {
+    ctx.runtime?.onExit((machineId, exit) => {
+      void this.#queue.run(machineId, () => this.#handleExit(machineId, exit)).catch(() => undefined);
+    });
+  }
+
+  /**
+   * At start: asks the runtime what became of the machines the store says are running while hangard was
+   * away. Running ones were re-adopted; exited or vanished ones go through the same exit handling as a
+   * live exit (restart policy, auto_destroy); containers nobody knows were removed by the runtime.
+   */
+  async reconcile(): Promise<void> {
+    const runtime = this.ctx.runtime;
+    if (!runtime) return;
+    const known = await this.ctx.store.read((tx) =>
+      tx.machines.list().map((m) => ({ machineId: m.id, state: m.state })),
+    );
+    for (const found of await runtime.recover(known)) {
+      await this.#queue.run(found.machineId, async () => {
+        const machine = await this.ctx.store.read((tx) => tx.machines.get(found.machineId));
+        if (!machine) return;
+        if (found.status === 'running' && machine.state !== 'started') {
+          await this.#setState(machine.id, 'started', 'start', 'hangar', { recovered: true });
+        } else if (found.status === 'paused' && machine.state !== 'suspended') {
+          await this.#setState(machine.id, 'suspended', 'suspend', 'hangar', { recovered: true });
+        } else if (found.status === 'exited' || found.status === 'missing') {
+          const exit = found.exit ?? {
+            exitCode: null,
+            signal: null,
+            oomKilled: false,
+            requestedStop: false,
+            exitedAt: this.ctx.now(),
+          };
+          await this.#handleExit(
+            machine.id,
+            exit,
+            found.status === 'missing' ? 'its container vanished while hangard was down' : undefined,
+          );
+        }
+      });
+    }
+  }
+
+  /** An exit nobody asked for: record it, then restart, destroy or leave the machine stopped. */
+  async #handleExit(machineId: string, exit: ExitInfo, note?: string): Promise<void> {
+    const machine = await this.ctx.store.read((tx) => tx.machines.get(machineId));
+    if (!machine || !['started', 'starting', 'suspended', 'suspending', 'stopping'].includes(machine.state))
+      return;
+    const restart = (machine.config.restart as { policy?: string; max_retries?: number } | undefined) ?? {};
+    const policy = restart.policy ?? 'on-failure';
+    const recent = (this.#restarts.get(machineId) ?? []).filter(
+      (at) => this.ctx.now() - at < RESTART_WINDOW_MS,
+    );
+    const failed = exit.exitCode !== 0 || exit.oomKilled;
+    const restarting =
+      machine.state !== 'stopping' &&
+      (policy === 'always' || (policy === 'on-failure' && failed)) &&
+      recent.length < (restart.max_retries ?? DEFAULT_MAX_RETRIES);
+    await this.ctx.store.write((tx) => {
+      const current = tx.machines.get(machineId)!;
+      const next = { ...current, state: 'stopped' as const, updatedAt: isoNow(this.ctx) };
+      tx.machines.update(next);
+      this.#event(tx, next, 'exit', 'stopped', 'flyd', {
+        exit_event: {
+          exit_code: exit.exitCode,
+          oom_killed: exit.oomKilled,
+          requested_stop: exit.requestedStop,
+          restarting,
+          signal: exit.signal,
+          exited_at: new Date(exit.exitedAt).toISOString(),
+        },
+        restart_count: recent.length,
+        ...(note ? { error: note } : {}),
+      });
+    });
+    if (restarting) {
+      this.#restarts.set(machineId, [...recent, this.ctx.now()]);
+      await this.#boot(machineId).catch(() => undefined);
+      return;
+    }
+    this.#restarts.delete(machineId);
+    if (machine.config.auto_destroy === true) {
+      const current = await this.ctx.store.read((tx) => tx.machines.get(machineId));
+      if (current) await this.#destroyOne(current);
+    }
+  }
+
+  async logs(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    options: { tailLines: number; follow: boolean; signal: AbortSignal },
+  ): Promise<AsyncIterable<string>> {
+    const machine = await this.ctx.store.read((tx) =>
+      findMachine(tx, appFor(tx, principal, appName, 'read'), machineId),
+    );
+    return this.#requireRuntime().logs(machine.id, options);
+  }
 
   #requireRuntime(): MachineRuntime {
     if (!this.ctx.runtime) throw new HangarError('runtime_unavailable', NO_RUNTIME_MESSAGE);
@@ -761,13 +866,33 @@ export class MachinesService {
   }
 
   #spec(tx: ReadTx, app: AppRecord, machine: MachineRecord): MachineSpec {
+    const secretValue = (name: string) => {
+      const secret = tx.secrets.get(`${app.id}/${name}`);
+      return secret ? this.ctx.vault.unseal(secret.sealed, `${app.id}/${name}`) : undefined;
+    };
     const env: Record<string, string> = {
       ...((machine.config.env as Record<string, string> | undefined) ?? {}),
     };
-    const secrets = machine.skipSecrets ? [] : tx.secrets.list({ appId: app.id });
-    for (const secret of secrets) {
-      env[secret.name] = this.ctx.vault.unseal(secret.sealed, `${app.id}/${secret.name}`);
+    if (!machine.skipSecrets) {
+      for (const secret of tx.secrets.list({ appId: app.id })) env[secret.name] = secretValue(secret.name)!;
     }
+    type FileConfig = { guest_path: string; raw_value?: string; secret_name?: string; mode?: number };
+    const files = ((machine.config.files as FileConfig[] | undefined) ?? []).map((file) => {
+      const base64 =
+        file.raw_value ?? (file.secret_name === undefined ? undefined : secretValue(file.secret_name));
+      if (base64 === undefined) {
+        throw new Error(
+          `files: ${file.guest_path} needs secret ${file.secret_name}, which app ${app.name} does not have`,
+        );
+      }
+      return { guestPath: file.guest_path, content: Buffer.from(base64, 'base64'), mode: file.mode ?? 0o644 };
+    });
+    const mounts = ((machine.config.mounts as { volume: string; path: string }[] | undefined) ?? []).map(
+      (m) => ({
+        volumeId: m.volume,
+        path: m.path,
+      }),
+    );
     return {
       machineId: machine.id,
       appName: app.name,
@@ -776,6 +901,9 @@ export class MachinesService {
       config: machine.config,
       env,
       privateIp: machine.privateIp,
+      uidMapping: uidRangeForApp(app.internalNumericId),
+      mounts,
+      files,
     };
   }
 

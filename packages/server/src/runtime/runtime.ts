@@ -1,4 +1,5 @@
 import type { ImageRefRecord, JsonObject } from '../store/records.js';
+import type { UidMapping } from './uid-range.js';
 
 /**
  * What the orchestrator needs from a machine runtime. The real implementation (OCI images run with
@@ -14,6 +15,20 @@ export interface MachineSpec {
   /** Plain env and decrypted app secrets (secrets already win over env). */
   env: Record<string, string>;
   privateIp: string | null;
+  /** The app's range of host ids: root in the machine is `uidMapping.hostId` on the host. */
+  uidMapping: UidMapping;
+  /** Volumes to mount (at most one today). */
+  mounts: { volumeId: string; path: string }[];
+  /** `config.files`, already decoded (secret-backed ones included). */
+  files: { guestPath: string; content: Buffer; mode: number }[];
+}
+
+/** What a restarted hangard finds of a machine it had started. */
+export interface RecoveredMachine {
+  machineId: string;
+  /** running (or paused) containers are re-adopted; exited ones come with their exit. */
+  status: 'running' | 'paused' | 'exited' | 'missing';
+  exit?: ExitInfo;
 }
 
 export interface ExitInfo {
@@ -60,6 +75,16 @@ export interface MachineRuntime {
   destroy(machineId: string): Promise<void>;
   exec(machineId: string, request: ExecRequest): Promise<ExecResult>;
   ps(machineId: string): Promise<ProcessStat[]>;
+  /** The machine's captured stdout and stderr: the last `tailLines` lines, then new lines if `follow`. */
+  logs(
+    machineId: string,
+    options: { tailLines: number; follow: boolean; signal: AbortSignal },
+  ): AsyncIterable<string>;
+  /**
+   * At start: re-adopts the containers of machines the store says are running, reports the ones that
+   * exited or vanished meanwhile, and removes containers of machines the store does not know.
+   */
+  recover(known: { machineId: string; state: string }[]): Promise<RecoveredMachine[]>;
   /** Exits the orchestrator did not ask for (crash, OOM, the app ending by itself). */
   onExit(listener: (machineId: string, exit: ExitInfo) => void): void;
   close(): Promise<void>;

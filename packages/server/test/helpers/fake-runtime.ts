@@ -5,6 +5,7 @@ import type {
   MachineRuntime,
   MachineSpec,
   ProcessStat,
+  RecoveredMachine,
 } from '../../src/runtime/runtime.js';
 import type { ImageRefRecord } from '../../src/store/records.js';
 
@@ -83,8 +84,29 @@ export class FakeRuntime implements MachineRuntime {
     ];
   }
 
+  async *logs(machineId: string): AsyncIterable<string> {
+    this.calls.push(`logs ${machineId}`);
+    yield `fake log line of ${machineId}`;
+  }
+
+  /** What recover() reports; tests set it before a restart. */
+  recovered: RecoveredMachine[] = [];
+
+  async recover(): Promise<RecoveredMachine[]> {
+    this.calls.push('recover');
+    return this.recovered;
+  }
+
   onExit(listener: (machineId: string, exit: ExitInfo) => void): void {
     this.#exitListeners.push(listener);
+  }
+
+  /** Simulates an exit the orchestrator did not ask for (a crash, the app ending by itself). */
+  crash(machineId: string, exit: Partial<ExitInfo> = {}): void {
+    this.running.delete(machineId);
+    for (const listener of this.#exitListeners) {
+      listener(machineId, { exitCode: 1, signal: null, oomKilled: false, requestedStop: false, exitedAt: Date.now(), ...exit });
+    }
   }
 
   async close(): Promise<void> {

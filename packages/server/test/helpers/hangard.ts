@@ -51,6 +51,8 @@ export async function startTestHangard(
       listen: { host: '127.0.0.1', port: 0 },
       logLevel: 'silent',
       databaseSync: 'NORMAL',
+      // In-process API tests use no runtime or a test fake; integration tests ask for the real one.
+      runtime: 'off',
       rateLimits: { ...DEFAULT_CONFIG.rateLimits, enabled: false },
       ...options.config,
     },

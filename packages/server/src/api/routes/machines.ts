@@ -255,6 +255,28 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
     return machines.ps(principalOf(request), app_name, machine_id);
   });
 
+  // Hangar's logs endpoint: newline-delimited JSON, the last `tail` lines, then new ones while `follow`.
+  app.get(`${one}/logs`, read('machine.logs'), async (request, reply) => {
+    const { app_name, machine_id } = params(request);
+    const abort = new AbortController();
+    reply.raw.on('close', () => abort.abort());
+    const lines = await machines.logs(principalOf(request), app_name, machine_id, {
+      tailLines: queryInt(request, 'tail', { min: 0, max: 100_000 }) ?? 100,
+      follow: queryBool(request, 'follow'),
+      signal: abort.signal,
+    });
+    // Streamed by hand: the answer is open-ended while following.
+    reply.hijack();
+    reply.raw.writeHead(200, {
+      'content-type': 'application/x-ndjson',
+      'fly-request-id': String(request.id),
+    });
+    for await (const message of lines) {
+      reply.raw.write(`${JSON.stringify({ instance: machine_id, message })}\n`);
+    }
+    reply.raw.end();
+  });
+
   app.post(`${one}/exec`, act('machine.exec'), async (request) => {
     const { app_name, machine_id } = params(request);
     const body = parse(ExecBody, request.body, 'body');

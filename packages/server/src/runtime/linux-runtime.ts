@@ -1,0 +1,496 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, type FSWatcher, watch } from 'node:fs';
+import { chmod, chown, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { constants } from 'node:os';
+import { dirname, join } from 'node:path';
+import { HangarError } from '../shared/errors.js';
+import type { ImageRefRecord } from '../store/records.js';
+import { followLines, rotateIfLarge, tailLines } from './machine-logs.js';
+import { containerId, machineIdOf, machinePaths, netnsName, netnsPath } from './machine-paths.js';
+import { buildOciConfig, resolveCommand, resolveUser } from './oci/bundle.js';
+import { containerCgroupPath, type MachineCgroups } from './oci/cgroups.js';
+import { INIT_BINARY } from './oci/detect.js';
+import type { OciCli } from './oci/oci-cli.js';
+import { runChecked, runCommand } from './process.js';
+import { processStats } from './process-info.js';
+import type {
+  ExecRequest,
+  ExecResult,
+  ExitInfo,
+  MachineRuntime,
+  MachineSpec,
+  ProcessStat,
+  RecoveredMachine,
+} from './runtime.js';
+import type { UidMapping } from './uid-range.js';
+
+/** What the runtime needs of the image store (runtime/images). */
+export interface ImageSource {
+  prepare(
+    reference: string,
+    mapping: UidMapping,
+    signal?: AbortSignal,
+  ): Promise<{
+    ref: ImageRefRecord;
+    config: {
+      entrypoint: string[];
+      cmd: string[];
+      env: Record<string, string>;
+      workingDir: string;
+      user: string;
+      stopSignal: string | undefined;
+    };
+    rootfs: string;
+  }>;
+}
+
+/** What the runtime needs of volume storage (runtime/volumes). */
+export interface VolumeMounter {
+  mount(volumeId: string): Promise<string>;
+  unmount(volumeId: string): Promise<void>;
+}
+
+export interface LinuxRuntimeOptions {
+  dataDir: string;
+  cli: OciCli;
+  cgroups: MachineCgroups;
+  images: ImageSource;
+  volumes: VolumeMounter | undefined;
+  /** Log files are rotated past this size (one rotated file is kept). */
+  logMaxBytes?: number;
+  pidsLimit?: number;
+}
+
+type Prepared = Awaited<ReturnType<ImageSource['prepare']>>;
+
+interface Running {
+  watcher: FSWatcher | undefined;
+  /** Set while stop()/destroy() waits for the exit it caused. */
+  expected?: { resolve: (exit: ExitInfo) => void; killSent: boolean };
+  handled: boolean;
+}
+
+/** The shim: runs the container in the foreground, then records its exit status where hangard finds it. */
+const SHIM =
+  'exit_file=$1; shift; "$@"; status=$?; echo "$status" > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"';
+const START_TIMEOUT_MS = 30_000;
+const SIGNAL_NAMES = Object.fromEntries(
+  Object.entries(constants.signals).map(([name, number]) => [number, name]),
+);
+
+/**
+ * Machines as OCI containers on this Linux host. Each boot is a fresh overlay of the machine's image
+ * (shared, unpacked once per app) with an empty upper layer; the container runs in its own user, pid,
+ * mount, ipc, uts and cgroup namespaces and in the machine's network namespace, under tini as PID 1.
+ * The container is started by a detached shim, so it keeps running while hangard restarts; its exit
+ * status lands in a file that a restarted hangard still finds.
+ */
+export class LinuxRuntime implements MachineRuntime {
+  readonly name: string;
+  readonly #options: LinuxRuntimeOptions;
+  readonly #prepared = new Map<string, Prepared>();
+  readonly #running = new Map<string, Running>();
+  readonly #exitListeners: ((machineId: string, exit: ExitInfo) => void)[] = [];
+  readonly #housekeeping: NodeJS.Timeout;
+
+  constructor(options: LinuxRuntimeOptions) {
+    this.#options = options;
+    this.name = options.cli.choice.name;
+    // Rotate logs, and catch any exit whose inotify event was missed.
+    this.#housekeeping = setInterval(() => void this.#sweep(), 2_000);
+    this.#housekeeping.unref();
+  }
+
+  async prepare(spec: MachineSpec, signal?: AbortSignal): Promise<ImageRefRecord> {
+    const prepared = await this.#options.images.prepare(String(spec.config.image), spec.uidMapping, signal);
+    this.#prepared.set(spec.machineId, prepared);
+    return prepared.ref;
+  }
+
+  async start(spec: MachineSpec): Promise<void> {
+    const prepared =
+      this.#prepared.get(spec.machineId) ??
+      (await this.#options.images.prepare(String(spec.config.image), spec.uidMapping));
+    this.#prepared.delete(spec.machineId);
+    const id = spec.machineId;
+    const paths = machinePaths(this.#options.dataDir, id);
+    await this.#teardownBoot(id);
+    const owner = spec.uidMapping.hostId;
+
+    // A fresh boot: an empty upper layer over the image.
+    await rm(paths.upper, { recursive: true, force: true });
+    await rm(paths.work, { recursive: true, force: true });
+    await rm(paths.files, { recursive: true, force: true });
+    for (const dir of [dirname(paths.dir), paths.dir, paths.rootfs, paths.upper, paths.work, paths.files]) {
+      await mkdir(dir, { recursive: true });
+    }
+    // Root in the machine is an unprivileged host uid: it may pass through, never list, Hangar's dirs.
+    for (const dir of [this.#options.dataDir, dirname(paths.dir), paths.dir, paths.files])
+      await chmod(dir, 0o711);
+    await chown(paths.upper, owner, owner);
+    await runChecked('mount', [
+      '-t',
+      'overlay',
+      'overlay',
+      '-o',
+      `lowerdir=${prepared.rootfs},upperdir=${paths.upper},workdir=${paths.work}`,
+      paths.rootfs,
+    ]);
+
+    const env = this.#environment(spec, prepared);
+    const binds = [
+      ...(await this.#writeFiles(spec, paths.files, owner)),
+      ...(await this.#mountVolumes(spec)),
+    ];
+    await this.#ensureNetns(id);
+    const memoryMb = Number((spec.config.guest as { memory_mb?: number } | undefined)?.memory_mb ?? 256);
+    await this.#options.cgroups.prepare(id, memoryMb * 1024 * 1024);
+    const passwd = await readFile(join(paths.rootfs, 'etc/passwd'), 'utf8').catch(() => '');
+    const group = await readFile(join(paths.rootfs, 'etc/group'), 'utf8').catch(() => '');
+    const config = buildOciConfig({
+      hostname: id,
+      rootfs: paths.rootfs,
+      args: resolveCommand(spec.config.init as Parameters<typeof resolveCommand>[0], prepared.config),
+      env,
+      cwd: prepared.config.workingDir || '/',
+      user: resolveUser(prepared.config.user, passwd, group),
+      mapping: spec.uidMapping,
+      initBinary: INIT_BINARY,
+      netnsPath: netnsPath(id),
+      cgroupsPath: containerCgroupPath(id),
+      memoryBytes: this.#options.cgroups.mode === 'v2' ? memoryMb * 1024 * 1024 : undefined,
+      cpus: Number((spec.config.guest as { cpus?: number } | undefined)?.cpus ?? 1),
+      pidsLimit: this.#options.pidsLimit ?? 4096,
+      binds,
+    });
+    await writeFile(paths.config, JSON.stringify(config));
+    await writeFile(paths.env, JSON.stringify(env), { mode: 0o600 });
+    await rm(paths.exit, { force: true });
+    await this.#launch(id, paths);
+  }
+
+  /** Starts the shim detached (it outlives hangard) with the container's output appended to the log. */
+  async #launch(id: string, paths: ReturnType<typeof machinePaths>): Promise<void> {
+    const log = await open(paths.log, 'a', 0o600);
+    let shim: ChildProcess;
+    try {
+      const { file, args } = this.#options.cli.runCommandLine(paths.dir, containerId(id));
+      shim = spawn('sh', ['-c', SHIM, 'hangar-shim', paths.exit, file, ...args], {
+        detached: true,
+        stdio: ['ignore', log.fd, log.fd],
+      });
+    } finally {
+      await log.close();
+    }
+    shim.unref();
+    this.#watch(id);
+    const deadline = Date.now() + START_TIMEOUT_MS;
+    for (;;) {
+      if (existsSync(paths.exit)) {
+        const lines = await tailLines(paths.log, 5);
+        await this.#collectExit(id);
+        throw new Error(`the machine's process exited at once: ${lines.join(' | ') || 'no output'}`);
+      }
+      const state = await this.#options.cli.state(containerId(id));
+      if (state?.status === 'running') return;
+      if (Date.now() > deadline)
+        throw new Error(`the container did not start within ${START_TIMEOUT_MS / 1000}s`);
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
+  async stop(machineId: string, options: { signal: string; timeoutMs: number }): Promise<ExitInfo> {
+    const running = this.#running.get(machineId);
+    const state = await this.#options.cli.state(containerId(machineId));
+    if (!running || !state || state.status === 'stopped') {
+      await this.#teardownBoot(machineId);
+      return { exitCode: null, signal: null, oomKilled: false, requestedStop: true, exitedAt: Date.now() };
+    }
+    const exited = new Promise<ExitInfo>((resolve) => {
+      running.expected = { resolve, killSent: false };
+    });
+    // A frozen machine cannot act on a signal: thaw it first (its suspended state is discarded anyway).
+    if (state.status === 'paused') await this.#options.cli.resume(containerId(machineId));
+    await this.#options.cli.kill(containerId(machineId), options.signal);
+    const timedOut = Symbol('timeout');
+    let timer: NodeJS.Timeout | undefined;
+    const first = await Promise.race([
+      exited,
+      new Promise<typeof timedOut>((resolve) => {
+        timer = setTimeout(() => resolve(timedOut), options.timeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (first !== timedOut) return first;
+    running.expected!.killSent = true;
+    await this.#options.cli.kill(containerId(machineId), 'SIGKILL');
+    return exited;
+  }
+
+  async signal(machineId: string, signal: string): Promise<void> {
+    const result = await this.#options.cli.kill(containerId(machineId), signal);
+    if (result.code !== 0) throw new Error(`sending ${signal} failed: ${result.stderr.trim()}`);
+  }
+
+  async suspend(machineId: string): Promise<void> {
+    await this.#options.cli.pause(containerId(machineId));
+  }
+
+  async resume(machineId: string): Promise<void> {
+    await this.#options.cli.resume(containerId(machineId));
+  }
+
+  /** Removes everything of the machine: container, rootfs, namespace, cgroups, files. Idempotent. */
+  async destroy(machineId: string): Promise<void> {
+    if (this.#running.has(machineId)) await this.stop(machineId, { signal: 'SIGKILL', timeoutMs: 5_000 });
+    await this.#teardownBoot(machineId);
+    await runCommand('ip', ['netns', 'delete', netnsName(machineId)]);
+    await rm(machinePaths(this.#options.dataDir, machineId).dir, { recursive: true, force: true });
+  }
+
+  async exec(machineId: string, request: ExecRequest): Promise<ExecResult> {
+    const env = JSON.parse(
+      await readFile(machinePaths(this.#options.dataDir, machineId).env, 'utf8').catch(() => '{}'),
+    ) as Record<string, string>;
+    let result: Awaited<ReturnType<OciCli['exec']>>;
+    try {
+      result = await this.#options.cli.exec(containerId(machineId), request.command, {
+        env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
+        cwd: '/',
+        timeoutMs: request.timeoutMs,
+        maxOutputBytes: 1024 * 1024,
+        ...(request.stdin !== undefined ? { stdin: request.stdin } : {}),
+      });
+    } catch (error) {
+      if (/did not finish within/.test((error as Error).message)) {
+        throw new HangarError(
+          'deadline_exceeded',
+          `the command did not finish within ${request.timeoutMs / 1000}s`,
+        );
+      }
+      throw error;
+    }
+    const code = result.code ?? 255;
+    return {
+      exitCode: code,
+      exitSignal: code > 128 ? code - 128 : null,
+      stdout: result.stdout,
+      stderr: result.stderr,
+    };
+  }
+
+  async ps(machineId: string): Promise<ProcessStat[]> {
+    return processStats(await this.#options.cli.pids(containerId(machineId)));
+  }
+
+  async *logs(
+    machineId: string,
+    options: { tailLines: number; follow: boolean; signal: AbortSignal },
+  ): AsyncIterable<string> {
+    const logFile = machinePaths(this.#options.dataDir, machineId).log;
+    // Start following before reading the tail, so no line falls between the two.
+    const follow = options.follow ? followLines(logFile, options.signal) : undefined;
+    const first = follow?.next();
+    for (const line of await tailLines(logFile, options.tailLines)) yield line;
+    if (!follow || !first) return;
+    let next = await first;
+    while (!next.done) {
+      yield next.value;
+      next = await follow.next();
+    }
+  }
+
+  async recover(known: { machineId: string; state: string }[]): Promise<RecoveredMachine[]> {
+    const byId = new Map(known.map((k) => [k.machineId, k.state]));
+    const containers = new Map(
+      (await this.#options.cli.list()).flatMap((c) => {
+        const id = machineIdOf(c.id);
+        return id ? [[id, c] as const] : [];
+      }),
+    );
+    const results: RecoveredMachine[] = [];
+    for (const [id, container] of containers) {
+      const state = byId.get(id);
+      if (state === undefined || state === 'destroyed') {
+        await this.destroy(id);
+        continue;
+      }
+      if (container.status === 'running' || container.status === 'paused') {
+        this.#watch(id);
+        results.push({ machineId: id, status: container.status });
+      }
+    }
+    for (const [id, state] of byId) {
+      const container = containers.get(id);
+      if (container && (container.status === 'running' || container.status === 'paused')) continue;
+      if (state !== 'started' && state !== 'suspended' && state !== 'starting' && state !== 'stopping')
+        continue;
+      const paths = machinePaths(this.#options.dataDir, id);
+      if (existsSync(paths.exit)) {
+        const exit = await this.#readExit(id, false);
+        await this.#teardownBoot(id);
+        results.push({ machineId: id, status: 'exited', exit });
+      } else {
+        await this.#teardownBoot(id);
+        results.push({ machineId: id, status: 'missing' });
+      }
+    }
+    // Runtime directories of machines the store does not know (a crash between steps) go too.
+    for (const entry of await readdir(join(this.#options.dataDir, 'machines')).catch(() => [])) {
+      if (!byId.has(entry)) await this.destroy(entry);
+    }
+    return results;
+  }
+
+  onExit(listener: (machineId: string, exit: ExitInfo) => void): void {
+    this.#exitListeners.push(listener);
+  }
+
+  /** Stops watching; running machines keep running and are re-adopted at the next start. */
+  async close(): Promise<void> {
+    clearInterval(this.#housekeeping);
+    for (const running of this.#running.values()) running.watcher?.close();
+    this.#running.clear();
+  }
+
+  // ---- internals ---------------------------------------------------------------------------------
+
+  #environment(spec: MachineSpec, prepared: Prepared): Record<string, string> {
+    const guest = (spec.config.guest as { memory_mb?: number } | undefined) ?? {};
+    const metadata = (spec.config.metadata as Record<string, string> | undefined) ?? {};
+    const ref = prepared.ref;
+    return {
+      PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+      ...prepared.config.env,
+      PRIMARY_REGION: spec.region,
+      ...spec.env,
+      // The platform's own variables win: FLY_ names are refused in user env and secrets.
+      FLY_APP_NAME: spec.appName,
+      FLY_MACHINE_ID: spec.machineId,
+      FLY_ALLOC_ID: spec.machineId,
+      FLY_REGION: spec.region,
+      FLY_IMAGE_REF: `${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}@${ref.digest}`,
+      FLY_MACHINE_VERSION: spec.version,
+      FLY_PROCESS_GROUP: metadata.fly_process_group ?? 'app',
+      FLY_VM_MEMORY_MB: String(guest.memory_mb ?? 256),
+      ...(spec.privateIp ? { FLY_PRIVATE_IP: spec.privateIp } : {}),
+    };
+  }
+
+  /**
+   * `config.files` and the machine's /etc/hosts and /etc/resolv.conf are written under the machine's
+   * dir and bind-mounted: the OCI runtime resolves their destinations inside the rootfs, so a symlink in
+   * the image can never redirect a write to the host.
+   */
+  async #writeFiles(spec: MachineSpec, dir: string, owner: number) {
+    const hosts = `127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t${spec.machineId}\n${
+      spec.privateIp ? `${spec.privateIp}\tfly-local-6pn\n` : ''
+    }`;
+    const generated = [
+      { guestPath: '/etc/hosts', content: Buffer.from(hosts), mode: 0o644 },
+      { guestPath: '/etc/resolv.conf', content: Buffer.from('nameserver fdaa::3\n'), mode: 0o644 },
+    ];
+    const binds: { source: string; destination: string; readonly: boolean }[] = [];
+    for (const [index, file] of [...generated, ...spec.files].entries()) {
+      const source = join(dir, String(index));
+      await writeFile(source, file.content, { mode: file.mode });
+      await chmod(source, file.mode);
+      await chown(source, owner, owner);
+      binds.push({ source, destination: file.guestPath, readonly: false });
+    }
+    return binds;
+  }
+
+  async #mountVolumes(spec: MachineSpec) {
+    if (spec.mounts.length === 0) return [];
+    const volumes = this.#options.volumes;
+    if (!volumes) throw new Error('this host has no volume storage (loop devices as root are needed)');
+    const binds = [];
+    for (const mount of spec.mounts) {
+      binds.push({ source: await volumes.mount(mount.volumeId), destination: mount.path, readonly: false });
+    }
+    // Kept on disk, so that a restarted hangard still knows what to unmount when this boot ends.
+    await writeFile(
+      machinePaths(this.#options.dataDir, spec.machineId).volumes,
+      JSON.stringify(spec.mounts.map((m) => m.volumeId)),
+    );
+    return binds;
+  }
+
+  async #ensureNetns(machineId: string): Promise<void> {
+    if (existsSync(netnsPath(machineId))) return;
+    await runChecked('ip', ['netns', 'add', netnsName(machineId)]);
+    await runChecked('ip', ['-n', netnsName(machineId), 'link', 'set', 'lo', 'up']);
+  }
+
+  #watch(machineId: string): void {
+    const dir = machinePaths(this.#options.dataDir, machineId).dir;
+    const previous = this.#running.get(machineId);
+    previous?.watcher?.close();
+    let watcher: FSWatcher | undefined;
+    try {
+      watcher = watch(dir, (_event, file) => {
+        if (file === 'exit') void this.#collectExit(machineId);
+      });
+    } catch {
+      watcher = undefined; // the sweep still notices the exit
+    }
+    this.#running.set(machineId, { watcher, handled: false });
+  }
+
+  /** Handles a container's exit once: reads the status, tears the boot down, tells whoever waits. */
+  async #collectExit(machineId: string): Promise<void> {
+    const running = this.#running.get(machineId);
+    if (!running || running.handled || !existsSync(machinePaths(this.#options.dataDir, machineId).exit))
+      return;
+    running.handled = true;
+    running.watcher?.close();
+    const exit = await this.#readExit(
+      machineId,
+      running.expected !== undefined,
+      running.expected?.killSent ?? false,
+    );
+    this.#running.delete(machineId);
+    await this.#teardownBoot(machineId);
+    if (running.expected) {
+      running.expected.resolve(exit);
+      return;
+    }
+    for (const listener of this.#exitListeners) listener(machineId, exit);
+  }
+
+  async #readExit(machineId: string, requestedStop: boolean, killSent = false): Promise<ExitInfo> {
+    const text = await readFile(machinePaths(this.#options.dataDir, machineId).exit, 'utf8').catch(() => '');
+    const code = Number.parseInt(text, 10);
+    const exitCode = Number.isNaN(code) ? null : code;
+    // tini reports a program killed by signal N as 128+N.
+    const signalNumber = exitCode !== null && exitCode > 128 ? exitCode - 128 : null;
+    const killedBySigkill = signalNumber === constants.signals.SIGKILL && !killSent;
+    return {
+      exitCode,
+      signal: signalNumber === null ? null : (SIGNAL_NAMES[signalNumber] ?? String(signalNumber)),
+      oomKilled: await this.#options.cgroups.wasOomKilled(machineId, killedBySigkill),
+      requestedStop,
+      exitedAt: Date.now(),
+    };
+  }
+
+  /** Undoes one boot: container, rootfs mount, volume mounts, cgroups. Safe to call when nothing is there. */
+  async #teardownBoot(machineId: string): Promise<void> {
+    const paths = machinePaths(this.#options.dataDir, machineId);
+    await this.#options.cli.delete(containerId(machineId));
+    await runCommand('umount', [paths.rootfs]);
+    const volumes = JSON.parse(await readFile(paths.volumes, 'utf8').catch(() => '[]')) as string[];
+    for (const volumeId of volumes) await this.#options.volumes?.unmount(volumeId);
+    await rm(paths.volumes, { force: true });
+    await this.#options.cgroups.remove(machineId);
+  }
+
+  async #sweep(): Promise<void> {
+    for (const machineId of [...this.#running.keys()]) {
+      const paths = machinePaths(this.#options.dataDir, machineId);
+      if (existsSync(paths.exit)) await this.#collectExit(machineId);
+      else await rotateIfLarge(paths.log, this.#options.logMaxBytes ?? 1024 * 1024).catch(() => undefined);
+    }
+  }
+}

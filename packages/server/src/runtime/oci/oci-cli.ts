@@ -1,0 +1,108 @@
+import { type CommandResult, runChecked, runCommand } from '../process.js';
+
+/** Which OCI runtime runs machines here, and how it must be invoked (found by detect.ts). */
+export interface OciRuntimeChoice {
+  name: 'crun' | 'runc';
+  binary: string;
+  /**
+   * crun refuses hybrid cgroup hosts (cgroup2 mounted beside v1 with a controller on it). Run in a private
+   * mount namespace without the cgroup2 mount, it sees plain v1 and works; only create/run need it.
+   */
+  hideUnifiedCgroup: boolean;
+}
+
+export interface ContainerState {
+  id: string;
+  status: 'created' | 'running' | 'paused' | 'stopped' | string;
+  pid: number;
+}
+
+/**
+ * The OCI runtime's command line, with Hangar's own state root so that its containers never mix with
+ * anyone else's on the host.
+ */
+export class OciCli {
+  constructor(
+    readonly choice: OciRuntimeChoice,
+    readonly stateRoot: string,
+  ) {}
+
+  /** The command that runs a container in the foreground: it exits with the container's exit status. */
+  runCommandLine(bundle: string, id: string): { file: string; args: string[] } {
+    const run = ['--root', this.stateRoot, 'run', '--bundle', bundle, id];
+    if (!this.choice.hideUnifiedCgroup) return { file: this.choice.binary, args: run };
+    return {
+      file: 'unshare',
+      args: [
+        '-m',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        // $0 is the runtime binary and "$@" its arguments: nothing is spliced into the script text.
+        'umount /sys/fs/cgroup/unified && exec "$0" "$@"',
+        this.choice.binary,
+        ...run,
+      ],
+    };
+  }
+
+  #cli(args: string[]): string[] {
+    return ['--root', this.stateRoot, ...args];
+  }
+
+  kill(id: string, signal: string): Promise<CommandResult> {
+    return runCommand(this.choice.binary, this.#cli(['kill', id, signal.replace(/^SIG/, '')]));
+  }
+
+  async pause(id: string): Promise<void> {
+    await runChecked(this.choice.binary, this.#cli(['pause', id]));
+  }
+
+  async resume(id: string): Promise<void> {
+    await runChecked(this.choice.binary, this.#cli(['resume', id]));
+  }
+
+  /** Force-deletes; a container that does not exist is fine. */
+  async delete(id: string): Promise<void> {
+    await runCommand(this.choice.binary, this.#cli(['delete', '--force', id]));
+  }
+
+  async state(id: string): Promise<ContainerState | undefined> {
+    const result = await runCommand(this.choice.binary, this.#cli(['state', id]));
+    if (result.code !== 0) return undefined;
+    const parsed = JSON.parse(result.stdout) as { id: string; status: string; pid: number };
+    return { id: parsed.id, status: parsed.status, pid: parsed.pid };
+  }
+
+  async list(): Promise<ContainerState[]> {
+    const result = await runCommand(this.choice.binary, this.#cli(['list', '--format', 'json']));
+    if (result.code !== 0 || result.stdout.trim() === '' || result.stdout.trim() === 'null') return [];
+    return (JSON.parse(result.stdout) as { id: string; status: string; pid: number }[]).map((c) => ({
+      id: c.id,
+      status: c.status,
+      pid: c.pid,
+    }));
+  }
+
+  /** Host pids of every process in the container. */
+  async pids(id: string): Promise<number[]> {
+    const result = await runCommand(this.choice.binary, this.#cli(['ps', '--format', 'json', id]));
+    if (result.code !== 0) return [];
+    return (JSON.parse(result.stdout || '[]') as number[]) ?? [];
+  }
+
+  exec(
+    id: string,
+    command: string[],
+    options: { env: string[]; cwd: string; timeoutMs: number; stdin?: string; maxOutputBytes: number },
+  ): Promise<CommandResult> {
+    const args = ['exec', '--cwd', options.cwd, ...options.env.flatMap((e) => ['--env', e]), id, ...command];
+    return runCommand(this.choice.binary, this.#cli(args), {
+      timeoutMs: options.timeoutMs,
+      maxOutputBytes: options.maxOutputBytes,
+      // Always close stdin, so a command that reads it ends instead of waiting forever.
+      input: options.stdin ?? '',
+    });
+  }
+}
