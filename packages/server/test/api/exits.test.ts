@@ -73,7 +73,6 @@ test('restart policy: no stays down, always comes back, max_retries bounds it; O
     2,
     'the third exit found the budget spent',
   );
-  await settle(h);
 });
 
 test('auto_destroy: a machine that exits for good is destroyed', async (t) => {
