@@ -69,9 +69,13 @@ async function main(): Promise<void> {
   } else {
     process.stdout.write(`hangard: the "personal" org token is in ${hangard.tokenFile}\n`);
   }
-  process.stdout.write(
-    'hangard: no machine runtime yet: machines are recorded but do not run (see docs/runtime.md)\n',
-  );
+  if ('description' in hangard.runtime) {
+    process.stdout.write(`hangard: machines run with ${hangard.runtime.description}\n`);
+  } else {
+    process.stdout.write(
+      `hangard: no machine runtime (${hangard.runtime.missing}): machines are recorded but do not run (see docs/runtime.md)\n`,
+    );
+  }
   const shutdown = (signal: string) => {
     process.stdout.write(`hangard: ${signal}, shutting down\n`);
     void hangard.close().then(() => process.exit(0));

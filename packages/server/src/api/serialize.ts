@@ -1,6 +1,8 @@
 import type { AppView } from '../machines/apps.js';
 import { displayIp, type IpView } from '../machines/ips.js';
 import type { MachineView } from '../machines/machines.js';
+import type { VolumeView } from '../machines/volumes.js';
+import { parseReference } from '../runtime/images/reference.js';
 import type {
   ImageRefRecord,
   LeaseRecord,
@@ -8,7 +10,6 @@ import type {
   MachineVersionRecord,
   SecretRecord,
   TokenRecord,
-  VolumeRecord,
   VolumeSnapshotRecord,
 } from '../store/records.js';
 
@@ -45,26 +46,12 @@ export const event = (e: MachineEventRecord) => ({
 
 /** Until an image is pulled, its reference is described from the config (no digest yet). */
 export function imageRefFromReference(reference: string): ImageRefRecord {
-  let rest = reference;
-  let digest = '';
-  const at = rest.indexOf('@');
-  if (at >= 0) {
-    digest = rest.slice(at + 1);
-    rest = rest.slice(0, at);
+  try {
+    return { ...parseReference(reference), labels: {} };
+  } catch {
+    // An image that no longer parses (it was accepted before stricter rules) is shown as given.
+    return { registry: '', repository: reference, tag: '', digest: '', labels: {} };
   }
-  const slash = rest.indexOf('/');
-  const first = slash >= 0 ? rest.slice(0, slash) : '';
-  const hasRegistry = first.includes('.') || first.includes(':') || first === 'localhost';
-  const registry = hasRegistry ? first : 'docker.io';
-  let repository = hasRegistry ? rest.slice(slash + 1) : rest;
-  let tag = digest === '' ? 'latest' : '';
-  const colon = repository.lastIndexOf(':');
-  if (colon >= 0) {
-    tag = repository.slice(colon + 1);
-    repository = repository.slice(0, colon);
-  }
-  if (!hasRegistry && !repository.includes('/')) repository = `library/${repository}`;
-  return { registry, repository, tag, digest, labels: {} };
 }
 
 export const machine = ({ machine: m, events, nonce }: MachineView, options: { summary?: boolean } = {}) => ({
@@ -100,7 +87,8 @@ export const lease = (l: LeaseRecord) => ({
 });
 
 const BLOCK_SIZE = 4096;
-export const volume = (v: VolumeRecord) => ({
+/** The filesystem's own figures when the volume has real storage; otherwise blocks derive from size_gb. */
+export const volume = (v: VolumeView) => ({
   id: v.id,
   name: v.name,
   state: v.state,
@@ -111,8 +99,16 @@ export const volume = (v: VolumeRecord) => ({
   attached_machine_id: v.attachedMachineId,
   attached_alloc_id: null,
   created_at: v.createdAt,
-  block_size: BLOCK_SIZE,
-  blocks: (v.sizeGb * 1024 ** 3) / BLOCK_SIZE,
+  block_size: v.usage?.blockSize ?? BLOCK_SIZE,
+  blocks: v.usage?.blocks ?? (v.sizeGb * 1024 ** 3) / BLOCK_SIZE,
+  ...(v.usage
+    ? {
+        blocks_free: v.usage.blocksFree,
+        blocks_avail: v.usage.blocksAvail,
+        bytes_total: v.usage.bytesTotal,
+        bytes_used: v.usage.bytesUsed,
+      }
+    : {}),
   fstype: v.fstype,
   snapshot_retention: v.snapshotRetention,
   auto_backup_enabled: v.autoBackupEnabled,

@@ -5,6 +5,7 @@ import type { AppRecord, NetworkRecord, OrgRecord } from '../store/records.js';
 import { StoreConflictError, type WriteTx } from '../store/store.js';
 import { appFor, isoNow, orgFor, type PlatformContext, requireOrgToken } from './context.js';
 import type { MachinesService } from './machines.js';
+import type { VolumesService } from './volumes.js';
 
 /** App names are DNS labels (they become `<app>.internal`): lowercase letters, digits, inner dashes. */
 const APP_NAME = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -38,6 +39,7 @@ export class AppsService {
   constructor(
     private readonly ctx: PlatformContext,
     private readonly machines: MachinesService,
+    private readonly volumes: VolumesService,
   ) {}
 
   async create(principal: Principal, input: CreateAppInput): Promise<AppView> {
@@ -132,6 +134,8 @@ export class AppsService {
       tx.tokens.deleteWhere({ appId: app.id });
       tx.apps.delete(app.id);
     });
+    // The records are gone; their volume images and snapshots go with them.
+    await this.volumes.reconcile();
   }
 
   #view(tx: import('../store/store.js').ReadTx, app: AppRecord, org: OrgRecord): AppView {

@@ -1,5 +1,6 @@
 import type { Principal } from '../auth/tokens.js';
 import type { MachineRuntime } from '../runtime/runtime.js';
+import type { VolumeStorage } from '../runtime/volumes/volume-storage.js';
 import type { Vault } from '../secrets/vault.js';
 import { HangarError } from '../shared/errors.js';
 import type { AppRecord, OrgRecord } from '../store/records.js';
@@ -11,6 +12,8 @@ export interface PlatformContext {
   vault: Vault;
   /** Absent until the host has a machine runtime: then anything that needs a workload is refused. */
   runtime: MachineRuntime | undefined;
+  /** Real volume storage (ext4 images) when the host can loop-mount; without it volumes are records only. */
+  volumeStorage?: VolumeStorage;
   /** This host's id and region; machines and volumes record them as placement data. */
   hostId: string;
   region: string;

@@ -20,10 +20,11 @@ export interface Platform {
 
 export function createPlatform(ctx: PlatformContext): Platform {
   const machines = new MachinesService(ctx);
+  const volumes = new VolumesService(ctx);
   return {
-    apps: new AppsService(ctx, machines),
+    apps: new AppsService(ctx, machines, volumes),
     machines,
-    volumes: new VolumesService(ctx),
+    volumes,
     secrets: new SecretsService(ctx),
     ips: new IpsService(ctx),
     tokens: new TokensService(ctx),

@@ -1,7 +1,10 @@
 import { createHash } from 'node:crypto';
 import type { Principal } from '../auth/tokens.js';
+import { uidRangeForApp } from '../runtime/uid-range.js';
+import type { VolumeUsage } from '../runtime/volumes/volume-storage.js';
 import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
 import { newSnapshotId, newVolumeId } from '../shared/ids.js';
+import { KeyedQueue } from '../shared/keyed-queue.js';
 import type { AppRecord, VolumeRecord, VolumeSnapshotRecord } from '../store/records.js';
 import type { ReadTx } from '../store/store.js';
 import { appFor, isoNow, type PlatformContext } from './context.js';
@@ -24,22 +27,60 @@ export interface CreateVolumeInput {
   sourceVolumeId?: string;
 }
 
+/** A volume as the API shows it: the record, plus its filesystem's figures when they are known. */
+export type VolumeView = VolumeRecord & { usage?: VolumeUsage };
+
 /**
- * Volumes as records with their states. The runtime issue backs each record with real storage (an ext4
- * image file); here they are placement and bookkeeping, and nothing pretends data exists.
+ * Volumes: records with their states, backed by real storage (an ext4 image per volume) when the context
+ * has a VolumeStorage. Without one they are placement and bookkeeping only, and nothing pretends data
+ * exists.
+ *
+ * With storage, image work never runs inside a store transaction (callbacks stay synchronous), and the
+ * steps are ordered so that a crash leaves a complete volume with its record, or an image without a
+ * record (an orphan the reconcile pass removes), never a record without its data: create and snapshot
+ * write the image first and the record second; destroy deletes the record first and the image second.
  */
 export class VolumesService {
+  /**
+   * Storage work on one volume (extend, snapshot, destroy) runs one call at a time, so the record and the
+   * image change together: a snapshot's recorded size is the size of the image it copied.
+   */
+  readonly #queue = new KeyedQueue();
+
   constructor(private readonly ctx: PlatformContext) {}
 
-  async list(principal: Principal, appName: string): Promise<VolumeRecord[]> {
-    return this.ctx.store.read((tx) => tx.volumes.list({ appId: appFor(tx, principal, appName, 'read').id }));
+  /**
+   * Removes volume images and snapshots that no record names: left by a crash between the two steps of
+   * a create or delete, or by an app delete. Runs at start and after app deletions.
+   */
+  async reconcile(): Promise<void> {
+    const storage = this.ctx.volumeStorage;
+    if (!storage) return;
+    const onDisk = await storage.list();
+    const known = await this.ctx.store.read((tx) => ({
+      volumes: new Set(onDisk.volumes.filter((id) => tx.volumes.get(id))),
+      snapshots: new Set(onDisk.snapshots.filter((id) => tx.volumeSnapshots.get(id))),
+    }));
+    for (const id of onDisk.volumes)
+      if (!known.volumes.has(id)) await storage.destroy(id).catch(() => undefined);
+    for (const id of onDisk.snapshots)
+      if (!known.snapshots.has(id)) await storage.deleteSnapshot(id).catch(() => undefined);
   }
 
-  async get(principal: Principal, appName: string, volumeId: string): Promise<VolumeRecord> {
-    return this.ctx.store.read((tx) => findVolume(tx, appFor(tx, principal, appName, 'read'), volumeId));
+  async list(principal: Principal, appName: string): Promise<VolumeView[]> {
+    const volumes = await this.ctx.store.read((tx) =>
+      tx.volumes.list({ appId: appFor(tx, principal, appName, 'read').id }),
+    );
+    return Promise.all(volumes.map((volume) => this.#withUsage(volume)));
   }
 
-  async create(principal: Principal, appName: string, input: CreateVolumeInput): Promise<VolumeRecord> {
+  async get(principal: Principal, appName: string, volumeId: string): Promise<VolumeView> {
+    return this.#withUsage(
+      await this.ctx.store.read((tx) => findVolume(tx, appFor(tx, principal, appName, 'read'), volumeId)),
+    );
+  }
+
+  async create(principal: Principal, appName: string, input: CreateVolumeInput): Promise<VolumeView> {
     if (!VOLUME_NAME.test(input.name)) {
       throw invalidArgument(
         `name: "${input.name}" is not a valid volume name; use up to 30 lowercase letters, digits and underscores`,
@@ -52,56 +93,103 @@ export class VolumesService {
       );
     }
     checkRetention(input.snapshotRetention);
-    return this.ctx.store.write((tx) => {
-      const app = appFor(tx, principal, appName, 'write');
-      let sizeGb = input.sizeGb ?? VOLUME_DEFAULT_GB;
-      let sourceSnapshotId: string | null = null;
-      let sourceVolumeId: string | null = null;
-      if (input.snapshotId !== undefined) {
-        const snapshot = tx.volumeSnapshots.get(input.snapshotId);
-        if (!snapshot || snapshot.appId !== app.id) {
-          throw invalidArgument(`snapshot_id: snapshot ${input.snapshotId} was not found in app ${app.name}`);
-        }
-        if (input.sizeGb !== undefined && input.sizeGb < snapshot.volumeSizeGb) {
-          throw invalidArgument(
-            `size_gb: a volume restored from a ${snapshot.volumeSizeGb} GB snapshot needs at least that size`,
-          );
-        }
-        sizeGb = Math.max(sizeGb, snapshot.volumeSizeGb);
-        sourceSnapshotId = snapshot.id;
-      }
-      if (input.sourceVolumeId !== undefined) {
-        const source = tx.volumes.get(input.sourceVolumeId);
-        if (!source || source.appId !== app.id) {
-          throw invalidArgument(
-            `source_volume_id: volume ${input.sourceVolumeId} was not found in app ${app.name}`,
-          );
-        }
-        sizeGb = Math.max(sizeGb, source.sizeGb);
-        sourceVolumeId = source.id;
-      }
-      checkSize(sizeGb);
-      const volume: VolumeRecord = {
-        id: newVolumeId(),
-        appId: app.id,
-        name: input.name,
-        state: 'created',
-        sizeGb,
-        region,
-        zone: this.ctx.hostId,
-        hostId: this.ctx.hostId,
-        encrypted: input.encrypted ?? true,
-        fstype: input.fstype ?? 'ext4',
-        snapshotRetention: input.snapshotRetention ?? 5,
-        autoBackupEnabled: input.autoBackupEnabled ?? true,
-        attachedMachineId: null,
-        sourceSnapshotId,
-        sourceVolumeId,
-        createdAt: isoNow(this.ctx),
-      };
-      tx.volumes.insert(volume);
-      return volume;
+    const storage = this.ctx.volumeStorage;
+    if (!storage) {
+      return this.ctx.store.write((tx) => {
+        const { volume } = this.#plan(tx, principal, appName, input, region);
+        tx.volumes.insert(volume);
+        return volume;
+      });
+    }
+    const { volume: planned, owner } = await this.ctx.store.read((tx) =>
+      this.#plan(tx, principal, appName, input, region),
+    );
+    const from = planned.sourceSnapshotId
+      ? { snapshotId: planned.sourceSnapshotId }
+      : planned.sourceVolumeId
+        ? { volumeId: planned.sourceVolumeId }
+        : undefined;
+    const { fstype } = await storage.create(planned.id, {
+      sizeGb: planned.sizeGb,
+      fstype: planned.fstype,
+      owner: { uid: owner, gid: owner },
+      ...(from ? { from } : {}),
     });
+    // A copy is whatever its source was (a raw volume's snapshot restores as raw).
+    const volume = { ...planned, fstype };
+    try {
+      await this.ctx.store.write((tx) => {
+        // The app may have been deleted (and its name reused) while the image was being written.
+        if (appFor(tx, principal, appName, 'write').id !== volume.appId) {
+          throw new HangarError('not_found', `app "${appName}" was deleted while the volume was created`);
+        }
+        tx.volumes.insert(volume);
+      });
+    } catch (error) {
+      await storage.destroy(volume.id).catch(() => undefined);
+      throw error;
+    }
+    return this.#withUsage(volume);
+  }
+
+  /** Validates a create and builds its record (not yet inserted); `owner` is the app's mapped root. */
+  #plan(
+    tx: ReadTx,
+    principal: Principal,
+    appName: string,
+    input: CreateVolumeInput,
+    region: string,
+  ): { volume: VolumeRecord; owner: number } {
+    const app = appFor(tx, principal, appName, 'write');
+    if (input.snapshotId !== undefined && input.sourceVolumeId !== undefined) {
+      throw invalidArgument('snapshot_id and source_volume_id: give one source for the volume, not both');
+    }
+    let sizeGb = input.sizeGb ?? VOLUME_DEFAULT_GB;
+    let sourceSnapshotId: string | null = null;
+    let sourceVolumeId: string | null = null;
+    if (input.snapshotId !== undefined) {
+      const snapshot = tx.volumeSnapshots.get(input.snapshotId);
+      if (!snapshot || snapshot.appId !== app.id) {
+        throw invalidArgument(`snapshot_id: snapshot ${input.snapshotId} was not found in app ${app.name}`);
+      }
+      if (input.sizeGb !== undefined && input.sizeGb < snapshot.volumeSizeGb) {
+        throw invalidArgument(
+          `size_gb: a volume restored from a ${snapshot.volumeSizeGb} GB snapshot needs at least that size`,
+        );
+      }
+      sizeGb = Math.max(sizeGb, snapshot.volumeSizeGb);
+      sourceSnapshotId = snapshot.id;
+    }
+    if (input.sourceVolumeId !== undefined) {
+      const source = tx.volumes.get(input.sourceVolumeId);
+      if (!source || source.appId !== app.id) {
+        throw invalidArgument(
+          `source_volume_id: volume ${input.sourceVolumeId} was not found in app ${app.name}`,
+        );
+      }
+      sizeGb = Math.max(sizeGb, source.sizeGb);
+      sourceVolumeId = source.id;
+    }
+    checkSize(sizeGb);
+    const volume: VolumeRecord = {
+      id: newVolumeId(),
+      appId: app.id,
+      name: input.name,
+      state: 'created',
+      sizeGb,
+      region,
+      zone: this.ctx.hostId,
+      hostId: this.ctx.hostId,
+      encrypted: input.encrypted ?? true,
+      fstype: input.fstype ?? 'ext4',
+      snapshotRetention: input.snapshotRetention ?? 5,
+      autoBackupEnabled: input.autoBackupEnabled ?? true,
+      attachedMachineId: null,
+      sourceSnapshotId,
+      sourceVolumeId,
+      createdAt: isoNow(this.ctx),
+    };
+    return { volume, owner: uidRangeForApp(app.internalNumericId).hostId };
   }
 
   async update(
@@ -109,9 +197,9 @@ export class VolumesService {
     appName: string,
     volumeId: string,
     input: { snapshotRetention?: number; autoBackupEnabled?: boolean },
-  ): Promise<VolumeRecord> {
+  ): Promise<VolumeView> {
     checkRetention(input.snapshotRetention);
-    return this.ctx.store.write((tx) => {
+    const updated = await this.ctx.store.write((tx) => {
       const volume = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
       const updated = {
         ...volume,
@@ -121,30 +209,63 @@ export class VolumesService {
       tx.volumes.update(updated);
       return updated;
     });
+    return this.#withUsage(updated);
   }
 
-  /** Volumes only grow. An attached volume's machine must restart to see the new size. */
+  /**
+   * Volumes only grow. An attached volume's machine must restart to see the new size; so must a mounted
+   * one whose filesystem could not be grown live (see VolumeStorage.extend). With storage the image
+   * grows first and the record second: a crash between leaves an image larger than its record, which
+   * the next extend absorbs.
+   */
   async extend(
     principal: Principal,
     appName: string,
     volumeId: string,
     sizeGb: number,
-  ): Promise<{ volume: VolumeRecord; needsRestart: boolean }> {
+  ): Promise<{ volume: VolumeView; needsRestart: boolean }> {
     checkSize(sizeGb);
-    return this.ctx.store.write((tx) => {
-      const volume = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
-      if (sizeGb <= volume.sizeGb) {
-        throw invalidArgument(
-          `size_gb: volumes only grow; ${volume.id} is already ${volume.sizeGb} GB, ask for more`,
-        );
-      }
-      const updated = { ...volume, sizeGb };
-      tx.volumes.update(updated);
-      return { volume: updated, needsRestart: volume.attachedMachineId !== null };
+    const storage = this.ctx.volumeStorage;
+    if (!storage) {
+      return this.ctx.store.write((tx) => {
+        const volume = growable(findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId), sizeGb);
+        const updated = { ...volume, sizeGb };
+        tx.volumes.update(updated);
+        return { volume: updated, needsRestart: volume.attachedMachineId !== null };
+      });
+    }
+    return this.#queue.run(volumeId, async () => {
+      const volume = await this.ctx.store.read((tx) =>
+        growable(findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId), sizeGb),
+      );
+      const { needsRemount } = await storage.extend(volume.id, sizeGb);
+      const updated = await this.ctx.store.write((tx) => {
+        const current = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
+        const next = { ...current, sizeGb: Math.max(current.sizeGb, sizeGb) };
+        tx.volumes.update(next);
+        return next;
+      });
+      return {
+        volume: await this.#withUsage(updated),
+        needsRestart: updated.attachedMachineId !== null || needsRemount,
+      };
     });
   }
 
   async destroy(principal: Principal, appName: string, volumeId: string): Promise<VolumeRecord> {
+    const storage = this.ctx.volumeStorage;
+    if (!storage) return this.#destroyRecord(principal, appName, volumeId);
+    return this.#queue.run(volumeId, async () => {
+      const destroyed = await this.#destroyRecord(principal, appName, volumeId);
+      // The record is gone, so the volume is gone for the user whatever happens to the image now; an
+      // image left behind (a host process still using the mount, a crash) is an orphan that the reconcile
+      // pass removes, so a failure here must not turn a completed delete into an error.
+      await storage.destroy(destroyed.id).catch(() => undefined);
+      return destroyed;
+    });
+  }
+
+  #destroyRecord(principal: Principal, appName: string, volumeId: string): Promise<VolumeRecord> {
     return this.ctx.store.write((tx) => {
       const volume = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
       if (volume.attachedMachineId !== null) {
@@ -169,32 +290,82 @@ export class VolumesService {
   }
 
   /**
-   * Records a snapshot of the volume's current size. With real storage (runtime issue) the snapshot
-   * copies the data and its digest covers the bytes; until then the digest covers the record.
+   * A snapshot of the volume. With storage it is a consistent copy of the image: its digest covers the
+   * bytes and its size is what the copy occupies on disk; the copy is written before the record, and
+   * removed again if the record cannot be written. Without storage only the record exists and its digest
+   * covers the record.
    */
   async createSnapshot(
     principal: Principal,
     appName: string,
     volumeId: string,
   ): Promise<VolumeSnapshotRecord> {
-    return this.ctx.store.write((tx) => {
-      const volume = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
+    const storage = this.ctx.volumeStorage;
+    if (!storage) {
+      return this.ctx.store.write((tx) => {
+        const volume = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
+        const id = newSnapshotId();
+        const digest = createHash('sha256').update(`${volume.id}/${id}`).digest('hex');
+        const snapshot = this.#snapshotRecord(volume, id, { sizeBytes: 0, digest });
+        tx.volumeSnapshots.insert(snapshot);
+        return snapshot;
+      });
+    }
+    return this.#queue.run(volumeId, async () => {
+      const volume = await this.ctx.store.read((tx) =>
+        findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId),
+      );
       const id = newSnapshotId();
-      const snapshot: VolumeSnapshotRecord = {
-        id,
-        volumeId: volume.id,
-        appId: volume.appId,
-        sizeBytes: 0,
-        volumeSizeGb: volume.sizeGb,
-        digest: createHash('sha256').update(`${volume.id}/${id}`).digest('hex'),
-        status: 'created',
-        retentionDays: volume.snapshotRetention,
-        createdAt: isoNow(this.ctx),
-      };
-      tx.volumeSnapshots.insert(snapshot);
-      return snapshot;
+      const copied = await storage.snapshot(volume.id, id);
+      try {
+        return await this.ctx.store.write((tx) => {
+          const current = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
+          const snapshot = this.#snapshotRecord(current, id, copied);
+          tx.volumeSnapshots.insert(snapshot);
+          return snapshot;
+        });
+      } catch (error) {
+        await storage.deleteSnapshot(id).catch(() => undefined);
+        throw error;
+      }
     });
   }
+
+  #snapshotRecord(
+    volume: VolumeRecord,
+    id: string,
+    copy: { sizeBytes: number; digest: string },
+  ): VolumeSnapshotRecord {
+    return {
+      id,
+      volumeId: volume.id,
+      appId: volume.appId,
+      sizeBytes: copy.sizeBytes,
+      volumeSizeGb: volume.sizeGb,
+      digest: copy.digest,
+      status: 'created',
+      retentionDays: volume.snapshotRetention,
+      createdAt: isoNow(this.ctx),
+    };
+  }
+
+  /** Figures come from this host's storage only: a volume placed on another host has none here. */
+  async #withUsage(volume: VolumeRecord): Promise<VolumeView> {
+    const storage = this.ctx.volumeStorage;
+    if (!storage || volume.hostId !== this.ctx.hostId) return volume;
+    // A missing or unreadable image shows no figures rather than failing a read of the record.
+    const usage = await storage.usage(volume.id).catch(() => undefined);
+    return usage ? { ...volume, usage } : volume;
+  }
+}
+
+function growable(volume: VolumeRecord, sizeGb: number): VolumeRecord {
+  if (sizeGb <= volume.sizeGb) {
+    throw invalidArgument(
+      `size_gb: volumes only grow; ${volume.id} is already ${volume.sizeGb} GB, ask for more`,
+    );
+  }
+  return volume;
 }
 
 function findVolume(tx: ReadTx, app: AppRecord, volumeId: string): VolumeRecord {

@@ -105,7 +105,14 @@ export class FakeRuntime implements MachineRuntime {
   crash(machineId: string, exit: Partial<ExitInfo> = {}): void {
     this.running.delete(machineId);
     for (const listener of this.#exitListeners) {
-      listener(machineId, { exitCode: 1, signal: null, oomKilled: false, requestedStop: false, exitedAt: Date.now(), ...exit });
+      listener(machineId, {
+        exitCode: 1,
+        signal: null,
+        oomKilled: false,
+        requestedStop: false,
+        exitedAt: Date.now(),
+        ...exit,
+      });
     }
   }
 

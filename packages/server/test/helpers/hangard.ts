@@ -43,7 +43,6 @@ export async function startTestHangard(
   options: TestHangardOptions = {},
 ): Promise<TestHangard> {
   const dataDir = mkdtempSync(join(tmpdir(), 'hangar-test-'));
-  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
   const config = resolveConfig({
     env: {},
     overrides: {
@@ -58,10 +57,18 @@ export async function startTestHangard(
     },
   });
   const hangard = await startHangard(config, {
+    removeMachinesOnClose: true,
     ...(options.runtime ? { runtime: options.runtime } : {}),
     ...(options.now ? { now: options.now } : {}),
+  }).catch((error: unknown) => {
+    rmSync(dataDir, { recursive: true, force: true });
+    throw error;
   });
-  t.after(() => hangard.close());
+  // One hook, in order: node:test runs after-hooks first-in, first-out, and the data dir must outlive hangard.
+  t.after(async () => {
+    await hangard.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
   const token = hangard.createdToken!;
   const call = (method: string, path: string, body?: unknown, callOptions: CallOptions = {}) =>
     callApi(hangard.url, token, method, path, body, callOptions);

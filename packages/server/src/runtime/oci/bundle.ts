@@ -60,7 +60,6 @@ export function buildOciConfig(input: BundleInput) {
         effective: DEFAULT_CAPABILITIES,
         permitted: DEFAULT_CAPABILITIES,
       },
-      rlimits: [{ type: 'RLIMIT_NOFILE', hard: 65_536, soft: 65_536 }],
     },
     root: { path: input.rootfs, readonly: false },
     hostname: input.hostname,

@@ -1,0 +1,63 @@
+import { join } from 'node:path';
+import type { ResolvedConfig } from '../config/config.js';
+import { ImageStore } from './images/image-store.js';
+import { LocalRegistry } from './images/registry.js';
+import { LinuxRuntime, type VolumeMounter } from './linux-runtime.js';
+import { MachineCgroups } from './oci/cgroups.js';
+import { detectOciRuntime } from './oci/detect.js';
+import { OciCli } from './oci/oci-cli.js';
+
+export interface HostRuntime {
+  runtime: LinuxRuntime;
+  registry: LocalRegistry;
+  /** What was found, for the start-up message. */
+  description: string;
+  close(): Promise<void>;
+}
+
+/**
+ * Brings up what machines need on this host: an OCI runtime that works here (detected by running a
+ * probe container), Hangar's image registry on loopback, and the image store. Fails with the reason
+ * when any piece is missing.
+ */
+export async function startHostRuntime(
+  config: ResolvedConfig,
+  volumes: VolumeMounter | undefined,
+): Promise<HostRuntime> {
+  const stateRoot = join(config.dataDir, 'oci-state');
+  const detection = await detectOciRuntime(join(config.dataDir, 'tmp'), stateRoot);
+  const registry = new LocalRegistry({
+    dir: join(config.dataDir, 'registry'),
+    host: '127.0.0.1',
+    port: config.registry.port,
+  });
+  await registry.start();
+  try {
+    const images = new ImageStore({
+      dir: join(config.dataDir, 'images'),
+      insecureRegistries: [registry.address, `localhost:${config.registry.port}`],
+    });
+    const cgroups = new MachineCgroups();
+    const runtime = new LinuxRuntime({
+      dataDir: config.dataDir,
+      cli: new OciCli(detection.choice, stateRoot),
+      cgroups,
+      images,
+      volumes,
+    });
+    const how = detection.choice.hideUnifiedCgroup ? ' (cgroup2 hidden from it: hybrid cgroups)' : '';
+    return {
+      runtime,
+      registry,
+      description: `${detection.choice.name}${how}, cgroup ${cgroups.mode}, image registry on ${registry.address}`,
+      close: async () => {
+        await runtime.close();
+        await images.close();
+        await registry.close();
+      },
+    };
+  } catch (error) {
+    await registry.close();
+    throw error;
+  }
+}

@@ -1,0 +1,449 @@
+import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmod, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { isAbsolute, join, resolve } from 'node:path';
+import type { ImageRefRecord } from '../../store/records.js';
+import type { UidMapping } from '../uid-range.js';
+import { type ImageConfig, layoutTags, readLayoutImage, removeLayoutTags } from './oci-layout.js';
+import { ImagePullError, pullErrorFromSkopeo } from './pull-error.js';
+import { formatReference, type ImageReference, parseReference } from './reference.js';
+import { HOST_PLATFORM, resolveManifest } from './resolve-manifest.js';
+import { runTool, ToolError } from './run-tool.js';
+import { ReadWriteLock } from './rw-lock.js';
+import { SharedWork } from './shared-work.js';
+
+export type { ImageConfig } from './oci-layout.js';
+export { ImagePullError } from './pull-error.js';
+
+/**
+ * Images for machines: pulled with skopeo into one OCI layout (so images that share layers share blobs),
+ * unpacked with umoci once per (manifest digest, uid mapping), and kept until gc(). Every machine of an
+ * app runs from the same unpacked root filesystem, which is therefore read-only by convention: the
+ * runtime must put anything writable on top of it, never write into it.
+ *
+ * On disk, under `dir`:
+ *   oci/                         the OCI layout; each image is tagged with its manifest digest's hex
+ *   unpacked/<hex>/<hostId>/     an umoci bundle: rootfs/ (owned by the mapped ids) and image.json
+ *   tmp/                         unpacks in progress; emptied at construction, so a crash leaves nothing
+ * A bundle directory appears by rename only once it is complete, so its presence means it is usable.
+ *
+ * Caching is by the digest of the single-platform manifest (for an index, the entry for this host), which
+ * is also the digest reported in `ref.digest` and the unit of gc().
+ */
+
+export interface PreparedImage {
+  ref: ImageRefRecord;
+  config: ImageConfig;
+  /** Absolute path of the unpacked root filesystem, owned by the mapping's host ids. */
+  rootfs: string;
+}
+
+export interface ImageStoreOptions {
+  /** `<dataDir>/images`. Must not contain `:` (skopeo and umoci split image names on it). */
+  dir: string;
+  /** `host:port` of registries reached over plain HTTP without TLS checks (Hangar's own registry). */
+  insecureRegistries?: string[];
+  /** Bound on one prepare(): resolving, copying and unpacking. */
+  pullTimeoutMs?: number;
+  /**
+   * Resolve tags on insecure registries with one direct HTTP request (a few ms, so a cache hit stays fast)
+   * instead of `skopeo inspect` (~30 ms). On by default; off sends everything through skopeo.
+   */
+  directManifestFetch?: boolean;
+}
+
+export interface ImageStoreStats {
+  /** Manifest look-ups at a registry. */
+  resolves: number;
+  /** `skopeo copy` runs into the layout. */
+  copies: number;
+  /** `umoci unpack` runs. */
+  unpacks: number;
+  /** prepare() calls answered from an existing bundle. */
+  hits: number;
+}
+
+export interface ImageGcResult {
+  /** Bundle directories removed. */
+  bundles: string[];
+  /** Digests whose images were removed from the OCI layout. */
+  digests: string[];
+}
+
+/** Written into each bundle so that a cache hit needs neither skopeo nor the layout. */
+interface BundleMeta {
+  version: 1;
+  digest: string;
+  mapping: UidMapping;
+  config: ImageConfig;
+  unpackedAt: string;
+}
+
+const META_FILE = 'image.json';
+const HEX_DIGEST = /^[a-f0-9]{64}$/;
+const TRAVERSE_ONLY = 0o711;
+
+export class ImageStore {
+  readonly dir: string;
+  readonly #layout: string;
+  readonly #unpackedDir: string;
+  readonly #tmpDir: string;
+  readonly #insecure: Set<string>;
+  readonly #timeoutMs: number;
+  readonly #direct: boolean;
+  /** Index digest → this host's manifest digest. Digests never change meaning, so this is never stale. */
+  readonly #platformOf = new Map<string, string>();
+  readonly #copies = new SharedWork<void>();
+  readonly #unpacks = new SharedWork<BundleMeta>();
+  /** Digests being copied or unpacked: gc() must leave them alone. */
+  readonly #busy = new Map<string, number>();
+  readonly #layoutLock = new ReadWriteLock();
+  readonly #stats: ImageStoreStats = { resolves: 0, copies: 0, unpacks: 0, hits: 0 };
+  #closed = false;
+
+  constructor(options: ImageStoreOptions) {
+    this.dir = isAbsolute(options.dir) ? options.dir : resolve(options.dir);
+    if (this.dir.includes(':')) {
+      throw new Error(`the image directory ${this.dir} contains ':', which skopeo and umoci cannot handle`);
+    }
+    this.#layout = join(this.dir, 'oci');
+    this.#unpackedDir = join(this.dir, 'unpacked');
+    this.#tmpDir = join(this.dir, 'tmp');
+    this.#insecure = new Set((options.insecureRegistries ?? []).flatMap(loopbackAliases));
+    this.#timeoutMs = options.pullTimeoutMs ?? 120_000;
+    this.#direct = options.directManifestFetch ?? true;
+    // Anything in tmp/ is an unpack that a crash interrupted; nothing refers to it.
+    rmSync(this.#tmpDir, { recursive: true, force: true });
+    mkdirSync(this.#tmpDir, { recursive: true, mode: 0o700 });
+    // With a user namespace the container's init runs as the mapped root and must be able to traverse the
+    // path down to its rootfs, so the directories above it are searchable by anyone (but not listable).
+    // `dir` must exist in any case: skopeo refuses `oci:<dir>/oci:<tag>` when the layout's parent is missing.
+    for (const path of [this.dir, this.#unpackedDir]) {
+      mkdirSync(path, { recursive: true });
+      chmodSync(path, TRAVERSE_ONLY);
+    }
+  }
+
+  get stats(): Readonly<ImageStoreStats> {
+    return { ...this.#stats };
+  }
+
+  /**
+   * Resolves `reference` to a manifest digest and returns that image unpacked for `mapping`, pulling and
+   * unpacking it first unless it already is. Rejects with ImagePullError for anything about the image;
+   * a malformed mapping (a caller's bug) is a TypeError.
+   */
+  async prepare(reference: string, mapping: UidMapping, signal?: AbortSignal): Promise<PreparedImage> {
+    checkMapping(mapping);
+    let parsed: ImageReference;
+    try {
+      parsed = parseReference(reference);
+    } catch (error) {
+      throw new ImagePullError('invalid_reference', reference, (error as Error).message, { cause: error });
+    }
+    if (this.#closed) throw new ImagePullError('cancelled', reference, 'the image store is closed');
+    // A pinned digest that is already unpacked needs no registry at all.
+    const pinned = parsed.digest ? (this.#platformOf.get(parsed.digest) ?? parsed.digest) : '';
+    const pinnedMeta = pinned ? this.#readBundle(pinned, mapping) : undefined;
+    if (pinnedMeta !== undefined) {
+      this.#stats.hits++;
+      return this.#prepared(parsed, pinnedMeta);
+    }
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    const deadline = signal ? AbortSignal.any([signal, timeout]) : timeout;
+    try {
+      const insecure = this.#insecure.has(parsed.registry.toLowerCase());
+      const resolved = await resolveManifest(parsed, {
+        reference,
+        insecure,
+        direct: this.#direct,
+        signal: deadline,
+        notFoundHint: this.#notFoundHint(parsed, insecure),
+      });
+      this.#stats.resolves++;
+      if (resolved.referencedDigest !== resolved.digest) {
+        this.#platformOf.set(resolved.referencedDigest, resolved.digest);
+      }
+      const digest = resolved.digest;
+      const cached = this.#readBundle(digest, mapping);
+      if (cached !== undefined) {
+        this.#stats.hits++;
+        return this.#prepared(parsed, cached);
+      }
+      const meta = await this.#unpacks.run(
+        `${digest}/${mapping.hostId}`,
+        (work) => this.#pullAndUnpack(parsed, reference, digest, mapping, work),
+        deadline,
+      );
+      return this.#prepared(parsed, meta);
+    } catch (error) {
+      throw this.#explain(error, reference, { cancelled: signal, timedOut: timeout });
+    }
+  }
+
+  /**
+   * Removes every unpacked bundle and layout image whose digest is not in `inUse` (nor being prepared).
+   * The caller includes every digest a machine runs or is about to start from.
+   */
+  async gc(inUse: Set<string>): Promise<ImageGcResult> {
+    const keep = (digest: string) => inUse.has(digest) || this.#busy.has(digest);
+    const bundles: string[] = [];
+    for (const hex of await readdir(this.#unpackedDir)) {
+      if (!HEX_DIGEST.test(hex) || keep(`sha256:${hex}`)) continue;
+      const digestDir = join(this.#unpackedDir, hex);
+      for (const hostId of await readdir(digestDir)) bundles.push(join(digestDir, hostId));
+      // Moved aside first, so an interrupted removal never leaves a half-deleted bundle that looks whole.
+      const trash = await mkdtemp(join(this.#tmpDir, 'gc-'));
+      await rename(digestDir, join(trash, hex));
+      await rm(trash, { recursive: true, force: true });
+    }
+    const digests = await this.#layoutLock.write(async () => {
+      const removed = await removeLayoutTags(
+        this.#layout,
+        (tag) => HEX_DIGEST.test(tag) && !keep(`sha256:${tag}`),
+      );
+      if (removed.length > 0)
+        await this.#umoci(['gc', '--layout', this.#layout], 'collecting unused image blobs', '');
+      return removed.map((hex) => `sha256:${hex}`);
+    });
+    for (const [index, platform] of this.#platformOf) {
+      if (digests.includes(platform)) this.#platformOf.delete(index);
+    }
+    return { bundles, digests };
+  }
+
+  /** Stops pulls and unpacks under way (their callers get ImagePullError) and refuses new ones. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const reason = new Error('the image store is closing');
+    await Promise.all([this.#unpacks.abortAll(reason), this.#copies.abortAll(reason)]);
+  }
+
+  #prepared(parsed: ImageReference, meta: BundleMeta): PreparedImage {
+    return {
+      ref: {
+        registry: parsed.registry,
+        repository: parsed.repository,
+        tag: parsed.tag,
+        digest: meta.digest,
+        labels: { ...meta.config.labels },
+      },
+      config: structuredClone(meta.config),
+      rootfs: join(this.#bundlePath(meta.digest, meta.mapping), 'rootfs'),
+    };
+  }
+
+  #bundlePath(digest: string, mapping: UidMapping): string {
+    return join(this.#unpackedDir, hexOf(digest), String(mapping.hostId));
+  }
+
+  /** The bundle's metadata when it is unpacked; synchronous because a cache hit must cost no more than a read. */
+  #readBundle(digest: string, mapping: UidMapping): BundleMeta | undefined {
+    let meta: BundleMeta;
+    try {
+      meta = JSON.parse(
+        readFileSync(join(this.#bundlePath(digest, mapping), META_FILE), 'utf8'),
+      ) as BundleMeta;
+    } catch {
+      return undefined;
+    }
+    if (meta.version !== 1 || meta.digest !== digest) return undefined;
+    if (meta.mapping.size !== mapping.size) {
+      // uid-range.ts gives every range the same size, so this is a caller's bug, not a cache miss.
+      throw new TypeError(
+        `image ${digest} is unpacked for host id ${mapping.hostId} with ${meta.mapping.size} ids, not ${mapping.size}`,
+      );
+    }
+    return meta;
+  }
+
+  async #pullAndUnpack(
+    parsed: ImageReference,
+    reference: string,
+    digest: string,
+    mapping: UidMapping,
+    signal: AbortSignal,
+  ): Promise<BundleMeta> {
+    // The shared work has its own deadline: the callers that started it may have left, others may wait.
+    const timeout = AbortSignal.timeout(this.#timeoutMs);
+    const work = AbortSignal.any([signal, timeout]);
+    this.#busy.set(digest, (this.#busy.get(digest) ?? 0) + 1);
+    try {
+      await this.#copies.run(digest, (copySignal) => this.#copy(parsed, reference, digest, copySignal), work);
+      return await this.#layoutLock.read(() => this.#unpack(parsed, reference, digest, mapping, work));
+    } catch (error) {
+      throw this.#explain(error, reference, { cancelled: signal, timedOut: timeout });
+    } finally {
+      const left = (this.#busy.get(digest) ?? 1) - 1;
+      if (left === 0) this.#busy.delete(digest);
+      else this.#busy.set(digest, left);
+    }
+  }
+
+  async #copy(parsed: ImageReference, reference: string, digest: string, signal: AbortSignal): Promise<void> {
+    await this.#layoutLock.write(async () => {
+      if ((await this.#layoutTagsOrReset()).has(hexOf(digest))) return;
+      const insecure = this.#insecure.has(parsed.registry.toLowerCase());
+      // By digest, not tag: the tag may have moved since it was resolved, and skopeo's docker transport
+      // refuses a name with both.
+      const source = `docker://${parsed.registry}/${parsed.repository}@${digest}`;
+      const args = [
+        'copy',
+        '--quiet',
+        `--src-tls-verify=${!insecure}`,
+        source,
+        `oci:${this.#layout}:${hexOf(digest)}`,
+      ];
+      try {
+        await runTool('skopeo', args, { signal });
+      } catch (error) {
+        if (!(error instanceof ToolError) || error.details.aborted) throw error;
+        throw pullErrorFromSkopeo(reference, `image ${formatReference(parsed)}`, error, {
+          notFound: this.#notFoundHint(parsed, insecure),
+          plainHttp: `add ${parsed.registry} to Hangar's insecure registries if it is meant to be used without TLS`,
+        });
+      }
+      this.#stats.copies++;
+    });
+  }
+
+  /**
+   * skopeo rewrites index.json in place, so a crash at the wrong moment leaves it unreadable, and then
+   * skopeo and umoci both refuse the layout. The layout is only a download cache (bundles do not depend
+   * on it), so it is dropped and refilled by the pulls that follow. The caller holds the write lock.
+   */
+  async #layoutTagsOrReset(): Promise<Set<string>> {
+    try {
+      return await layoutTags(this.#layout);
+    } catch (error) {
+      if (!(error instanceof SyntaxError)) throw error;
+      await rm(this.#layout, { recursive: true, force: true });
+      return new Set();
+    }
+  }
+
+  async #unpack(
+    parsed: ImageReference,
+    reference: string,
+    digest: string,
+    mapping: UidMapping,
+    signal: AbortSignal,
+  ): Promise<BundleMeta> {
+    const hex = hexOf(digest);
+    const image = await readLayoutImage(this.#layout, hex);
+    if (image.os !== HOST_PLATFORM.os || image.architecture !== HOST_PLATFORM.architecture) {
+      throw new ImagePullError(
+        'unsupported',
+        reference,
+        `image ${formatReference(parsed)} is built for ${image.os || '?'}/${image.architecture || '?'}, ` +
+          `but this host runs ${HOST_PLATFORM.os}/${HOST_PLATFORM.architecture}: push a build for this platform`,
+      );
+    }
+    const tmp = await mkdtemp(join(this.#tmpDir, `${hex.slice(0, 12)}-${mapping.hostId}-`));
+    try {
+      const bundle = join(tmp, 'bundle');
+      const ids = `0:${mapping.hostId}:${mapping.size}`;
+      // umoci chowns every file to the mapped ids itself, so no separate chown pass is needed.
+      const args = [
+        'unpack',
+        '--uid-map',
+        ids,
+        '--gid-map',
+        ids,
+        '--image',
+        `${this.#layout}:${hex}`,
+        bundle,
+      ];
+      await this.#umoci(args, `unpacking image ${formatReference(parsed)}`, reference, signal);
+      const meta: BundleMeta = {
+        version: 1,
+        digest,
+        mapping: { hostId: mapping.hostId, size: mapping.size },
+        config: image.config,
+        unpackedAt: new Date().toISOString(),
+      };
+      await writeFile(join(bundle, META_FILE), JSON.stringify(meta));
+      await chmod(bundle, TRAVERSE_ONLY);
+      const target = this.#bundlePath(digest, mapping);
+      await mkdir(join(this.#unpackedDir, hex), { recursive: true, mode: TRAVERSE_ONLY });
+      try {
+        await rename(bundle, target);
+      } catch (error) {
+        // Another hangard process on the same directory got there first; its bundle is as good as ours.
+        const code = (error as NodeJS.ErrnoException).code;
+        const existing =
+          code === 'ENOTEMPTY' || code === 'EEXIST' ? this.#readBundle(digest, mapping) : undefined;
+        if (existing === undefined) throw error;
+        return existing;
+      }
+      this.#stats.unpacks++;
+      return meta;
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  async #umoci(args: string[], what: string, reference: string, signal?: AbortSignal): Promise<void> {
+    try {
+      await runTool('umoci', args, { signal });
+    } catch (error) {
+      if (!(error instanceof ToolError) || error.details.aborted) throw error;
+      const fix = error.details.notInstalled ? ": install Debian's umoci package" : '';
+      throw new ImagePullError('failed', reference, `${what} failed: ${error.message}${fix}`, {
+        cause: error,
+      });
+    }
+  }
+
+  #notFoundHint(parsed: ImageReference, insecure: boolean): string {
+    if (!insecure) return 'check the name and tag';
+    const target = `docker://${parsed.registry}/${parsed.repository}:${parsed.tag || 'latest'}`;
+    return `check the name and tag, or push it first with skopeo copy --dest-tls-verify=false oci:<layout>:<tag> ${target}`;
+  }
+
+  /** Aborts become timeout or cancelled errors; anything else unexpected becomes a `failed` ImagePullError. */
+  #explain(
+    error: unknown,
+    reference: string,
+    signals: { cancelled: AbortSignal | undefined; timedOut: AbortSignal },
+  ): ImagePullError {
+    if (error instanceof ImagePullError && error.reason !== 'failed') return error;
+    if (signals.cancelled?.aborted || this.#closed) {
+      return new ImagePullError('cancelled', reference, `preparing image ${reference} was cancelled`, {
+        cause: error,
+      });
+    }
+    if (signals.timedOut.aborted) {
+      return new ImagePullError(
+        'timeout',
+        reference,
+        `pulling image ${reference} took longer than ${this.#timeoutMs / 1000} s: the registry is slow or ` +
+          'unreachable; check it and try again',
+        { cause: error },
+      );
+    }
+    if (error instanceof ImagePullError) return error;
+    const message = error instanceof Error ? error.message : String(error);
+    return new ImagePullError('failed', reference, `preparing image ${reference} failed: ${message}`, {
+      cause: error,
+    });
+  }
+}
+
+function hexOf(digest: string): string {
+  return digest.slice('sha256:'.length);
+}
+
+function checkMapping(mapping: UidMapping): void {
+  const ok = (n: number) => Number.isInteger(n) && n >= 0 && n <= 0xffff_ffff;
+  if (!ok(mapping.hostId) || !ok(mapping.size) || mapping.size < 1) {
+    throw new TypeError(`invalid uid mapping ${JSON.stringify(mapping)}`);
+  }
+}
+
+/** Hangar's own registry is written as `localhost:<port>` or `127.0.0.1:<port>`; both mean the same one. */
+function loopbackAliases(address: string): string[] {
+  const lower = address.toLowerCase();
+  const port = /^(?:localhost|127\.0\.0\.1)(:\d+)?$/.exec(lower)?.[1];
+  if (port === undefined && !/^(?:localhost|127\.0\.0\.1)$/.test(lower)) return [lower];
+  return [`localhost${port ?? ''}`, `127.0.0.1${port ?? ''}`];
+}
