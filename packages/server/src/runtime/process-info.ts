@@ -65,7 +65,7 @@ async function listeningSockets(pid: number): Promise<{ proto: string; address: 
 }
 
 /** /proc/net addresses are hex, little-endian per 32-bit word: `0100007F:1F90` is 127.0.0.1:8080. */
-function decodeAddress(text: string): string {
+export function decodeAddress(text: string): string {
   const [hex, portHex] = text.split(':') as [string, string];
   const port = parseInt(portHex, 16);
   if (hex.length === 8) {

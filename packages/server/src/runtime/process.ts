@@ -1,5 +1,27 @@
 import { execFile } from 'node:child_process';
 
+/** A command that exited non-zero: its exit code and stderr say why. */
+export class CommandError extends Error {
+  constructor(
+    readonly command: string,
+    readonly exitCode: number | null,
+    readonly stderr: string,
+  ) {
+    super(`${command} failed (exit ${exitCode ?? 'by signal'}): ${stderr || 'no output'}`);
+    this.name = 'CommandError';
+  }
+}
+
+/**
+ * Tools run in the C locale, so the messages matched against (EPERM, "not mounted"...) are stable, and
+ * with the system directories on PATH even when hangard was started with a user's PATH.
+ */
+const TOOL_ENV = {
+  ...process.env,
+  LC_ALL: 'C',
+  PATH: `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,
+};
+
 /** The outcome of a finished command; `code` is null when a signal ended it. */
 export interface CommandResult {
   code: number | null;
@@ -8,6 +30,7 @@ export interface CommandResult {
 }
 
 export interface RunOptions {
+  /** Kill the command after this long; none by default (volume copies of large images take minutes). */
   timeoutMs?: number;
   input?: string;
   /** Output above this is cut (exec answers and tool output stay bounded in memory). */
@@ -29,9 +52,10 @@ export function runCommand(
       file,
       args,
       {
-        timeout: options.timeoutMs ?? 30_000,
+        timeout: options.timeoutMs ?? 0,
         maxBuffer: options.maxOutputBytes ?? 16 * 1024 * 1024,
         encoding: 'utf8',
+        env: TOOL_ENV,
         ...(options.signal ? { signal: options.signal } : {}),
       },
       (error, stdout, stderr) => {
@@ -65,7 +89,7 @@ export async function runChecked(
   const result = await runCommand(file, args, options);
   if (result.code !== 0) {
     const detail = (result.stderr || result.stdout).trim().split('\n').slice(-3).join(' | ');
-    throw new Error(`${file} ${args.slice(0, 3).join(' ')} failed (exit ${result.code}): ${detail}`);
+    throw new CommandError([file, ...args.slice(0, 3)].join(' '), result.code, detail);
   }
   return result.stdout;
 }

@@ -17,6 +17,9 @@ export interface ContainerState {
   pid: number;
 }
 
+/** No runtime command may hang the orchestrator: they answer in milliseconds when healthy. */
+const CLI_TIMEOUT = { timeoutMs: 30_000 };
+
 /**
  * The OCI runtime's command line, with Hangar's own state root so that its containers never mix with
  * anyone else's on the host.
@@ -47,36 +50,41 @@ export class OciCli {
     };
   }
 
-  #cli(args: string[]): string[] {
-    return ['--root', this.stateRoot, ...args];
+  /** One runtime command against Hangar's state root, bounded in time. */
+  #run(args: string[]): Promise<CommandResult> {
+    return runCommand(this.choice.binary, ['--root', this.stateRoot, ...args], CLI_TIMEOUT);
+  }
+
+  async #runChecked(args: string[]): Promise<void> {
+    await runChecked(this.choice.binary, ['--root', this.stateRoot, ...args], CLI_TIMEOUT);
   }
 
   kill(id: string, signal: string): Promise<CommandResult> {
-    return runCommand(this.choice.binary, this.#cli(['kill', id, signal.replace(/^SIG/, '')]));
+    return this.#run(['kill', id, signal.replace(/^SIG/, '')]);
   }
 
   async pause(id: string): Promise<void> {
-    await runChecked(this.choice.binary, this.#cli(['pause', id]));
+    await this.#runChecked(['pause', id]);
   }
 
   async resume(id: string): Promise<void> {
-    await runChecked(this.choice.binary, this.#cli(['resume', id]));
+    await this.#runChecked(['resume', id]);
   }
 
   /** Force-deletes; a container that does not exist is fine. */
   async delete(id: string): Promise<void> {
-    await runCommand(this.choice.binary, this.#cli(['delete', '--force', id]));
+    await this.#run(['delete', '--force', id]);
   }
 
   async state(id: string): Promise<ContainerState | undefined> {
-    const result = await runCommand(this.choice.binary, this.#cli(['state', id]));
+    const result = await this.#run(['state', id]);
     if (result.code !== 0) return undefined;
     const parsed = JSON.parse(result.stdout) as { id: string; status: string; pid: number };
     return { id: parsed.id, status: parsed.status, pid: parsed.pid };
   }
 
   async list(): Promise<ContainerState[]> {
-    const result = await runCommand(this.choice.binary, this.#cli(['list', '--format', 'json']));
+    const result = await this.#run(['list', '--format', 'json']);
     if (result.code !== 0 || result.stdout.trim() === '' || result.stdout.trim() === 'null') return [];
     return (JSON.parse(result.stdout) as { id: string; status: string; pid: number }[]).map((c) => ({
       id: c.id,
@@ -87,7 +95,7 @@ export class OciCli {
 
   /** Host pids of every process in the container. */
   async pids(id: string): Promise<number[]> {
-    const result = await runCommand(this.choice.binary, this.#cli(['ps', '--format', 'json', id]));
+    const result = await this.#run(['ps', '--format', 'json', id]);
     if (result.code !== 0) return [];
     return (JSON.parse(result.stdout || '[]') as number[]) ?? [];
   }
@@ -98,7 +106,7 @@ export class OciCli {
     options: { env: string[]; cwd: string; timeoutMs: number; stdin?: string; maxOutputBytes: number },
   ): Promise<CommandResult> {
     const args = ['exec', '--cwd', options.cwd, ...options.env.flatMap((e) => ['--env', e]), id, ...command];
-    return runCommand(this.choice.binary, this.#cli(args), {
+    return runCommand(this.choice.binary, ['--root', this.stateRoot, ...args], {
       timeoutMs: options.timeoutMs,
       maxOutputBytes: options.maxOutputBytes,
       // Always close stdin, so a command that reads it ends instead of waiting forever.

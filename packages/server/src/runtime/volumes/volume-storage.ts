@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, mkdirSync, realpathSync } from 'node:fs';
 import {
@@ -17,9 +16,9 @@ import {
   truncate,
 } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { promisify } from 'node:util';
 import { failedPrecondition, HangarError, invalidArgument, notFound } from '../../shared/errors.js';
 import { KeyedQueue } from '../../shared/keyed-queue.js';
+import { CommandError, runChecked } from '../process.js';
 
 /**
  * Volumes as real storage: each volume is an ext4 filesystem in a sparse image file, loop-mounted on the
@@ -93,8 +92,6 @@ const SEARCH_ONLY = 0o711;
 /** e2fsck exit codes below 4 mean the filesystem is now consistent (0 clean, 1 and 2 repaired). */
 const FSCK_OK_BELOW = 4;
 
-const execFileAsync = promisify(execFile);
-
 export class VolumeStorage {
   /** Canonical (symlink-free) path: /proc/self/mountinfo shows canonical mount points. */
   readonly #dir: string;
@@ -150,7 +147,7 @@ export class VolumeStorage {
         if (fstype === 'ext4' && !from) {
           // -m 0: ext4 keeps its 5% reserve for host uid 0, which never writes here; a machine's root is
           // another uid and could never use it. root_owner: root in the machine owns the volume's root.
-          await run('mkfs.ext4', [
+          await runChecked('mkfs.ext4', [
             '-F',
             '-q',
             '-m',
@@ -202,9 +199,9 @@ export class VolumeStorage {
       const mounted = await mountedAt(this.#mountPoint(volumeId));
       if (mounted) {
         // The loop device keeps the size it had when attached until told to look again.
-        await run('losetup', ['-c', mounted.source]);
+        await runChecked('losetup', ['-c', mounted.source]);
         try {
-          await run('resize2fs', [mounted.source]);
+          await runChecked('resize2fs', [mounted.source]);
           return { needsRemount: false };
         } catch (error) {
           if (isPermissionDenied(error)) return { needsRemount: true };
@@ -366,12 +363,12 @@ export class VolumeStorage {
       // A machine started before a daemon restart keeps the filesystem live in its mount namespace.
       // Mounting that same device shares the one live filesystem; a second loop device over the file would
       // be a second filesystem writing the same blocks.
-      await run('losetup', ['-c', live]);
-      await run('mount', ['-t', 'ext4', '-o', 'nodev,nosuid', live, point]);
+      await runChecked('losetup', ['-c', live]);
+      await runChecked('mount', ['-t', 'ext4', '-o', 'nodev,nosuid', live, point]);
     } else {
       await this.#applyDeferredGrowth(image.path);
       // -t ext4: never let the kernel guess a filesystem type from bytes a machine wrote.
-      await run('mount', ['-t', 'ext4', '-o', 'loop,nodev,nosuid', image.path, point]);
+      await runChecked('mount', ['-t', 'ext4', '-o', 'loop,nodev,nosuid', image.path, point]);
     }
     return point;
   }
@@ -381,7 +378,7 @@ export class VolumeStorage {
     // Mounts can stack on one point (a crash mid-mount, a second daemon): peel them all off.
     for (let attempt = 0; attempt < 8 && (await mountedAt(point)); attempt++) {
       try {
-        await run('umount', [point]);
+        await runChecked('umount', [point]);
       } catch (error) {
         if (/busy/i.test(String((error as Error).message))) {
           throw failedPrecondition(`volume ${volumeId} is busy: a process on the host still uses ${point}`);
@@ -394,7 +391,7 @@ export class VolumeStorage {
     const image = await this.#findImage(volumeId);
     if (image) {
       for (const device of await loopDevicesOf(image.path)) {
-        await run('losetup', ['-d', device]).catch(() => undefined);
+        await runChecked('losetup', ['-d', device]).catch(() => undefined);
       }
     }
     this.#mounted.delete(volumeId);
@@ -424,15 +421,15 @@ export class VolumeStorage {
       mountedForCopy = true;
     }
     try {
-      await run('fsfreeze', ['-f', point]);
+      await runChecked('fsfreeze', ['-f', point]);
       try {
         await copySparse(image.path, destination);
       } finally {
         // A filesystem left frozen blocks every writer in the machine: thaw even when the copy failed.
-        await run('fsfreeze', ['-u', point]);
+        await runChecked('fsfreeze', ['-u', point]);
       }
     } finally {
-      if (mountedForCopy) await run('umount', [point]);
+      if (mountedForCopy) await runChecked('umount', [point]);
     }
     return 'ext4';
   }
@@ -510,60 +507,31 @@ export async function hostCanLoopMount(): Promise<boolean> {
   if (process.getuid?.() !== 0) return false;
   try {
     await access('/dev/loop-control', constants.R_OK | constants.W_OK);
-    await run('losetup', ['--version']);
+    await runChecked('losetup', ['--version']);
     // e2fsprogs brings resize2fs, e2fsck; util-linux brings losetup, mount, fsfreeze.
-    await run('mkfs.ext4', ['-V']);
+    await runChecked('mkfs.ext4', ['-V']);
     return true;
   } catch {
     return false;
   }
 }
 
-class ToolError extends Error {
-  constructor(
-    readonly command: string,
-    readonly exitCode: number | string | undefined,
-    readonly stderr: string,
-  ) {
-    super(`${command} failed (${exitCode ?? 'no exit code'}): ${stderr || 'no output'}`);
-    this.name = 'ToolError';
-  }
-}
-
-/** Runs a tool with an argument array (never a shell), in the C locale so its messages are stable. */
-async function run(command: string, args: string[]): Promise<string> {
-  try {
-    const { stdout } = await execFileAsync(command, args, {
-      env: { ...process.env, LC_ALL: 'C', PATH: `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/bin:/bin` },
-      maxBuffer: 4 * 1024 * 1024,
-    });
-    return stdout;
-  } catch (error) {
-    const failure = error as NodeJS.ErrnoException & { stderr?: string; code?: number | string };
-    throw new ToolError(
-      [command, ...args].join(' '),
-      failure.code,
-      (failure.stderr ?? '').trim() || failure.message,
-    );
-  }
-}
-
 const isPermissionDenied = (error: unknown) =>
-  error instanceof ToolError && /permission denied|operation not permitted/i.test(error.stderr);
+  error instanceof CommandError && /permission denied|operation not permitted/i.test(error.stderr);
 
 /** resize2fs refuses an unmounted filesystem that has not just been checked, so check it first. */
 async function growOffline(imagePath: string): Promise<void> {
   try {
-    await run('e2fsck', ['-f', '-y', imagePath]);
+    await runChecked('e2fsck', ['-f', '-y', imagePath]);
   } catch (error) {
-    const code = (error as ToolError).exitCode;
+    const code = (error as CommandError).exitCode;
     if (typeof code !== 'number' || code >= FSCK_OK_BELOW) throw error;
   }
-  await run('resize2fs', [imagePath]);
+  await runChecked('resize2fs', [imagePath]);
 }
 
 async function copySparse(source: string, destination: string): Promise<void> {
-  await run('cp', ['--sparse=always', source, destination]);
+  await runChecked('cp', ['--sparse=always', source, destination]);
 }
 
 async function fsyncPath(path: string): Promise<void> {
@@ -648,7 +616,7 @@ const unescapeMountinfo = (field: string) =>
 /** Loop devices whose backing file is this image (matched by device and inode, not by name). */
 async function loopDevicesOf(imagePath: string): Promise<string[]> {
   try {
-    const out = await run('losetup', ['-j', imagePath, '-n', '-O', 'NAME']);
+    const out = await runChecked('losetup', ['-j', imagePath, '-n', '-O', 'NAME']);
     return out
       .split('\n')
       .map((l) => l.trim())
@@ -668,7 +636,7 @@ async function loopDevicesOf(imagePath: string): Promise<string[]> {
 async function liveLoopDevice(imagePath: string): Promise<string | undefined> {
   const devices = await loopDevicesOf(imagePath);
   if (devices.length === 0) return undefined;
-  for (const device of devices) await run('losetup', ['-d', device]).catch(() => undefined);
+  for (const device of devices) await runChecked('losetup', ['-d', device]).catch(() => undefined);
   return (await loopDevicesOf(imagePath))[0];
 }
 

@@ -1,0 +1,101 @@
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { rotateIfLarge, tailLines } from '../../src/runtime/machine-logs.js';
+import { buildOciConfig, INIT_PATH, resolveCommand, resolveUser } from '../../src/runtime/oci/bundle.js';
+import { decodeAddress } from '../../src/runtime/process-info.js';
+import { uidRangeForApp } from '../../src/runtime/uid-range.js';
+
+test('command: init.exec replaces, entrypoint and cmd override one by one', () => {
+  const image = { entrypoint: ['/entry'], cmd: ['serve'] };
+  assert.deepEqual(resolveCommand(undefined, image), ['/entry', 'serve']);
+  assert.deepEqual(resolveCommand({ cmd: ['migrate'] }, image), ['/entry', 'migrate']);
+  assert.deepEqual(resolveCommand({ entrypoint: ['/other'] }, image), ['/other', 'serve']);
+  assert.deepEqual(resolveCommand({ exec: ['/bin/sh', '-c', 'x'], cmd: ['ignored'] }, image), [
+    '/bin/sh',
+    '-c',
+    'x',
+  ]);
+  assert.throws(() => resolveCommand(undefined, { entrypoint: [], cmd: [] }), /init\.cmd/);
+});
+
+test('user: numeric, named, with group, and errors', () => {
+  const passwd = 'root:x:0:0::/root:/bin/sh\nwww:x:33:34::/var/www:/bin/sh\n';
+  const group = 'root:x:0:\nstaff:x:50:\n';
+  assert.deepEqual(resolveUser('', passwd, group), { uid: 0, gid: 0 });
+  assert.deepEqual(resolveUser('www', passwd, group), { uid: 33, gid: 34 });
+  assert.deepEqual(resolveUser('www:staff', passwd, group), { uid: 33, gid: 50 });
+  assert.deepEqual(resolveUser('1000', passwd, group), { uid: 1000, gid: 1000 });
+  assert.deepEqual(resolveUser('1000:7', passwd, group), { uid: 1000, gid: 7 });
+  assert.throws(() => resolveUser('nobody', passwd, group), /not in its \/etc\/passwd/);
+});
+
+test('uid ranges: one per app, never overlapping, above the host users', () => {
+  const a = uidRangeForApp(1);
+  const b = uidRangeForApp(2);
+  assert.equal(b.hostId - a.hostId, a.size);
+  assert.ok(a.hostId >= 0x10_0000 + 65_536);
+  assert.throws(() => uidRangeForApp(0), /no uid range/);
+});
+
+test('OCI config: init first, user namespace, limits, the machine netns, no host devices', () => {
+  const config = buildOciConfig({
+    hostname: 'm1',
+    rootfs: '/r',
+    args: ['/app', '--port', '8080'],
+    env: { A: '1' },
+    cwd: '/srv',
+    user: { uid: 0, gid: 0 },
+    mapping: uidRangeForApp(3),
+    initBinary: '/usr/bin/tini-static',
+    netnsPath: '/var/run/netns/hangar-m1',
+    cgroupsPath: '/hangar/m1/ctr',
+    memoryBytes: undefined,
+    cpus: 2,
+    pidsLimit: 100,
+    binds: [{ source: '/vol', destination: '/data', readonly: false }],
+  });
+  assert.deepEqual(config.process.args, [INIT_PATH, '--', '/app', '--port', '8080']);
+  assert.deepEqual(config.process.env, ['A=1']);
+  assert.equal(config.process.noNewPrivileges, true);
+  assert.ok(!config.process.capabilities.bounding.includes('CAP_SYS_ADMIN'));
+  assert.deepEqual(config.linux.uidMappings, [
+    { containerID: 0, hostID: uidRangeForApp(3).hostId, size: 65_536 },
+  ]);
+  assert.ok(config.linux.namespaces.some((n) => n.type === 'user'));
+  assert.deepEqual(
+    config.linux.namespaces.find((n) => n.type === 'network'),
+    { type: 'network', path: '/var/run/netns/hangar-m1' },
+  );
+  assert.equal(
+    'memory' in config.linux.resources,
+    false,
+    'on cgroup v1 the parent cgroup holds the memory limit',
+  );
+  assert.deepEqual(config.linux.resources.cpu, { shares: 2048, quota: 200_000, period: 100_000 });
+  assert.deepEqual(config.linux.resources.devices, [{ allow: false, access: 'rwm' }]);
+  assert.ok(config.mounts.some((m) => m.destination === '/data' && m.source === '/vol'));
+  assert.ok(config.linux.seccomp.syscalls[0]!.names.includes('kexec_load'));
+});
+
+test('logs: rotation keeps one older file; tail reads across both', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'hangar-logs-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const log = join(dir, 'log');
+  writeFileSync(log, 'one\ntwo\nthree\n');
+  assert.equal(await rotateIfLarge(log, 100), false);
+  assert.equal(await rotateIfLarge(log, 5), true);
+  assert.equal(readFileSync(log, 'utf8'), '');
+  writeFileSync(log, 'four\n', { flag: 'a' });
+  assert.deepEqual(await tailLines(log, 2), ['three', 'four']);
+  assert.deepEqual(await tailLines(log, 10), ['one', 'two', 'three', 'four']);
+  assert.deepEqual(await tailLines(join(dir, 'none'), 3), []);
+});
+
+test('ps: /proc/net addresses decode', () => {
+  assert.equal(decodeAddress('0100007F:1F90'), '127.0.0.1:8080');
+  assert.equal(decodeAddress('00000000:0050'), '0.0.0.0:80');
+  assert.equal(decodeAddress('00000000000000000000000000000000:1F90'), '[::]:8080');
+});
