@@ -1,5 +1,15 @@
 import { z } from 'zod';
+import { parseReference } from '../runtime/images/reference.js';
 import { parseGoDuration } from '../shared/duration.js';
+
+const isImageReference = (reference: string) => {
+  try {
+    parseReference(reference);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 /**
  * MachineConfig as clients send it (fly-semantics §2). Known fields are checked strictly; fields Hangar
@@ -132,7 +142,13 @@ const stringList = z.array(z.string());
 
 export const MachineConfigSchema = z
   .looseObject({
-    image: z.string().trim().min(1, 'an image reference is required, e.g. "registry.example/app:1"'),
+    image: z
+      .string()
+      .trim()
+      .min(1, 'an image reference is required, e.g. "registry.example/app:1"')
+      .refine(isImageReference, {
+        message: 'not a valid image reference; use e.g. "registry.example/app:1" or "app@sha256:<digest>"',
+      }),
     env: z.record(envName, z.string()).optional(),
     init: z
       .looseObject({

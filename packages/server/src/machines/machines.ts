@@ -62,8 +62,8 @@ const EVENTS_IN_MACHINE = 10;
 const DEFAULT_MAX_RETRIES = 10;
 const RESTART_WINDOW_MS = 5 * 60_000;
 export const LEASE_TTL_MAX_SEC = 86_400;
-/** Fly's default stop signal and timeout (API docs; fly.toml kill_signal/kill_timeout). */
-const DEFAULT_STOP = { signal: 'SIGINT', timeoutMs: 5_000 };
+/** Fly's default stop timeout (fly.toml kill_timeout); the default signal is the runtime's to pick. */
+const DEFAULT_STOP_TIMEOUT_MS = 5_000;
 const MAX_STOP_TIMEOUT_MS = 300_000;
 
 const NO_RUNTIME_MESSAGE =
@@ -539,6 +539,16 @@ export class MachinesService {
         const outcome = waitOutcome(machine, input, this.ctx.runtime !== undefined);
         if (outcome === 'done') finish();
         else if (outcome instanceof HangarError) finish(outcome);
+        else if (outcome === 'failed') {
+          void this.ctx.store
+            .read((tx) => tx.machineEvents.list({ machineId: id }, { newestFirst: true, limit: 1 })[0])
+            .then((event) => {
+              const reason = (event?.request as { error?: string } | undefined)?.error ?? 'see its events';
+              finish(
+                failedPrecondition(`machine ${id} failed: ${reason}; fix the cause, then start it again`),
+              );
+            });
+        }
       };
       const onAbort = () => finish(new HangarError('deadline_exceeded', 'the client went away'));
       const timer = setTimeout(() => {
@@ -761,11 +771,12 @@ export class MachinesService {
     await this.#setState(machine.id, 'stopping', reason, 'user');
     const exit = await this.#orFail(machine.id, reason, () =>
       runtime.stop(machine.id, {
-        signal: signal ?? stopConfig.signal ?? DEFAULT_STOP.signal,
+        // Unset, the runtime uses the image's STOPSIGNAL, else Fly's default.
+        signal: signal ?? stopConfig.signal,
         timeoutMs:
           timeoutMs ??
           (stopConfig.timeout === undefined
-            ? DEFAULT_STOP.timeoutMs
+            ? DEFAULT_STOP_TIMEOUT_MS
             : durationToMs(stopConfig.timeout, 'stop_config.timeout')),
       }),
     );
@@ -1037,7 +1048,7 @@ function waitOutcome(
   machine: MachineRecord,
   input: WaitInput,
   hasRuntime: boolean,
-): 'done' | 'pending' | HangarError {
+): 'done' | 'pending' | 'failed' | HangarError {
   const versionMatches = input.version === undefined || input.version === machine.instanceId;
   if (versionMatches && (input.states as string[]).includes(machine.state)) return 'done';
   // An older version that was replaced is no longer running: it counts as stopped.
@@ -1052,6 +1063,8 @@ function waitOutcome(
       `machine ${machine.id} was destroyed; it will never be ${input.states.join('/')}`,
     );
   }
+  // A boot that failed (an image pull, a bad command) will not come back by itself: say so at once.
+  if (machine.state === 'failed') return 'failed';
   if (!hasRuntime && input.states.every((s) => s === 'started' || s === 'suspended')) {
     return new HangarError('runtime_unavailable', NO_RUNTIME_MESSAGE);
   }

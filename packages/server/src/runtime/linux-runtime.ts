@@ -74,6 +74,8 @@ interface Running {
 const SHIM =
   'exit_file=$1; shift; "$@"; status=$?; echo "$status" > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"';
 const START_TIMEOUT_MS = 30_000;
+/** Fly's default stop signal when neither the machine nor its image names one. */
+const DEFAULT_STOP_SIGNAL = 'SIGINT';
 const SIGNAL_NAMES = Object.fromEntries(
   Object.entries(constants.signals).map(([name, number]) => [number, name]),
 );
@@ -165,6 +167,7 @@ export class LinuxRuntime implements MachineRuntime {
     });
     await writeFile(paths.config, JSON.stringify(config));
     await writeFile(paths.env, JSON.stringify(env), { mode: 0o600 });
+    await writeFile(paths.stopSignal, prepared.config.stopSignal ?? '');
     await rm(paths.exit, { force: true });
     await this.#launch(id, paths);
   }
@@ -199,7 +202,10 @@ export class LinuxRuntime implements MachineRuntime {
     }
   }
 
-  async stop(machineId: string, options: { signal: string; timeoutMs: number }): Promise<ExitInfo> {
+  async stop(
+    machineId: string,
+    options: { signal: string | undefined; timeoutMs: number },
+  ): Promise<ExitInfo> {
     const running = this.#running.get(machineId);
     const state = await this.#options.cli.state(containerId(machineId));
     if (!running || !state || state.status === 'stopped') {
@@ -211,7 +217,14 @@ export class LinuxRuntime implements MachineRuntime {
     });
     // A frozen machine cannot act on a signal: thaw it first (its suspended state is discarded anyway).
     if (state.status === 'paused') await this.#options.cli.resume(containerId(machineId));
-    await this.#options.cli.kill(containerId(machineId), options.signal);
+    const imageStopSignal = await readFile(
+      machinePaths(this.#options.dataDir, machineId).stopSignal,
+      'utf8',
+    ).catch(() => '');
+    await this.#options.cli.kill(
+      containerId(machineId),
+      options.signal ?? (imageStopSignal.trim() || DEFAULT_STOP_SIGNAL),
+    );
     const timedOut = Symbol('timeout');
     let timer: NodeJS.Timeout | undefined;
     const first = await Promise.race([

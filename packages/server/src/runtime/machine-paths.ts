@@ -14,6 +14,8 @@ export function machinePaths(dataDir: string, machineId: string) {
     files: join(dir, 'files'),
     /** The volume ids this boot mounted, to unmount when it ends. */
     volumes: join(dir, 'volumes.json'),
+    /** The image's STOPSIGNAL for this boot (empty: none). */
+    stopSignal: join(dir, 'stop-signal'),
     /** The env of this boot, for exec. */
     env: join(dir, 'env.json'),
     log: join(dir, 'log'),

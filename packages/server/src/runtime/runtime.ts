@@ -68,7 +68,8 @@ export interface MachineRuntime {
   /** Pulls and unpacks the image if needed; resolves the reference to a digest. */
   prepare(spec: MachineSpec, signal?: AbortSignal): Promise<ImageRefRecord>;
   start(spec: MachineSpec): Promise<void>;
-  stop(machineId: string, options: { signal: string; timeoutMs: number }): Promise<ExitInfo>;
+  /** `signal` unset: the image's STOPSIGNAL, else SIGINT (Fly's default). */
+  stop(machineId: string, options: { signal: string | undefined; timeoutMs: number }): Promise<ExitInfo>;
   signal(machineId: string, signal: string): Promise<void>;
   suspend(machineId: string): Promise<void>;
   resume(machineId: string): Promise<void>;

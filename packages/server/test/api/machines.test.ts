@@ -126,6 +126,7 @@ test('machines: bad configs are refused naming the field, and write nothing', as
   const cases: [unknown, RegExp][] = [
     [{}, /^config:/],
     [{ config: {} }, /^config\.image:/],
+    [{ config: { image: 'Not A Reference' } }, /^config\.image: not a valid image reference/],
     [{ config: { image: 'x', guest: { memory_mb: 'lots' } } }, /^config\.guest\.memory_mb:/],
     [{ config: { image: 'x', env: { FLY_APP_NAME: 'no' } } }, /^config\.env\.FLY_APP_NAME:/],
     [
