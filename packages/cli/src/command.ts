@@ -2,7 +2,7 @@
 // it (usage, one-line summary, examples, its own flags, what it does); this module adds what all verbs
 // share: -a/--app, --json, the Example: section of --help, and the context passed to `run`.
 
-import type { Command } from 'commander';
+import { type Command, CommanderError } from 'commander';
 import { type Ctx, createCtx, type GlobalOptions } from './context.js';
 import type { CliIO } from './io.js';
 
@@ -22,7 +22,8 @@ export interface VerbSpec<O> {
   json?: boolean;
   /** Declares the verb's own flags. */
   options?(cmd: Command): void;
-  run(ctx: Ctx<O>): Promise<void>;
+  /** Resolves with nothing (exit 0) or an exit code, e.g. the remote command's for `machine exec`. */
+  run(ctx: Ctx<O>): Promise<number | undefined> | Promise<void>;
 }
 
 /** A verb with its option type erased, so verbs of different shapes fit in one list. */
@@ -66,7 +67,9 @@ export function registerNoun(program: Command, noun: Noun, io: CliIO): void {
       // Commander passes the positional arguments, the options, then the command itself.
       const self = received.at(-1) as Command;
       const opts = self.optsWithGlobals<Record<string, unknown> & GlobalOptions>();
-      await verb.run(createCtx(opts, self.processedArgs, io));
+      const code = await verb.run(createCtx(opts, self.processedArgs, io));
+      // A verb's own non-zero status leaves through Commander, which run() turns into the exit code silently.
+      if (typeof code === 'number' && code !== 0) throw new CommanderError(code, 'hangar.exit', '');
     });
   }
 }

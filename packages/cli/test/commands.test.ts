@@ -386,3 +386,40 @@ test('machine config: --rm, volumes, and flag validation', () => {
     /invalid environment variable "NOVALUE"/,
   );
 });
+
+test('machine exec prints the output and exits with the command’s exit code', async (t) => {
+  const server = await startFakeServer(t, () => ({
+    body: { exit_code: 3, exit_signal: null, stdout: 'out\n', stderr: 'err\n' },
+  }));
+  const result = await cli(
+    ['machine', 'exec', 'm1', '-a', 'acme', '--timeout', '1m', '--', 'sh', '-c', 'exit 3'],
+    {
+      apiUrl: server.url,
+    },
+  );
+  assert.equal(result.code, 3);
+  assert.equal(result.stdout, 'out\n');
+  assert.equal(result.stderr, 'err\n');
+  assert.deepEqual(server.requests[0]?.body, { command: ['sh', '-c', 'exit 3'], timeout: 60 });
+  expectCode(
+    await cli(['machine', 'exec', 'm1', '-a', 'acme', '--timeout', 'soon', '--', 'true'], {
+      apiUrl: server.url,
+    }),
+    1,
+  );
+});
+
+test('machine logs prints the lines of the NDJSON stream; -n and --follow go to the query', async (t) => {
+  const server = await startFakeServer(t, () => ({
+    body: '{"instance":"m1","message":"first"}\n{"instance":"m1","message":"second"}\n',
+  }));
+  const result = await cli(['machine', 'logs', 'm1', '-a', 'acme', '-n', '2'], { apiUrl: server.url });
+  expectCode(result, 0);
+  assert.equal(result.stdout, 'first\nsecond\n');
+  assert.equal(server.requests[0]?.url.search, '?tail=2');
+  const json = await cli(['machine', 'logs', 'm1', '-a', 'acme', '--follow', '--json'], {
+    apiUrl: server.url,
+  });
+  assert.equal(json.stdout.split('\n')[0], '{"instance":"m1","message":"first"}');
+  assert.equal(server.requests[1]?.url.search, '?tail=100&follow=true');
+});

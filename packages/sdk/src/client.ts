@@ -201,6 +201,55 @@ export class Transport {
     return ceiling / 2 + Math.random() * (ceiling / 2);
   }
 
+  /**
+   * Opens a streaming call (newline-delimited JSON) and yields each parsed line as it arrives. One
+   * attempt only: a stream cannot be replayed; errors come back as MachinesApiError like any call.
+   */
+  async *stream<T>(spec: RequestSpec): AsyncGenerator<T> {
+    const { method, signal } = spec;
+    await this.#limiter?.take(signal);
+    let response: Response;
+    try {
+      response = await this.#fetch(this.url(spec.path, spec.query), {
+        method,
+        headers: this.#headers(spec),
+        signal,
+      });
+    } catch (err) {
+      if (signal?.aborted) return;
+      throw new MachinesApiError({
+        method,
+        path: spec.path,
+        status: 0,
+        code: SDK_ERROR_CODES.networkError,
+        detail: `could not reach ${this.baseUrl} (${describeNetworkError(err)})`,
+        cause: err,
+      });
+    }
+    if (!response.ok || !response.body) {
+      throw errorFromResponse({
+        method,
+        path: spec.path,
+        status: response.status,
+        body: parseBody(await response.text()),
+        requestId: response.headers.get(REQUEST_ID_HEADER) ?? undefined,
+        retryAfterMs: parseRetryAfter(response.headers.get('retry-after')),
+      });
+    }
+    const decoder = new TextDecoder();
+    let buffered = '';
+    try {
+      for await (const chunk of response.body) {
+        buffered += decoder.decode(chunk as Uint8Array, { stream: true });
+        const lines = buffered.split('\n');
+        buffered = lines.pop() ?? '';
+        for (const line of lines) if (line.trim() !== '') yield JSON.parse(line) as T;
+      }
+    } catch (err) {
+      if (!signal?.aborted) throw err;
+    }
+  }
+
   /** Sends one API call (with rate limiting and retries) and returns the parsed JSON body, if any. */
   async request<T>(spec: RequestSpec): Promise<T> {
     const { method, signal } = spec;

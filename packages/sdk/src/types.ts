@@ -545,6 +545,12 @@ export interface ListenSocket {
   address: string;
 }
 
+/** One line of a machine's output, from `GET …/logs` (Hangar). */
+export interface MachineLogLine {
+  instance: string;
+  message: string;
+}
+
 export interface ProcessStat {
   pid: number;
   stime?: number;

@@ -13,6 +13,7 @@ import type {
   ListMachinesOptions,
   Machine,
   MachineEvent,
+  MachineLogLine,
   MachineVersion,
   PatchMetadataOptions,
   ProcessStat,
@@ -364,6 +365,24 @@ export class MachinesResource {
     return this.#t.request({
       method: 'GET',
       path: path`/v1/apps/${app}/machines/${id}/versions`,
+      signal: opts.signal,
+    });
+  }
+
+  /**
+   * The machine's output (Hangar's endpoint): the last `tail` lines, then, with `follow`, new lines until
+   * `opts.signal` aborts.
+   */
+  logs(
+    app: string,
+    id: string,
+    options: { tail?: number; follow?: boolean } = {},
+    opts: RequestOptions = {},
+  ): AsyncGenerator<MachineLogLine> {
+    return this.#t.stream<MachineLogLine>({
+      method: 'GET',
+      path: path`/v1/apps/${app}/machines/${id}/logs`,
+      query: { tail: options.tail, follow: options.follow ? true : undefined },
       signal: opts.signal,
     });
   }

@@ -1,7 +1,9 @@
 import type { Noun } from '../../command.js';
 import cordon from './cordon.js';
 import destroy from './destroy.js';
+import exec from './exec.js';
 import list from './list.js';
+import logs from './logs.js';
 import restart from './restart.js';
 import run from './run.js';
 import start from './start.js';
@@ -15,5 +17,5 @@ export const machine: Noun = {
   aliases: ['machines', 'm'],
   summary: 'Manage machines',
   examples: ['hangar machine list -a acme'],
-  verbs: [run, list, status, start, stop, suspend, restart, destroy, cordon, uncordon],
+  verbs: [run, list, status, logs, exec, start, stop, suspend, restart, destroy, cordon, uncordon],
 };
