@@ -80,6 +80,8 @@ export class MachinesService {
   readonly #queue = new KeyedQueue();
   /** Open long-polls, so shutdown can answer them at once instead of waiting out their timeouts. */
   readonly #waits = new Set<(error: Error) => void>();
+  /** Aborted by close(): ends followed log streams. */
+  readonly #closing = new AbortController();
 
   /** Recent automatic restarts per machine, for `restart.max_retries` (counted within RESTART_WINDOW_MS). */
   readonly #restarts = new Map<string, number[]>();
@@ -180,7 +182,11 @@ export class MachinesService {
     const machine = await this.ctx.store.read((tx) =>
       findMachine(tx, appFor(tx, principal, appName, 'read'), machineId),
     );
-    return this.#requireRuntime().logs(machine.id, options);
+    // Shutdown ends followed streams too, so no open log request holds hangard up.
+    return this.#requireRuntime().logs(machine.id, {
+      ...options,
+      signal: AbortSignal.any([options.signal, this.#closing.signal]),
+    });
   }
 
   #requireRuntime(): MachineRuntime {
@@ -320,7 +326,8 @@ export class MachinesService {
       }
       checkSecretsVersion(app, input.minSecretsVersion);
       const wasRunning = machine.state === 'started';
-      if (wasRunning) await this.#stopWorkload(machine, 'update');
+      // A suspended machine's frozen workload belongs to the old version: it goes too.
+      if (wasRunning || machine.state === 'suspended') await this.#stopWorkload(machine, 'update');
       const updated = await this.ctx.store.write((tx) => {
         const current = tx.machines.get(machine.id)!;
         const now = isoNow(this.ctx);
@@ -682,6 +689,7 @@ export class MachinesService {
 
   /** Ends open waits (clients retry them) and waits for queued work: the first step of shutdown. */
   async close(): Promise<void> {
+    this.#closing.abort();
     for (const finish of [...this.#waits]) {
       finish(new HangarError('unavailable', 'hangard is shutting down; retry the wait'));
     }
@@ -751,10 +759,16 @@ export class MachinesService {
       };
     });
     await this.#orFail(machineId, 'start', async () => {
-      if (wasSuspended) return runtime.resume(machine.id);
-      const imageRef = await runtime.prepare(spec);
-      await this.ctx.store.write((tx) => tx.machines.update({ ...tx.machines.get(machineId)!, imageRef }));
-      await runtime.start(spec);
+      try {
+        if (wasSuspended) return await runtime.resume(machine.id);
+        const imageRef = await runtime.prepare(spec);
+        await this.ctx.store.write((tx) => tx.machines.update({ ...tx.machines.get(machineId)!, imageRef }));
+        await runtime.start(spec);
+      } catch (error) {
+        // A boot that fails for the machine's own reasons (its command, its image) is the caller's to fix.
+        if (HangarError.is(error)) throw error;
+        throw failedPrecondition(`machine ${machineId} failed to start: ${(error as Error).message}`);
+      }
     });
     await this.#setState(machineId, 'started', 'start', 'flyd');
   }

@@ -1,4 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { existsSync, type FSWatcher, watch } from 'node:fs';
 import { chmod, chown, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
@@ -74,6 +75,8 @@ interface Running {
 const SHIM =
   'exit_file=$1; shift; "$@"; status=$?; echo "$status" > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"';
 const START_TIMEOUT_MS = 30_000;
+/** exec answers carry the output in the response body: keep it bounded. */
+const EXEC_OUTPUT_MAX_BYTES = 1024 * 1024;
 /** Fly's default stop signal when neither the machine nor its image names one. */
 const DEFAULT_STOP_SIGNAL = 'SIGINT';
 const SIGNAL_NAMES = Object.fromEntries(
@@ -165,7 +168,8 @@ export class LinuxRuntime implements MachineRuntime {
       pidsLimit: this.#options.pidsLimit ?? 4096,
       binds,
     });
-    await writeFile(paths.config, JSON.stringify(config));
+    // 0600: the process spec holds the machine's env, secrets included.
+    await writeFile(paths.config, JSON.stringify(config), { mode: 0o600 });
     await writeFile(paths.env, JSON.stringify(env), { mode: 0o600 });
     await writeFile(paths.stopSignal, prepared.config.stopSignal ?? '');
     await rm(paths.exit, { force: true });
@@ -261,27 +265,41 @@ export class LinuxRuntime implements MachineRuntime {
     await rm(machinePaths(this.#options.dataDir, machineId).dir, { recursive: true, force: true });
   }
 
+  /**
+   * Runs a command as the machine's own process runs: the same user, umask, env, capabilities and
+   * no-new-privileges (the boot's process spec with other arguments), so exec is no way around them.
+   */
   async exec(machineId: string, request: ExecRequest): Promise<ExecResult> {
-    const env = JSON.parse(
-      await readFile(machinePaths(this.#options.dataDir, machineId).env, 'utf8').catch(() => '{}'),
-    ) as Record<string, string>;
+    const paths = machinePaths(this.#options.dataDir, machineId);
+    const boot = JSON.parse(await readFile(paths.config, 'utf8')) as { process: Record<string, unknown> };
+    const spec = join(paths.dir, `exec-${randomUUID()}.json`);
+    await writeFile(spec, JSON.stringify({ ...boot.process, args: request.command, terminal: false }), {
+      mode: 0o600,
+    });
     let result: Awaited<ReturnType<OciCli['exec']>>;
     try {
-      result = await this.#options.cli.exec(containerId(machineId), request.command, {
-        env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
-        cwd: '/',
+      result = await this.#options.cli.exec(containerId(machineId), spec, {
         timeoutMs: request.timeoutMs,
-        maxOutputBytes: 1024 * 1024,
+        maxOutputBytes: EXEC_OUTPUT_MAX_BYTES,
         ...(request.stdin !== undefined ? { stdin: request.stdin } : {}),
       });
     } catch (error) {
-      if (/did not finish within/.test((error as Error).message)) {
+      const message = (error as Error).message;
+      if (/did not finish within/.test(message)) {
         throw new HangarError(
           'deadline_exceeded',
           `the command did not finish within ${request.timeoutMs / 1000}s`,
         );
       }
+      if (/maxBuffer/i.test(message)) {
+        throw new HangarError(
+          'payload_too_large',
+          `the command printed more than ${EXEC_OUTPUT_MAX_BYTES / 1024 / 1024} MiB; write large output to a file and read it in parts`,
+        );
+      }
       throw error;
+    } finally {
+      await rm(spec, { force: true });
     }
     const code = result.code ?? 255;
     return {

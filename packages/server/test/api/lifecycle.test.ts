@@ -188,7 +188,10 @@ test('lifecycle: a failed image pull leaves the machine failed with the reason i
   const wait = await h.call('GET', `/v1/apps/pull/machines/${created.body.id}/wait?state=failed&timeout=5`);
   assert.equal(wait.status, 200);
   // Waiting for `started` answers at once with the reason, instead of a 408 after the timeout.
-  const never = await h.call('GET', `/v1/apps/pull/machines/${created.body.id}/wait?state=started&timeout=30`);
+  const never = await h.call(
+    'GET',
+    `/v1/apps/pull/machines/${created.body.id}/wait?state=started&timeout=30`,
+  );
   assert.equal(never.status, 412);
   assert.match(never.body.error, /manifest unknown/);
   const events = (await h.call('GET', `/v1/apps/pull/machines/${created.body.id}/events`)).body;

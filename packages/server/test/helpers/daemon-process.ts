@@ -42,8 +42,11 @@ export interface DaemonProcess {
 export interface DaemonHarness {
   /** A fresh private temporary directory, removed after the test. */
   makeDataDir: () => string;
-  /** Starts hangard on `dataDir` (a new free port each time) and waits until the API answers. */
-  start: (dataDir: string, env?: Record<string, string>) => Promise<DaemonProcess>;
+  /**
+   * Starts hangard on `dataDir` (a new free port each time) and waits until the API answers. `args` go
+   * on its command line after the data dir and listen address (e.g. `--config FILE`).
+   */
+  start: (dataDir: string, env?: Record<string, string>, args?: string[]) => Promise<DaemonProcess>;
 }
 
 export function daemonHarness(t: TestContext): DaemonHarness {
@@ -62,8 +65,8 @@ export function daemonHarness(t: TestContext): DaemonHarness {
       dirs.push(dir);
       return dir;
     },
-    start: async (dataDir, env = {}) => {
-      const daemon = await spawnDaemon(dataDir, env, (d) => children.add(d));
+    start: async (dataDir, env = {}, args = []) => {
+      const daemon = await spawnDaemon(dataDir, env, args, (d) => children.add(d));
       return daemon;
     },
   };
@@ -85,6 +88,7 @@ export async function freePort(): Promise<number> {
 async function spawnDaemon(
   dataDir: string,
   env: Record<string, string>,
+  args: string[],
   register: (daemon: DaemonProcess) => void,
 ): Promise<DaemonProcess> {
   const port = await freePort();
@@ -92,7 +96,7 @@ async function spawnDaemon(
   // 1. Start the child exactly as production would, with its output captured for failure messages.
   const child = spawn(
     process.execPath,
-    ['--import', 'tsx', MAIN, '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`],
+    ['--import', 'tsx', MAIN, '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, ...args],
     {
       cwd: REPO_ROOT,
       env: { ...process.env, HANGAR_LOG_LEVEL: 'silent', HANGAR_RATE_LIMITS: 'off', ...env },

@@ -384,7 +384,7 @@ export class ImageStore {
 
   async #umoci(args: string[], what: string, reference: string, signal?: AbortSignal): Promise<void> {
     try {
-      await runTool('umoci', args, { signal });
+      await runTool('umoci', args, { signal, umask: 0o022 });
     } catch (error) {
       if (!(error instanceof ToolError) || error.details.aborted) throw error;
       const fix = error.details.notInstalled ? ": install Debian's umoci package" : '';

@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
-import { mkdir, open, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -308,12 +308,17 @@ function signalPid(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
-/** A zombie (exited, not yet reaped by its new parent) counts as dead: it holds no port and no files. */
+/**
+ * A zombie (exited, not yet reaped by its new parent) counts as dead once its last thread is gone: the
+ * registry is multi-threaded (Go), and its leader shows as a zombie while other threads are still
+ * exiting, holding its files and its listening port.
+ */
 async function isAlive(pid: number): Promise<boolean> {
   try {
     const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
     const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
+    if (state !== 'Z' && state !== 'X') return true;
+    return (await readdir(`/proc/${pid}/task`)).length > 1;
   } catch {
     return false;
   }

@@ -14,6 +14,11 @@ export interface ToolOptions {
   signal?: AbortSignal;
   /** Stdout beyond this is a failure: only manifests and small JSON are read from tools. */
   maxStdoutBytes?: number;
+  /**
+   * Run under this umask instead of hangard's own (077). umoci creates the directories a layer only
+   * implies with the umask's mode: under 077 they would be closed to the machine's unprivileged root.
+   */
+  umask?: number;
 }
 
 /** Tools print progress and a final error; the end of stderr is what explains a failure. */
@@ -56,7 +61,16 @@ export function runTool(tool: string, args: string[], options: ToolOptions = {})
       fail(`${tool} was not started: the operation was aborted`, { aborted: true }, signal.reason);
       return;
     }
-    const child = spawn(tool, args, { stdio: ['ignore', 'pipe', 'pipe'], signal, killSignal: 'SIGKILL' });
+    // The umask is set by a shell that then becomes the tool: `$0` and `"$@"` carry the tool and its
+    // arguments, so nothing is spliced into the script text.
+    const [file, argv] =
+      options.umask === undefined
+        ? [tool, args]
+        : [
+            'sh',
+            ['-c', `umask ${options.umask.toString(8).padStart(3, '0')} && exec "$0" "$@"`, tool, ...args],
+          ];
+    const child = spawn(file, argv, { stdio: ['ignore', 'pipe', 'pipe'], signal, killSignal: 'SIGKILL' });
     const chunks: Buffer[] = [];
     let stdoutBytes = 0;
     let settled = false;

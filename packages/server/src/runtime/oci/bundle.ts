@@ -49,7 +49,8 @@ export function buildOciConfig(input: BundleInput) {
     ociVersion: '1.0.2',
     process: {
       terminal: false,
-      user: input.user,
+      // 022 whatever hangard's own umask: files the app creates are as the app expects them.
+      user: { ...input.user, umask: 0o022 },
       // tini as PID 1: it forwards stop signals to the program and reaps orphaned children.
       args: [INIT_PATH, '--', ...input.args],
       env: Object.entries(input.env).map(([key, value]) => `${key}=${value}`),

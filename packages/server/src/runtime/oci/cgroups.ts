@@ -64,15 +64,27 @@ export class MachineCgroups {
     return (await this.#counter(machineId)) > 0;
   }
 
-  /** Since prepare(): v2 oom_kill events of the subtree, v1 hits of the memory limit (failcnt). */
+  /**
+   * Since prepare(): v2 oom_kill events of the subtree, v1 hits of the memory limit. On v1, failcnt alone
+   * misses them: memsw (set to the same limit) is charged first and fails first, and recent kernels
+   * (seen on 6.18) count no failures on memsw, so memory.failcnt stays 0 through an OOM kill. The usage
+   * peak reaching the limit is the evidence that remains.
+   */
   async #counter(machineId: string): Promise<number> {
-    const file =
-      this.mode === 'v2'
-        ? join(ROOT, 'hangar', machineId, 'memory.events')
-        : join(ROOT, 'memory', 'hangar', machineId, 'memory.failcnt');
-    const text = await readFile(file, 'utf8').catch(() => '');
-    if (this.mode === 'v1') return Number(text.trim() || '0');
-    return Number(/^oom_kill (\d+)$/m.exec(text)?.[1] ?? '0');
+    if (this.mode === 'v2') {
+      const text = await readFile(join(ROOT, 'hangar', machineId, 'memory.events'), 'utf8').catch(() => '');
+      return Number(/^oom_kill (\d+)$/m.exec(text)?.[1] ?? '0');
+    }
+    const dir = join(ROOT, 'memory', 'hangar', machineId);
+    const read = (name: string) =>
+      readFile(join(dir, name), 'utf8').then(
+        (text) => Number(text.trim() || '0'),
+        () => 0,
+      );
+    const failcnt = await read('memory.failcnt');
+    if (failcnt > 0) return failcnt;
+    const limit = await read('memory.limit_in_bytes');
+    return limit > 0 && (await read('memory.max_usage_in_bytes')) >= limit ? 1 : 0;
   }
 
   /** Removes the machine's cgroups in every hierarchy (leaves first); missing ones are fine. */

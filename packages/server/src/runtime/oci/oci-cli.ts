@@ -100,13 +100,13 @@ export class OciCli {
     return (JSON.parse(result.stdout || '[]') as number[]) ?? [];
   }
 
+  /** Runs the process described by the OCI process spec in `specFile` inside the container. */
   exec(
     id: string,
-    command: string[],
-    options: { env: string[]; cwd: string; timeoutMs: number; stdin?: string; maxOutputBytes: number },
+    specFile: string,
+    options: { timeoutMs: number; stdin?: string; maxOutputBytes: number },
   ): Promise<CommandResult> {
-    const args = ['exec', '--cwd', options.cwd, ...options.env.flatMap((e) => ['--env', e]), id, ...command];
-    return runCommand(this.choice.binary, ['--root', this.stateRoot, ...args], {
+    return runCommand(this.choice.binary, ['--root', this.stateRoot, 'exec', '--process', specFile, id], {
       timeoutMs: options.timeoutMs,
       maxOutputBytes: options.maxOutputBytes,
       // Always close stdin, so a command that reads it ends instead of waiting forever.
