@@ -335,6 +335,8 @@ export class MachinesService {
           ...current,
           config,
           instanceId: newUlid(),
+          // A new version resolves its image afresh at its first boot.
+          imageRef: null,
           skipSecrets: input.skipSecrets === true,
           // A suspended snapshot belongs to the old config: after an update the machine boots fresh.
           state: current.state === 'suspended' || wasRunning ? 'stopped' : current.state,
@@ -762,7 +764,11 @@ export class MachinesService {
       try {
         if (wasSuspended) return await runtime.resume(machine.id);
         const imageRef = await runtime.prepare(spec);
-        await this.ctx.store.write((tx) => tx.machines.update({ ...tx.machines.get(machineId)!, imageRef }));
+        if (imageRef.digest !== machine.imageRef?.digest) {
+          await this.ctx.store.write((tx) =>
+            tx.machines.update({ ...tx.machines.get(machineId)!, imageRef }),
+          );
+        }
         await runtime.start(spec);
       } catch (error) {
         // A boot that fails for the machine's own reasons (its command, its image) is the caller's to fix.
@@ -923,6 +929,7 @@ export class MachinesService {
       appName: app.name,
       region: machine.region,
       version: machine.instanceId,
+      image: pinnedImage(machine),
       config: machine.config,
       env,
       privateIp: machine.privateIp,
@@ -965,6 +972,13 @@ function findMachine(tx: ReadTx, app: AppRecord, machineId: string): MachineReco
     throw new HangarError('not_found', `machine ${machineId} was not found in app ${app.name}`);
   }
   return machine;
+}
+
+/** The reference a boot uses: the digest this version already resolved to, else the config's image. */
+function pinnedImage(machine: MachineRecord): string {
+  const ref = machine.imageRef;
+  if (!ref?.digest) return String(machine.config.image);
+  return `${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}@${ref.digest}`;
 }
 
 function findLiveMachine(tx: ReadTx, app: AppRecord, machineId: string): MachineRecord {

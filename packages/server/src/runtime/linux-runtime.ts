@@ -1,7 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, type FSWatcher, watch } from 'node:fs';
-import { chmod, chown, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, open, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { HangarError } from '../shared/errors.js';
@@ -107,15 +107,14 @@ export class LinuxRuntime implements MachineRuntime {
   }
 
   async prepare(spec: MachineSpec, signal?: AbortSignal): Promise<ImageRefRecord> {
-    const prepared = await this.#options.images.prepare(String(spec.config.image), spec.uidMapping, signal);
+    const prepared = await this.#options.images.prepare(spec.image, spec.uidMapping, signal);
     this.#prepared.set(spec.machineId, prepared);
     return prepared.ref;
   }
 
   async start(spec: MachineSpec): Promise<void> {
     const prepared =
-      this.#prepared.get(spec.machineId) ??
-      (await this.#options.images.prepare(String(spec.config.image), spec.uidMapping));
+      this.#prepared.get(spec.machineId) ?? (await this.#options.images.prepare(spec.image, spec.uidMapping));
     this.#prepared.delete(spec.machineId);
     const id = spec.machineId;
     const paths = machinePaths(this.#options.dataDir, id);
@@ -172,6 +171,7 @@ export class LinuxRuntime implements MachineRuntime {
     await writeFile(paths.config, JSON.stringify(config), { mode: 0o600 });
     await writeFile(paths.env, JSON.stringify(env), { mode: 0o600 });
     await writeFile(paths.stopSignal, prepared.config.stopSignal ?? '');
+    await rm(paths.pid, { force: true });
     await rm(paths.exit, { force: true });
     await this.#launch(id, paths);
   }
@@ -181,7 +181,7 @@ export class LinuxRuntime implements MachineRuntime {
     const log = await open(paths.log, 'a', 0o600);
     let shim: ChildProcess;
     try {
-      const { file, args } = this.#options.cli.runCommandLine(paths.dir, containerId(id));
+      const { file, args } = this.#options.cli.runCommandLine(paths.dir, containerId(id), paths.pid);
       shim = spawn('sh', ['-c', SHIM, 'hangar-shim', paths.exit, file, ...args], {
         detached: true,
         stdio: ['ignore', log.fd, log.fd],
@@ -191,6 +191,7 @@ export class LinuxRuntime implements MachineRuntime {
     }
     shim.unref();
     this.#watch(id);
+    // Running once the runtime has written the pid file: checked with a stat, not a runtime process.
     const deadline = Date.now() + START_TIMEOUT_MS;
     for (;;) {
       if (existsSync(paths.exit)) {
@@ -198,11 +199,10 @@ export class LinuxRuntime implements MachineRuntime {
         await this.#collectExit(id);
         throw new Error(`the machine's process exited at once: ${lines.join(' | ') || 'no output'}`);
       }
-      const state = await this.#options.cli.state(containerId(id));
-      if (state?.status === 'running') return;
+      if (existsSync(paths.pid)) return;
       if (Date.now() > deadline)
         throw new Error(`the container did not start within ${START_TIMEOUT_MS / 1000}s`);
-      await new Promise((resolve) => setTimeout(resolve, 5));
+      await new Promise((resolve) => setTimeout(resolve, 1));
     }
   }
 
@@ -509,8 +509,10 @@ export class LinuxRuntime implements MachineRuntime {
   /** Undoes one boot: container, rootfs mount, volume mounts, cgroups. Safe to call when nothing is there. */
   async #teardownBoot(machineId: string): Promise<void> {
     const paths = machinePaths(this.#options.dataDir, machineId);
-    await this.#options.cli.delete(containerId(machineId));
-    await runCommand('umount', [paths.rootfs]);
+    // Each step only when there is something to undo: every boot starts here, usually with nothing left.
+    if (this.#options.cli.hasState(containerId(machineId)))
+      await this.#options.cli.delete(containerId(machineId));
+    if (await isMountPoint(paths.rootfs)) await runCommand('umount', [paths.rootfs]);
     const volumes = JSON.parse(await readFile(paths.volumes, 'utf8').catch(() => '[]')) as string[];
     for (const volumeId of volumes) await this.#options.volumes?.unmount(volumeId);
     await rm(paths.volumes, { force: true });
@@ -524,4 +526,14 @@ export class LinuxRuntime implements MachineRuntime {
       else await rotateIfLarge(paths.log, this.#options.logMaxBytes ?? 1024 * 1024).catch(() => undefined);
     }
   }
+}
+
+/** Whether `path` is a mount point now (read from /proc/self/mountinfo: no process is started). */
+async function isMountPoint(path: string): Promise<boolean> {
+  // mountinfo names mount points by their real path: resolve symlinks in the data dir's path first.
+  const real = await realpath(path).catch(() => undefined);
+  if (real === undefined) return false;
+  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+  // The fifth field is the mount point.
+  return mountinfo.split('\n').some((line) => line.split(' ')[4] === real);
 }

@@ -19,6 +19,8 @@ export function machinePaths(dataDir: string, machineId: string) {
     /** The env of this boot, for exec. */
     env: join(dir, 'env.json'),
     log: join(dir, 'log'),
+    /** Written by the OCI runtime once the container runs. */
+    pid: join(dir, 'pid'),
     /** Written by the shim when the container exits: the exit status, one number. */
     exit: join(dir, 'exit'),
   };

@@ -11,6 +11,11 @@ export interface MachineSpec {
   appName: string;
   region: string;
   version: string;
+  /**
+   * The image to boot: the config's reference for a version's first boot, then the digest it resolved
+   * to (a restart runs the same image even if its tag moved, and needs no registry).
+   */
+  image: string;
   config: JsonObject;
   /** Plain env and decrypted app secrets (secrets already win over env). */
   env: Record<string, string>;

@@ -47,7 +47,7 @@ export async function detectOciRuntime(scratchDir: string, stateRoot: string): P
     for (const choice of CANDIDATES) {
       const cli = new OciCli(choice, stateRoot);
       const id = `hangar-probe-${process.pid}`;
-      const { file, args } = cli.runCommandLine(bundle, id);
+      const { file, args } = cli.runCommandLine(bundle, id, join(bundle, 'pid'));
       const result = await runCommand(file, args, { timeoutMs: 15_000 }).catch((error: Error) => ({
         code: -1,
         stdout: '',

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { type CommandResult, runChecked, runCommand } from '../process.js';
 
 /** Which OCI runtime runs machines here, and how it must be invoked (found by detect.ts). */
@@ -30,9 +32,12 @@ export class OciCli {
     readonly stateRoot: string,
   ) {}
 
-  /** The command that runs a container in the foreground: it exits with the container's exit status. */
-  runCommandLine(bundle: string, id: string): { file: string; args: string[] } {
-    const run = ['--root', this.stateRoot, 'run', '--bundle', bundle, id];
+  /**
+   * The command that runs a container in the foreground: it exits with the container's exit status, and
+   * writes the container's pid to `pidFile` as soon as it runs.
+   */
+  runCommandLine(bundle: string, id: string, pidFile: string): { file: string; args: string[] } {
+    const run = ['--root', this.stateRoot, 'run', '--bundle', bundle, '--pid-file', pidFile, id];
     if (!this.choice.hideUnifiedCgroup) return { file: this.choice.binary, args: run };
     return {
       file: 'unshare',
@@ -69,6 +74,11 @@ export class OciCli {
 
   async resume(id: string): Promise<void> {
     await this.#runChecked(['resume', id]);
+  }
+
+  /** Whether the runtime holds any state for this container (cheap: no process is started). */
+  hasState(id: string): boolean {
+    return existsSync(join(this.stateRoot, id));
   }
 
   /** Force-deletes; a container that does not exist is fine. */
