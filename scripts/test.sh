@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Installs what is missing, then runs every check: lint and format, type-check and build, all tests.
+# Installs what is missing, then runs every check: lint and format, type-check and build (install.sh),
+# the tests' type-check, and all tests.
 # Pass path fragments to run only matching test files: ./scripts/test.sh packages/server/test/api
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/install.sh
 echo "hangar-test: lint and format (biome)"
 npx biome check .
+echo "hangar-test: type-check the tests (the build covers the sources)"
+npx tsc -p tsconfig.tests.json
 echo "hangar-test: tests"
 node scripts/run-tests.mjs "$@"

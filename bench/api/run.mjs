@@ -1,13 +1,6 @@
 #!/usr/bin/env node
-// Machines API throughput and latency of a real hangard, next to two floors measured in the same run:
-// a bare node:http server answering the same machine JSON from memory (the HTTP floor) and raw
-// better-sqlite3 one-row transactions in WAL mode with synchronous=FULL (the storage floor).
-//
-//   node bench/api/run.mjs [--duration 5] [--max-requests 20000] [--connections 16] [--json]
-//
-// See bench/api/README.md for what each figure means.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,9 +8,16 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
+// Machines API throughput and latency of a real hangard, next to two floors measured in the same run:
+// a bare node:http server answering the same machine JSON from memory (the HTTP floor) and raw
+// better-sqlite3 one-row transactions in WAL mode with synchronous=FULL (the storage floor).
+//
+//   node bench/api/run.mjs [--duration 5] [--max-requests 20000] [--connections 16] [--json]
+//
+// See bench/api/README.md for what each figure means.
+import { freePort, serverCode } from '../lib/server.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const SERVER = join(ROOT, 'packages/server');
 /** A cold start through tsx on a busy 2-core host takes seconds; this bounds a hung one. */
 const READY_TIMEOUT_MS = 60_000;
 const WARMUP_MS = 1_000;
@@ -102,26 +102,6 @@ const log = (text) => {
 
 // ---- processes ------------------------------------------------------------------------------------
 
-function newestMtime(dir) {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
-function daemonCommand() {
-  const built = join(SERVER, 'dist/main.js');
-  const fresh = existsSync(built) && statSync(built).mtimeMs >= newestMtime(join(SERVER, 'src'));
-  if (options.daemon === 'dist' || (options.daemon === 'auto' && fresh)) {
-    if (!existsSync(built))
-      throw new Error(`${built} is missing: run \`npm run build\` first, or use --daemon tsx`);
-    return { kind: 'dist', args: [built] };
-  }
-  return { kind: 'tsx', args: ['--import', 'tsx', join(SERVER, 'src/main.ts')] };
-}
-
 function spawnChild(args, env) {
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
@@ -145,25 +125,14 @@ async function stopChild(handle) {
   children.delete(handle.child);
 }
 
-async function freePort() {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Starts hangard as production does and waits for its token file and a 200 from the API. */
 async function startHangard() {
   const dataDir = join(tempDir, 'hangar-data');
   const port = await freePort();
-  const command = daemonCommand();
+  const code = serverCode(options.daemon);
+  const command = { kind: code.kind, args: [...code.nodeArgs, join(code.dir, `main.${code.ext}`)] };
   const handle = spawnChild([...command.args, '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`], {
     HANGAR_RATE_LIMITS: 'off',
     HANGAR_LOG_LEVEL: options.logLevel,

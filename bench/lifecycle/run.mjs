@@ -1,12 +1,4 @@
 #!/usr/bin/env node
-// Machine lifecycle latency of a real hangard (create, stop, start, suspend, resume, destroy, each timed to
-// the API's answer or to the machine's first HTTP answer), next to the same operations done directly with
-// the OCI runtime hangard uses, on a bundle made by hand from the same image (the floor).
-//
-//   node bench/lifecycle/run.mjs [--runs 20] [--json]
-//
-// Needs root and crun/runc, umoci, skopeo, docker-registry, tini and busybox-static. See
-// bench/lifecycle/README.md for the method and what each figure means.
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
@@ -20,19 +12,25 @@ import {
   readFileSync,
   rmdirSync,
   rmSync,
-  statSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
 import { Agent, request } from 'node:http';
-import { createServer } from 'node:net';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+// Machine lifecycle latency of a real hangard (create, stop, start, suspend, resume, destroy, each timed to
+// the API's answer or to the machine's first HTTP answer), next to the same operations done directly with
+// the OCI runtime hangard uses, on a bundle made by hand from the same image (the floor).
+//
+//   node bench/lifecycle/run.mjs [--runs 20] [--json]
+//
+// Needs root and crun/runc, umoci, skopeo, docker-registry, tini and busybox-static. See
+// bench/lifecycle/README.md for the method and what each figure means.
+import { freePort, serverCode } from '../lib/server.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const SERVER = join(ROOT, 'packages/server');
 const APP = 'lifecycle';
 /** A cold start through tsx on a busy 2-core host takes seconds; this bounds a hung one. */
 const READY_TIMEOUT_MS = 60_000;
@@ -195,38 +193,6 @@ function spawnNode(args, { detached = false, env = {} } = {}) {
 }
 
 const alive = (child) => child.exitCode === null && child.signalCode === null;
-
-function newestMtime(dir) {
-  let newest = 0;
-  for (const entry of readdirSync(dir, { withFileTypes: true })) {
-    const path = join(dir, entry.name);
-    newest = Math.max(newest, entry.isDirectory() ? newestMtime(path) : statSync(path).mtimeMs);
-  }
-  return newest;
-}
-
-/** dist when built and fresh (or asked for), else src through tsx: for hangard and for detect.ts. */
-function serverCode() {
-  const built = join(SERVER, 'dist/main.js');
-  const fresh = existsSync(built) && statSync(built).mtimeMs >= newestMtime(join(SERVER, 'src'));
-  if (options.daemon === 'dist' || (options.daemon === 'auto' && fresh)) {
-    if (!existsSync(built))
-      throw new Error(`${built} is missing: run \`npm run build\` first, or use --daemon tsx`);
-    return { kind: 'dist', nodeArgs: [], dir: join(SERVER, 'dist'), ext: 'js' };
-  }
-  return { kind: 'tsx', nodeArgs: ['--import', 'tsx'], dir: join(SERVER, 'src'), ext: 'ts' };
-}
-
-async function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function preflight() {
   const missing = [];
@@ -1027,7 +993,7 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
 
 async function main() {
   await preflight();
-  const code = serverCode();
+  const code = serverCode(options.daemon);
   const host = `${cpus().length}× ${cpus()[0]?.model ?? 'cpu'}, node ${process.version}, ${process.platform}`;
   log(`bench: ${host}; ${options.runs} runs per operation, data in ${tempDir}`);
   mkdirSync(floorDir, { mode: 0o711 });

@@ -8,6 +8,7 @@ import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { runCommand } from '../../src/runtime/process.js';
 import { createApp, startTestHangard, type TestHangard } from '../helpers/hangard.js';
+import { type Json, NEEDS_ROOT } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
 
 /**
@@ -19,11 +20,7 @@ import { buildTestImage, freePort } from '../helpers/test-image.js';
  */
 
 const run = promisify(execFile);
-const root = process.getuid?.() === 0;
-const skip = root ? false : 'needs root (OCI containers, network namespaces, overlay mounts)';
-
-// biome-ignore lint/suspicious/noExplicitAny: API bodies are inspected field by field.
-type Json = any;
+const skip = NEEDS_ROOT;
 
 interface ExecResult {
   exit_code: number;

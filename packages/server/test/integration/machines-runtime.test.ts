@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { runCommand } from '../../src/runtime/process.js';
 import { createApp, startTestHangard, type TestHangard } from '../helpers/hangard.js';
+import { type Json, NEEDS_ROOT, pollUntil, sleep } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
 
 /**
@@ -14,11 +15,7 @@ import { buildTestImage, freePort } from '../helpers/test-image.js';
  * checks that nothing (namespace, mount, container, process, cgroup, directory) is left on the host.
  */
 
-const root = process.getuid?.() === 0;
-const skip = root ? false : 'needs root (OCI containers, network namespaces, overlay mounts)';
-
-// biome-ignore lint/suspicious/noExplicitAny: API bodies are inspected field by field.
-type Json = any;
+const skip = NEEDS_ROOT;
 
 interface Fixture {
   h: TestHangard;
@@ -26,8 +23,6 @@ interface Fixture {
   /** Every machine any subtest created, for the leftover check. */
   machineIds: Set<string>;
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function ok(h: TestHangard, method: string, path: string, body?: unknown): Promise<Json> {
   const response = await h.call(method, path, body);
@@ -64,20 +59,6 @@ async function events(h: TestHangard, app: string, id: string): Promise<Json[]> 
 
 /** Newest first, as the API lists them. */
 const exitEvents = (list: Json[]) => list.filter((e) => e.type === 'exit');
-
-async function pollUntil<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
 
 /**
  * An HTTP GET from inside the machine's network namespace with busybox wget, bounded by coreutils'

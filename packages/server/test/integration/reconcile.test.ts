@@ -8,6 +8,7 @@ import { detectOciRuntime } from '../../src/runtime/oci/detect.js';
 import { OciCli } from '../../src/runtime/oci/oci-cli.js';
 import { runCommand } from '../../src/runtime/process.js';
 import { type DaemonProcess, daemonHarness } from '../helpers/daemon-process.js';
+import { type Json, NEEDS_ROOT, pollUntil, sleep } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
 
 /**
@@ -18,13 +19,8 @@ import { buildTestImage, freePort } from '../helpers/test-image.js';
  * process it made is gone at the end, even when the test fails.
  */
 
-const root = process.getuid?.() === 0;
-const skip = root ? false : 'needs root (OCI containers, network namespaces, overlay mounts)';
+const skip = NEEDS_ROOT;
 
-// biome-ignore lint/suspicious/noExplicitAny: API bodies are inspected field by field.
-type Json = any;
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const CGROUP_ROOT = '/sys/fs/cgroup';
 
 async function ok(d: DaemonProcess, method: string, path: string, body?: unknown): Promise<Json> {
@@ -39,20 +35,6 @@ async function ok(d: DaemonProcess, method: string, path: string, body?: unknown
 async function waitState(d: DaemonProcess, app: string, id: string, state: string) {
   const response = await d.call('GET', `/v1/apps/${app}/machines/${id}/wait?state=${state}&timeout=30`);
   assert.equal(response.status, 200, `machine ${id} → ${state}: ${JSON.stringify(response.body)}`);
-}
-
-async function pollUntil<T>(
-  what: string,
-  probe: () => Promise<T | undefined>,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(50);
-  }
 }
 
 /** GET / from inside the machine's network namespace (coreutils timeout: busybox wget -T crashes). */
@@ -258,7 +240,11 @@ test('kill -9 of hangard: machines keep running, the next hangard re-adopts and 
   await writeFile(join(strayDir, 'config.json'), JSON.stringify(config));
   const scratch = harness.makeDataDir();
   const { choice } = await detectOciRuntime(join(scratch, 'probe'), join(scratch, 'probe-state'));
-  const line = new OciCli(choice, stateRoot).runCommandLine(strayDir, `hangar-${strayId}`);
+  const line = new OciCli(choice, stateRoot).runCommandLine(
+    strayDir,
+    `hangar-${strayId}`,
+    join(strayDir, 'pid'),
+  );
   const strayProcess = spawn(line.file, line.args, { detached: true, stdio: 'ignore' });
   strayProcess.unref();
   await pollUntil('the stray container to run', async () =>
