@@ -92,6 +92,18 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     // Before serving: adopt what survived a restart, settle what ended meanwhile, remove what nobody knows.
     await platform.machines.reconcile();
     await platform.volumes.reconcile();
+    if (hostRuntime) {
+      // Unpacked images no machine record names any more are removed; a later boot pulls again if needed.
+      const inUse = await store.read(
+        (tx) =>
+          new Set(
+            tx.machines
+              .list()
+              .flatMap((m) => (m.state !== 'destroyed' && m.imageRef ? [m.imageRef.digest] : [])),
+          ),
+      );
+      await hostRuntime.images.gc(inUse);
+    }
     api = buildApi({
       platform,
       rateLimits: config.rateLimits,

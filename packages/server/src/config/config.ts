@@ -41,7 +41,11 @@ export const ConfigSchema = z.strictObject({
    */
   runtime: z.enum(['auto', 'required', 'off']),
   /** Hangar's own image registry, on loopback. */
-  registry: z.strictObject({ port: z.number().int().min(0).max(65535) }),
+  registry: z.strictObject({
+    port: z.number().int().min(1).max(65535),
+    /** Other registries (`host:port`) reached over plain HTTP without TLS checks, e.g. a LAN registry. */
+    insecure: z.array(z.string().regex(/^[^/\s]+$/, 'a registry as host or host:port')),
+  }),
   /** FULL: an acknowledged write survives power loss. NORMAL: faster, survives a crash of hangard. */
   databaseSync: z.enum(['FULL', 'NORMAL']),
   rateLimits: z.strictObject({
@@ -62,7 +66,7 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
   logLevel: 'info',
   ips: { sharedV4: '127.0.0.1', publicV6Prefix: 'fd68:616e:6761:7200::/64' },
   runtime: 'auto',
-  registry: { port: 4281 },
+  registry: { port: 4281, insecure: [] },
   databaseSync: 'FULL',
   rateLimits: DEFAULT_RATE_LIMITS,
 };

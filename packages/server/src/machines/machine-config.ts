@@ -1,3 +1,4 @@
+import { constants } from 'node:os';
 import { z } from 'zod';
 import { parseReference } from '../runtime/images/reference.js';
 import { parseGoDuration } from '../shared/duration.js';
@@ -181,7 +182,17 @@ export const MachineConfigSchema = z
     files: z.array(file).optional(),
     stop_config: z
       .looseObject({
-        signal: z.string().optional(),
+        signal: z
+          .string()
+          .refine(
+            (name) =>
+              (name.toUpperCase().startsWith('SIG') ? name.toUpperCase() : `SIG${name.toUpperCase()}`) in
+              constants.signals,
+            {
+              message: 'unknown signal; use a name such as "SIGTERM"',
+            },
+          )
+          .optional(),
         timeout: duration.optional(),
       })
       .optional(),

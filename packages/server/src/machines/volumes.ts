@@ -180,7 +180,8 @@ export class VolumesService {
       region,
       zone: this.ctx.hostId,
       hostId: this.ctx.hostId,
-      encrypted: input.encrypted ?? true,
+      // Hangar does not encrypt volumes at rest yet: say so rather than echo what was asked.
+      encrypted: false,
       fstype: input.fstype ?? 'ext4',
       snapshotRetention: input.snapshotRetention ?? 5,
       autoBackupEnabled: input.autoBackupEnabled ?? true,

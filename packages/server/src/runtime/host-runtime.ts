@@ -9,6 +9,7 @@ import { OciCli } from './oci/oci-cli.js';
 
 export interface HostRuntime {
   runtime: LinuxRuntime;
+  images: ImageStore;
   registry: LocalRegistry;
   /** What was found, for the start-up message. */
   description: string;
@@ -35,7 +36,11 @@ export async function startHostRuntime(
   try {
     const images = new ImageStore({
       dir: join(config.dataDir, 'images'),
-      insecureRegistries: [registry.address, `localhost:${config.registry.port}`],
+      insecureRegistries: [
+        registry.address,
+        `localhost:${config.registry.port}`,
+        ...config.registry.insecure,
+      ],
     });
     const cgroups = new MachineCgroups();
     const runtime = new LinuxRuntime({
@@ -48,6 +53,7 @@ export async function startHostRuntime(
     const how = detection.choice.hideUnifiedCgroup ? ' (cgroup2 hidden from it: hybrid cgroups)' : '';
     return {
       runtime,
+      images,
       registry,
       description: `${detection.choice.name}${how}, cgroup ${cgroups.mode}, image registry on ${registry.address}`,
       close: async () => {

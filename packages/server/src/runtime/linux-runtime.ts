@@ -1,7 +1,18 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, type FSWatcher, watch } from 'node:fs';
-import { chmod, chown, mkdir, open, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  realpath,
+  rm,
+  stat,
+  writeFile,
+} from 'node:fs/promises';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { HangarError } from '../shared/errors.js';
@@ -502,7 +513,11 @@ export class LinuxRuntime implements MachineRuntime {
       signal: signalNumber === null ? null : (SIGNAL_NAMES[signalNumber] ?? String(signalNumber)),
       oomKilled: await this.#options.cgroups.wasOomKilled(machineId, killedBySigkill),
       requestedStop,
-      exitedAt: Date.now(),
+      // When the shim wrote the status, not when hangard noticed (it may have been down meanwhile).
+      exitedAt: await stat(machinePaths(this.#options.dataDir, machineId).exit).then(
+        (s) => s.mtimeMs,
+        () => Date.now(),
+      ),
     };
   }
 

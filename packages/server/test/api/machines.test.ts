@@ -143,6 +143,7 @@ test('machines: bad configs are refused naming the field, and write nothing', as
     ],
     [{ config: { image: 'x', size: 'huge' } }, /^config\.size:/],
     [{ config: { image: 'x', stop_config: { timeout: 'forever' } } }, /^config\.stop_config\.timeout:/],
+    [{ config: { image: 'x', stop_config: { signal: 'SIGSTOPPLEASE' } } }, /^config\.stop_config\.signal:/],
     [{ config: { image: 'x', files: [{ guest_path: '/a' }] } }, /^config\.files\.0:/],
     [{ config: { image: 'x' }, lease_ttl: 0 }, /^lease_ttl:/],
     [{ config: { image: 'x' }, region: 'iad' }, /region "iad"/],

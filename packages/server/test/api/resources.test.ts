@@ -11,7 +11,7 @@ test('volumes: create, get, list, update, extend, snapshots, restore, attach, de
   assert.match(v.id, /^vol_[a-z0-9]{16}$/);
   assert.equal(v.state, 'created');
   assert.equal(v.size_gb, 2);
-  assert.equal(v.encrypted, true);
+  assert.equal(v.encrypted, false, 'volumes are not encrypted at rest yet, and say so');
   assert.equal(v.fstype, 'ext4');
   assert.equal(v.attached_machine_id, null);
   assert.equal(

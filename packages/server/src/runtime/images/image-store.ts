@@ -299,7 +299,7 @@ export class ImageStore {
         if (!(error instanceof ToolError) || error.details.aborted) throw error;
         throw pullErrorFromSkopeo(reference, `image ${formatReference(parsed)}`, error, {
           notFound: this.#notFoundHint(parsed, insecure),
-          plainHttp: `add ${parsed.registry} to Hangar's insecure registries if it is meant to be used without TLS`,
+          plainHttp: `add ${parsed.registry} to registry.insecure in hangard's configuration if it is meant to be used without TLS (docs/configuration.md)`,
         });
       }
       this.#stats.copies++;

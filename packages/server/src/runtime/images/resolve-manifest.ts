@@ -133,7 +133,7 @@ async function fetchWithSkopeo(
     if (!(error instanceof ToolError) || error.details.aborted) throw error;
     throw pullErrorFromSkopeo(context.reference, describe(ref), error, {
       notFound: context.notFoundHint,
-      plainHttp: `add ${ref.registry} to Hangar's insecure registries if it is meant to be used without TLS`,
+      plainHttp: `add ${ref.registry} to registry.insecure in hangard's configuration if it is meant to be used without TLS (docs/configuration.md)`,
     });
   }
 }
