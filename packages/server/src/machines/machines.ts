@@ -10,7 +10,7 @@ import type {
 import { uidRangeForApp } from '../runtime/uid-range.js';
 import { durationToMs } from '../shared/duration.js';
 import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
-import { newLeaseNonce, newMachineId, newMachineName, newUlid } from '../shared/ids.js';
+import { newLeaseNonce, newMachineId, newUlid } from '../shared/ids.js';
 import { KeyedQueue } from '../shared/keyed-queue.js';
 import type {
   AppRecord,
@@ -24,7 +24,26 @@ import type {
 import type { ReadTx, WriteTx } from '../store/store.js';
 import { appFor, isoNow, type PlatformContext } from './context.js';
 import { type MachineConfig, normalizeMachineConfig } from './machine-config.js';
-import { canBegin, type MachineAction, type WaitableState } from './states.js';
+import {
+  activeLease,
+  attachVolume,
+  checkLease,
+  checkLeaseTtl,
+  checkSecretsVersion,
+  findLiveMachine,
+  findMachine,
+  leaseHeld,
+  liveMachines,
+  NO_RUNTIME_MESSAGE,
+  nameTaken,
+  nowSec,
+  pinnedImage,
+  stateRefusal,
+  uniqueName,
+  type WaitInput,
+  waitOutcome,
+} from './machine-rules.js';
+import { canBegin, type MachineAction } from './states.js';
 
 export interface CreateMachineInput {
   config: MachineConfig;
@@ -48,12 +67,6 @@ export interface ListMachinesFilter {
   metadata?: Record<string, string>;
 }
 
-export interface WaitInput {
-  states: WaitableState[];
-  timeoutMs: number;
-  version?: string;
-}
-
 /** Machine metadata keys: letters, digits, `_ . -` (they also become DNS labels under `_metadata`). */
 const METADATA_KEY = /^[a-zA-Z0-9_.-]{1,64}$/;
 const MACHINE_NAME = /^[a-zA-Z0-9](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?$/;
@@ -61,13 +74,9 @@ const EVENTS_IN_MACHINE = 10;
 /** Fly's restart defaults: up to 10 automatic restarts within 5 minutes. */
 const DEFAULT_MAX_RETRIES = 10;
 const RESTART_WINDOW_MS = 5 * 60_000;
-export const LEASE_TTL_MAX_SEC = 86_400;
 /** Fly's default stop timeout (fly.toml kill_timeout); the default signal is the runtime's to pick. */
 const DEFAULT_STOP_TIMEOUT_MS = 5_000;
 const MAX_STOP_TIMEOUT_MS = 300_000;
-
-const NO_RUNTIME_MESSAGE =
-  'no machine runtime is configured on this host: machines are recorded but cannot run yet (see docs/runtime.md)';
 
 type Mutation = { app: AppRecord; machine: MachineRecord };
 
@@ -964,137 +973,4 @@ export interface MachineView {
   events: MachineEventRecord[];
   /** Only on create with lease_ttl. */
   nonce?: string;
-}
-
-function findMachine(tx: ReadTx, app: AppRecord, machineId: string): MachineRecord {
-  const machine = tx.machines.get(machineId);
-  if (!machine || machine.appId !== app.id) {
-    throw new HangarError('not_found', `machine ${machineId} was not found in app ${app.name}`);
-  }
-  return machine;
-}
-
-/** The reference a boot uses: the digest this version already resolved to, else the config's image. */
-function pinnedImage(machine: MachineRecord): string {
-  const ref = machine.imageRef;
-  if (!ref?.digest) return String(machine.config.image);
-  return `${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}@${ref.digest}`;
-}
-
-function findLiveMachine(tx: ReadTx, app: AppRecord, machineId: string): MachineRecord {
-  const machine = findMachine(tx, app, machineId);
-  if (machine.state === 'destroyed') throw failedPrecondition(`machine ${machine.id} is destroyed`);
-  return machine;
-}
-
-function liveMachines(tx: ReadTx, app: AppRecord): MachineRecord[] {
-  return tx.machines.list({ appId: app.id }).filter((m) => m.state !== 'destroyed');
-}
-
-/** Names are unique among an app's machines that are not destroyed (a destroyed one frees its name). */
-function nameTaken(tx: ReadTx, app: AppRecord, name: string): boolean {
-  return tx.machines.list({ appId: app.id, name }).some((m) => m.state !== 'destroyed');
-}
-
-function uniqueName(tx: ReadTx, app: AppRecord): string {
-  for (;;) {
-    const name = newMachineName();
-    if (!nameTaken(tx, app, name)) return name;
-  }
-}
-
-function checkSecretsVersion(app: AppRecord, minSecretsVersion: number | undefined): void {
-  if (minSecretsVersion !== undefined && app.secretsVersion < minSecretsVersion) {
-    throw failedPrecondition(
-      `min_secrets_version ${minSecretsVersion} is not yet available: app ${app.name} is at secrets version ${app.secretsVersion}`,
-    );
-  }
-}
-
-function checkLeaseTtl(ttl: number | undefined, field: string): number | undefined {
-  if (ttl === undefined) return undefined;
-  if (!Number.isInteger(ttl) || ttl < 1 || ttl > LEASE_TTL_MAX_SEC) {
-    throw invalidArgument(`${field}: expected whole seconds from 1 to ${LEASE_TTL_MAX_SEC}, got ${ttl}`);
-  }
-  return ttl;
-}
-
-const nowSec = (ctx: PlatformContext) => Math.floor(ctx.now() / 1000);
-
-function activeLease(tx: ReadTx, machineId: string, nowMs: number): LeaseRecord | undefined {
-  const lease = tx.leases.get(machineId);
-  return lease && lease.expiresAt * 1000 > nowMs ? lease : undefined;
-}
-
-function leaseHeld(lease: LeaseRecord): HangarError {
-  return new HangarError(
-    'lease_conflict',
-    `machine ${lease.machineId} is leased by "${lease.owner}" until ${new Date(lease.expiresAt * 1000).toISOString()}; send its nonce in the fly-machine-lease-nonce header or wait for it to expire`,
-  );
-}
-
-function checkLease(tx: ReadTx, machine: MachineRecord, nonce: string | undefined, nowMs: number): void {
-  const lease = activeLease(tx, machine.id, nowMs);
-  if (lease && lease.nonce !== nonce) throw leaseHeld(lease);
-}
-
-function stateRefusal(action: MachineAction, machine: MachineRecord): string {
-  if (action === 'destroy') {
-    return `machine ${machine.id} is ${machine.state}; stop it first, or destroy with force=true`;
-  }
-  return `unable to ${action} machine from current state: ${machine.id} is ${machine.state}`;
-}
-
-/**
- * Binds the volume named in `mounts` to the machine. A volume serves one machine at a time, and an
- * update cannot swap a machine's volume for another.
- */
-function attachVolume(
-  tx: WriteTx,
-  app: AppRecord,
-  machine: MachineRecord,
-  previous: MachineRecord | undefined,
-): void {
-  const wanted = (machine.config.mounts as { volume: string }[] | undefined)?.[0]?.volume;
-  const had = (previous?.config.mounts as { volume: string }[] | undefined)?.[0]?.volume;
-  if (previous && had !== undefined && wanted !== had) {
-    throw invalidArgument(`mounts: a machine's volume cannot be swapped by an update (it has ${had})`);
-  }
-  if (wanted === undefined || wanted === had) return;
-  const volume = tx.volumes.get(wanted);
-  if (!volume || volume.appId !== app.id) {
-    throw invalidArgument(`mounts[0].volume: volume ${wanted} was not found in app ${app.name}`);
-  }
-  if (volume.attachedMachineId !== null && volume.attachedMachineId !== machine.id) {
-    throw failedPrecondition(`volume ${wanted} is attached to machine ${volume.attachedMachineId}`);
-  }
-  tx.volumes.update({ ...volume, attachedMachineId: machine.id });
-}
-
-/** 'done', a terminal error, or 'pending'. */
-function waitOutcome(
-  machine: MachineRecord,
-  input: WaitInput,
-  hasRuntime: boolean,
-): 'done' | 'pending' | 'failed' | HangarError {
-  const versionMatches = input.version === undefined || input.version === machine.instanceId;
-  if (versionMatches && (input.states as string[]).includes(machine.state)) return 'done';
-  // An older version that was replaced is no longer running: it counts as stopped.
-  if (!versionMatches && input.states.some((s) => s === 'stopped' || s === 'destroyed')) return 'done';
-  if (!versionMatches) {
-    return failedPrecondition(
-      `version ${input.version} was replaced by ${machine.instanceId}; it will not become ${input.states.join('/')}`,
-    );
-  }
-  if (machine.state === 'destroyed') {
-    return failedPrecondition(
-      `machine ${machine.id} was destroyed; it will never be ${input.states.join('/')}`,
-    );
-  }
-  // A boot that failed (an image pull, a bad command) will not come back by itself: say so at once.
-  if (machine.state === 'failed') return 'failed';
-  if (!hasRuntime && input.states.every((s) => s === 'started' || s === 'suspended')) {
-    return new HangarError('runtime_unavailable', NO_RUNTIME_MESSAGE);
-  }
-  return 'pending';
 }
