@@ -393,6 +393,15 @@ export class VolumeStorage {
       for (const device of await loopDevicesOf(image.path)) {
         await runChecked('losetup', ['-d', device]).catch(() => undefined);
       }
+      // The kernel releases a device that was just closed a moment later: return only once it is gone,
+      // so the image can be copied, destroyed or attached again right away.
+      for (
+        let waited = 0;
+        waited < LOOP_RELEASE_WAIT_MS && (await loopDevicesOf(image.path)).length > 0;
+        waited += 10
+      ) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
     }
     this.#mounted.delete(volumeId);
   }
@@ -515,6 +524,9 @@ export async function hostCanLoopMount(): Promise<boolean> {
     return false;
   }
 }
+
+/** How long unmount waits for the kernel to release a loop device (it normally takes a few ms). */
+const LOOP_RELEASE_WAIT_MS = 2_000;
 
 const isPermissionDenied = (error: unknown) =>
   error instanceof CommandError && /permission denied|operation not permitted/i.test(error.stderr);
