@@ -283,13 +283,15 @@ export class LinuxRuntime implements MachineRuntime {
   async exec(machineId: string, request: ExecRequest): Promise<ExecResult> {
     const paths = machinePaths(this.#options.dataDir, machineId);
     const boot = JSON.parse(await readFile(paths.config, 'utf8')) as { process: Record<string, unknown> };
-    const spec = join(paths.dir, `exec-${randomUUID()}.json`);
+    const execId = randomUUID();
+    const spec = join(paths.dir, `exec-${execId}.json`);
+    const pidFile = join(paths.dir, `exec-${execId}.pid`);
     await writeFile(spec, JSON.stringify({ ...boot.process, args: request.command, terminal: false }), {
       mode: 0o600,
     });
     let result: Awaited<ReturnType<OciCli['exec']>>;
     try {
-      result = await this.#options.cli.exec(containerId(machineId), spec, {
+      result = await this.#options.cli.exec(containerId(machineId), spec, pidFile, {
         timeoutMs: request.timeoutMs,
         maxOutputBytes: EXEC_OUTPUT_MAX_BYTES,
         ...(request.stdin !== undefined ? { stdin: request.stdin } : {}),
@@ -297,6 +299,15 @@ export class LinuxRuntime implements MachineRuntime {
     } catch (error) {
       const message = (error as Error).message;
       if (/did not finish within/.test(message)) {
+        // Killing the runtime's exec client leaves the command running in the machine: end it too.
+        const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+        if (pid > 1) {
+          try {
+            process.kill(pid, 'SIGKILL');
+          } catch {
+            // Already gone.
+          }
+        }
         throw new HangarError(
           'deadline_exceeded',
           `the command did not finish within ${request.timeoutMs / 1000}s`,
@@ -311,6 +322,7 @@ export class LinuxRuntime implements MachineRuntime {
       throw error;
     } finally {
       await rm(spec, { force: true });
+      await rm(pidFile, { force: true });
     }
     const code = result.code ?? 255;
     return {

@@ -426,6 +426,21 @@ test('machines run as OCI containers', { skip, timeout: 150_000 }, async (t) => 
     const cmd = await ok(h, 'POST', `/v1/apps/${app}/machines/${id}/exec`, { cmd: 'id -u' });
     assert.equal(cmd.stdout, '0\n');
 
+    // A command past its timeout answers 408, and is ended inside the machine, not left running.
+    const slow = await h.call('POST', `/v1/apps/${app}/machines/${id}/exec`, {
+      command: ['sleep', '37'],
+      timeout: 1,
+    });
+    assert.equal(slow.status, 408, JSON.stringify(slow.body));
+    await pollUntil(
+      'the timed-out command to be gone from the machine',
+      async () => {
+        const processes = (await ok(h, 'GET', `/v1/apps/${app}/machines/${id}/ps`)) as Json[];
+        return processes.some((p) => String(p.command).includes('sleep 37')) ? undefined : true;
+      },
+      5_000,
+    );
+
     await pollUntil('five log lines', async () => {
       const lines = await readLogs(h, app, id, 'tail=100');
       return lines.length >= 5 ? true : undefined;

@@ -110,13 +110,18 @@ export class OciCli {
     return (JSON.parse(result.stdout || '[]') as number[]) ?? [];
   }
 
-  /** Runs the process described by the OCI process spec in `specFile` inside the container. */
+  /**
+   * Runs the process described by the OCI process spec in `specFile` inside the container; its host
+   * pid goes to `pidFile` (so a caller that gives up can end it).
+   */
   exec(
     id: string,
     specFile: string,
+    pidFile: string,
     options: { timeoutMs: number; stdin?: string; maxOutputBytes: number },
   ): Promise<CommandResult> {
-    return runCommand(this.choice.binary, ['--root', this.stateRoot, 'exec', '--process', specFile, id], {
+    const args = ['--root', this.stateRoot, 'exec', '--process', specFile, '--pid-file', pidFile, id];
+    return runCommand(this.choice.binary, args, {
       timeoutMs: options.timeoutMs,
       maxOutputBytes: options.maxOutputBytes,
       // Always close stdin, so a command that reads it ends instead of waiting forever.
