@@ -15,7 +15,7 @@ import Database from 'better-sqlite3';
 //   node bench/api/run.mjs [--duration 5] [--max-requests 20000] [--connections 16] [--json]
 //
 // See bench/api/README.md for what each figure means.
-import { freePort, serverCode } from '../lib/server.mjs';
+import { freePort, positive, serverCode } from '../lib/server.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** A cold start through tsx on a busy 2-core host takes seconds; this bounds a hung one. */
@@ -53,14 +53,6 @@ if (flags.help) {
   process.stdout.write(HELP);
   process.exit(0);
 }
-const positive = (name, text) => {
-  const value = Number(text);
-  if (!Number.isFinite(value) || value <= 0) {
-    process.stderr.write(`bench: --${name} must be a positive number, got "${text}"\n`);
-    process.exit(2);
-  }
-  return value;
-};
 const options = {
   durationMs: positive('duration', flags.duration) * 1000,
   maxRequests: Math.floor(positive('max-requests', flags['max-requests'])),

@@ -1,5 +1,5 @@
 // What the benches share: which hangard code to run (the build when it is fresh, else the source
-// through tsx) and a free loopback port.
+// through tsx), a free loopback port, and flag parsing.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -36,4 +36,14 @@ export function freePort() {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** A positive number from a flag's text, or exit with a one-line error naming the flag. */
+export function positive(name, text) {
+  const value = Number(text);
+  if (!Number.isFinite(value) || value <= 0) {
+    process.stderr.write(`bench: --${name} must be a positive number, got "${text}"\n`);
+    process.exit(2);
+  }
+  return value;
 }

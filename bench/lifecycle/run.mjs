@@ -28,7 +28,7 @@ import { parseArgs } from 'node:util';
 //
 // Needs root and crun/runc, umoci, skopeo, docker-registry, tini and busybox-static. See
 // bench/lifecycle/README.md for the method and what each figure means.
-import { freePort, serverCode } from '../lib/server.mjs';
+import { freePort, positive, serverCode } from '../lib/server.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const APP = 'lifecycle';
@@ -77,14 +77,6 @@ if (flags.help) {
   process.stdout.write(HELP);
   process.exit(0);
 }
-const positive = (name, text) => {
-  const value = Number(text);
-  if (!Number.isFinite(value) || value <= 0) {
-    process.stderr.write(`bench: --${name} must be a positive number, got "${text}"\n`);
-    process.exit(2);
-  }
-  return value;
-};
 const options = {
   runs: Math.floor(positive('runs', flags.runs)),
   probeTimeoutMs: positive('probe-timeout', flags['probe-timeout']) * 1000,

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readdir, readFile } from 'node:fs/promises';
 
 /** Integration tests with real containers need root; elsewhere they are skipped with this reason. */
 export const NEEDS_ROOT =
@@ -23,4 +24,41 @@ export async function pollUntil<T>(
     if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
     await sleep(intervalMs);
   }
+}
+
+/** A successful Machines API call's body; anything but 2xx fails the test with the answer. */
+export async function ok(
+  target: {
+    call: (method: string, path: string, body?: unknown) => Promise<{ status: number; body: unknown }>;
+  },
+  method: string,
+  path: string,
+  body?: unknown,
+): Promise<Json> {
+  const response = await target.call(method, path, body);
+  assert.ok(
+    response.status >= 200 && response.status < 300,
+    `${method} ${path}: ${response.status} ${JSON.stringify(response.body)}`,
+  );
+  return response.body;
+}
+
+/** Host processes whose command line mentions `text` (this test process excepted). */
+export async function processesMentioning(text: string): Promise<{ pid: number; cmdline: string }[]> {
+  const found: { pid: number; cmdline: string }[] = [];
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(text)) found.push({ pid: Number(pid), cmdline: cmdline.replaceAll('\0', ' ') });
+  }
+  return found;
+}
+
+/** Mount points at or below `dir`, from /proc/self/mountinfo. */
+export async function mountsUnder(dir: string): Promise<string[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  return text
+    .split('\n')
+    .map((line) => line.split(' ')[4] ?? '')
+    .filter((point) => point.startsWith(dir));
 }

@@ -7,8 +7,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import { runCommand } from '../../src/runtime/process.js';
-import { createApp, startTestHangard, type TestHangard } from '../helpers/hangard.js';
-import { type Json, NEEDS_ROOT } from '../helpers/integration.js';
+import { createApp, startTestHangard } from '../helpers/hangard.js';
+import { type Json, NEEDS_ROOT, ok, processesMentioning } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
 
 /**
@@ -26,26 +26,6 @@ interface ExecResult {
   exit_code: number;
   stdout: string;
   stderr: string;
-}
-
-async function ok(h: TestHangard, method: string, path: string, body?: unknown): Promise<Json> {
-  const response = await h.call(method, path, body);
-  assert.ok(
-    response.status >= 200 && response.status < 300,
-    `${method} ${path}: ${response.status} ${JSON.stringify(response.body)}`,
-  );
-  return response.body;
-}
-
-/** Host processes whose command line mentions `text`, except this one. */
-async function processesMentioning(text: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(text)) found.push(`${pid}: ${cmdline.replaceAll('\0', ' ')}`);
-  }
-  return found;
 }
 
 /** The uid line of /proc/<pid>/status on the host: real, effective, saved, filesystem. */

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { runCommand } from '../../src/runtime/process.js';
 import { createApp, startTestHangard, type TestHangard } from '../helpers/hangard.js';
-import { type Json, NEEDS_ROOT, pollUntil, sleep } from '../helpers/integration.js';
+import { type Json, NEEDS_ROOT, ok, pollUntil, processesMentioning, sleep } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
 
 /**
@@ -22,15 +22,6 @@ interface Fixture {
   registry: string;
   /** Every machine any subtest created, for the leftover check. */
   machineIds: Set<string>;
-}
-
-async function ok(h: TestHangard, method: string, path: string, body?: unknown): Promise<Json> {
-  const response = await h.call(method, path, body);
-  assert.ok(
-    response.status >= 200 && response.status < 300,
-    `${method} ${path}: ${response.status} ${JSON.stringify(response.body)}`,
-  );
-  return response.body;
 }
 
 async function createMachine(f: Fixture, app: string, config: Record<string, unknown>): Promise<string> {
@@ -127,17 +118,6 @@ async function readLogs(
     abort.abort();
   }
   return lines;
-}
-
-/** Host pids of processes whose command line mentions `text` (the registry, shims, crun). */
-async function processesMentioning(text: string): Promise<string[]> {
-  const found: string[] = [];
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(text)) found.push(`${pid}: ${cmdline.replaceAll('\0', ' ')}`);
-  }
-  return found;
 }
 
 /** Nothing of this file's hangard may outlive it: run after its close and directory removal. */

@@ -8,7 +8,15 @@ import { detectOciRuntime } from '../../src/runtime/oci/detect.js';
 import { OciCli } from '../../src/runtime/oci/oci-cli.js';
 import { runCommand } from '../../src/runtime/process.js';
 import { type DaemonProcess, daemonHarness } from '../helpers/daemon-process.js';
-import { type Json, NEEDS_ROOT, pollUntil, sleep } from '../helpers/integration.js';
+import {
+  type Json,
+  mountsUnder,
+  NEEDS_ROOT,
+  ok,
+  pollUntil,
+  processesMentioning,
+  sleep,
+} from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
 
 /**
@@ -22,15 +30,6 @@ import { buildTestImage, freePort } from '../helpers/test-image.js';
 const skip = NEEDS_ROOT;
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
-
-async function ok(d: DaemonProcess, method: string, path: string, body?: unknown): Promise<Json> {
-  const response = await d.call(method, path, body);
-  assert.ok(
-    response.status >= 200 && response.status < 300,
-    `${method} ${path}: ${response.status} ${JSON.stringify(response.body)}`,
-  );
-  return response.body;
-}
 
 async function waitState(d: DaemonProcess, app: string, id: string, state: string) {
   const response = await d.call('GET', `/v1/apps/${app}/machines/${id}/wait?state=${state}&timeout=30`);
@@ -55,25 +54,6 @@ async function crunList(stateRoot: string): Promise<{ id: string; status: string
   });
   if (result.code !== 0 || result.stdout.trim() === '' || result.stdout.trim() === 'null') return [];
   return JSON.parse(result.stdout) as { id: string; status: string; pid: number }[];
-}
-
-/** Host processes whose command line mentions `text`, except this one. */
-async function processesMentioning(text: string): Promise<{ pid: number; cmdline: string }[]> {
-  const found: { pid: number; cmdline: string }[] = [];
-  for (const pid of await readdir('/proc')) {
-    if (!/^\d+$/.test(pid) || Number(pid) === process.pid) continue;
-    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
-    if (cmdline.includes(text)) found.push({ pid: Number(pid), cmdline: cmdline.replaceAll('\0', ' ') });
-  }
-  return found;
-}
-
-async function mountsUnder(dir: string): Promise<string[]> {
-  const text = await readFile('/proc/self/mountinfo', 'utf8');
-  return text
-    .split('\n')
-    .map((line) => line.split(' ')[4] ?? '')
-    .filter((point) => point.startsWith(dir));
 }
 
 async function cgroupDirsOf(ids: Iterable<string>): Promise<string[]> {

@@ -36,13 +36,13 @@ async function loopDevicesUnder(dir: string): Promise<string[]> {
 }
 
 /** Mounts whose mount point lies under `dir`, from this process's mountinfo. */
-async function mountsUnder(dir: string): Promise<string[]> {
+async function mountLinesUnder(dir: string): Promise<string[]> {
   const text = await readFile('/proc/self/mountinfo', 'utf8');
   return text.split('\n').filter((line) => line.split(' ')[4]?.startsWith(dir));
 }
 
 async function assertNothingLeft(dir: string): Promise<void> {
-  assert.deepEqual(await mountsUnder(dir), [], 'no mount left under the test directory');
+  assert.deepEqual(await mountLinesUnder(dir), [], 'no mount left under the test directory');
   assert.deepEqual(await loopDevicesUnder(dir), [], 'no loop device left on the test directory');
 }
 
@@ -111,7 +111,7 @@ test('volume storage: create, mount, quota, remount, snapshot, restore, fork, ex
   const mnt = await storage.mount('vol_a');
   assert.equal(mnt, join(dir, 'mnt', 'vol_a'));
   assert.equal(await storage.mount('vol_a'), mnt);
-  const mounts = await mountsUnder(mnt);
+  const mounts = await mountLinesUnder(mnt);
   assert.equal(mounts.length, 1, 'mounting twice mounts once');
   assert.match(mounts[0]!, /\bnosuid\b/);
   assert.match(mounts[0]!, /\bnodev\b/);
@@ -134,7 +134,7 @@ test('volume storage: create, mount, quota, remount, snapshot, restore, fork, ex
   // Unmount (idempotent, loop device detached) and remount: the data is still there.
   await storage.unmount('vol_a');
   await storage.unmount('vol_a');
-  assert.deepEqual(await mountsUnder(mnt), []);
+  assert.deepEqual(await mountLinesUnder(mnt), []);
   assert.deepEqual(await loopDevicesUnder(dir), []);
   const unmountedUsage = await storage.usage('vol_a');
   assert.ok(unmountedUsage && unmountedUsage.bytesUsed > 0, 'unmounted figures come from the superblock');
@@ -207,7 +207,7 @@ test('volume storage: create, mount, quota, remount, snapshot, restore, fork, ex
   await storage.destroy('vol_a');
   await storage.destroy('vol_a');
   await storage.unmount('vol_a');
-  assert.deepEqual(await mountsUnder(mnt), []);
+  assert.deepEqual(await mountLinesUnder(mnt), []);
   await assert.rejects(stat(image), { code: 'ENOENT' });
   await assert.rejects(stat(mnt), { code: 'ENOENT' });
   await assert.rejects(storage.mount('vol_a'), /has no image/);
@@ -225,7 +225,7 @@ test('volume storage: create, mount, quota, remount, snapshot, restore, fork, ex
   // close() unmounts what this instance mounted (vol_b); the rest is destroyed here.
   await storage.close();
   await storage.close();
-  assert.deepEqual(await mountsUnder(dir), []);
+  assert.deepEqual(await mountLinesUnder(dir), []);
   for (const volumeId of ['vol_b', 'vol_c', 'vol_r']) await storage.destroy(volumeId);
   assert.deepEqual(await storage.list(), { volumes: [], snapshots: [] });
   await assertNothingLeft(dir);
