@@ -11,10 +11,11 @@ die() { printf 'hangar-install: error: %s\nhint: %s\n' "$1" "$2" >&2; exit 1; }
 # - build: a C++ toolchain and python3 build better-sqlite3 (no prebuilt binary is fetched);
 # - machines: crun and runc (whichever works here is used), skopeo and umoci (pull and unpack images),
 #   docker-registry (Hangar's own image registry), tini (PID 1 in every machine), iproute2 (namespaces),
-#   e2fsprogs and util-linux (volumes: ext4 images, loop mounts, fsfreeze for snapshots);
+#   e2fsprogs and util-linux (volumes: ext4 images, loop mounts, fsfreeze for snapshots), nftables
+#   (isolation between private networks);
 # - tests: busybox-static (the test images), sqlite3 (also the operator's backup tool, docs/operations.md).
 DEBIAN_PACKAGES=(ca-certificates python3 make g++ sqlite3 crun runc skopeo umoci docker-registry tini iproute2
-  e2fsprogs util-linux busybox-static)
+  e2fsprogs util-linux busybox-static nftables)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

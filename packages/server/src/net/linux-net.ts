@@ -1,0 +1,589 @@
+/**
+ * Hangar's networks on a Linux host: one bridge per network, a veth from each machine's network
+ * namespace into its network's bridge, and the nftables rules of ruleset.ts. Everything is found by
+ * name (address-plan.ts), so a reconcile pass can rebuild it from the store and remove what the store
+ * no longer has.
+ *
+ * Where traffic goes, and what that needs from the kernel:
+ *
+ * - Machine ↔ machine of one network on this host: switched by the bridge (L2). The machine has a
+ *   route for the network's /80 block on this host on-link through eth0, so its peers are reached by
+ *   neighbour discovery on the bridge, never through the host's routing. No forwarding sysctl is
+ *   involved; the bridge table of the rules checks every frame's source.
+ * - Machine → its network's ::3 and fdaa::3: to the default gateway (the bridge's address) and
+ *   delivered locally on the host. `<prefix>::3` sits on the network's bridge. `fdaa::3` sits once on
+ *   the host's loopback rather than on every bridge: one address whatever the number of networks, not
+ *   removed with any one network, and a DNS server binds it once. A machine still reaches it only
+ *   through its own bridge (its only interface, whose gateway is that bridge), the rules accept it only
+ *   as `<that bridge> . fdaa::3 . udp|tcp . 53`, and the answer is attributed to the caller's network
+ *   by source address (networkIdOf), which the bridge table guarantees is the machine's own.
+ * - Machine → another network: it would be routed (bridge A → host → bridge B). It is dropped by the
+ *   rules, and, unless egress is on, the kernel would not even forward it.
+ * - Machine → the outside (egress): routed and masqueraded. Needs IPv6 forwarding on the bridge it
+ *   enters through (per-interface `force_forwarding`, Linux 6.17 or later, written only on Hangar's
+ *   bridges and only while egress is on) and for the replies on the uplink, which is the operator's to
+ *   allow (`net.ipv6.conf.all.forwarding=1` or `net.ipv6.conf.<uplink>.force_forwarding=1`); Hangar
+ *   never changes host-wide or uplink sysctls and warns when egress cannot work.
+ *
+ * Sysctls written, all per interface and all on interfaces Hangar created: on each bridge `accept_dad=0`
+ * (see #configureBridge), `accept_ra=0` (a machine must never configure the host), `forwarding=1` (the
+ * IPv6 per-interface flag only makes the bridge act as a router in neighbour discovery: it is the
+ * machines' gateway; it forwards nothing) and `force_forwarding` = egress; on each host-side veth
+ * `disable_ipv6=1` (a bridge port needs no address). Inside the machine's namespace nothing is written:
+ * eth0 gets `addrgenmode none` and explicit addresses instead.
+ */
+import { existsSync } from 'node:fs';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { netnsName } from '../runtime/machine-paths.js';
+import { type CommandResult, type RunOptions, runCommand } from '../runtime/process.js';
+import { KeyedQueue } from '../shared/keyed-queue.js';
+import {
+  type Attachment,
+  HOST_BLOCK_PREFIX_LENGTH,
+  MACHINE_INTERFACE,
+  MACHINE_PREFIX_LENGTH,
+  machineNumberOfVeth,
+  type NetworkPlan,
+  networkIdOfBridge,
+  pendingVethName,
+  RESOLVER_ADDRESS,
+} from './address-plan.js';
+import {
+  buildRuleset,
+  type DesiredNetState,
+  deleteRulesetText,
+  type RulesetState,
+  rulesetDelta,
+  rulesetState,
+} from './ruleset.js';
+
+/** Runs a tool with an argument array; the default is runtime/process.ts's runCommand. */
+export type CommandRunner = (
+  file: string,
+  args: readonly string[],
+  options?: RunOptions,
+) => Promise<CommandResult>;
+
+export interface LinuxNetworkOptions {
+  run?: CommandRunner;
+  /** Bound on one ip or nft run. */
+  commandTimeoutMs?: number;
+  /** Where `ip netns` keeps named namespaces. */
+  netnsDir?: string;
+  /** Conditions that do not fail an operation but that the operator should hear of (egress). */
+  onWarning?: (message: string) => void;
+}
+
+export interface ApplyOptions {
+  /** Replace both tables even when adding and deleting set elements would do (reconcile does). */
+  full?: boolean;
+}
+
+export interface ApplyResult {
+  networks: number;
+  machines: number;
+  /** How the kernel was updated: tables replaced, set elements changed, or nothing to change. */
+  mode: 'full' | 'delta' | 'unchanged';
+  /** Egress rules were written (egress asked for and an uplink found). */
+  egress: boolean;
+  warnings: string[];
+}
+
+export interface ReconcileOptions {
+  /** The network namespace of an attachment's machine; by default the runtime's `hangar-<machine id>`. */
+  netnsOf?: (attachment: Attachment) => string;
+}
+
+export interface ReconcileResult {
+  createdBridges: string[];
+  removedBridges: string[];
+  attached: string[];
+  removedVeths: string[];
+  /** Attachments whose machine has no network namespace (not running): nothing to plug in yet. */
+  skipped: string[];
+  rules: ApplyResult;
+}
+
+interface PendingApply {
+  desired: DesiredNetState;
+  full: boolean;
+  promise?: Promise<ApplyResult>;
+}
+
+interface LinkInfo {
+  ifname: string;
+  master?: string;
+  flags?: string[];
+}
+
+const PROC_IPV6_CONF = '/proc/sys/net/ipv6/conf';
+const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
+/**
+ * Extra time per command of an `ip -batch`: deleting a bridge waits for the kernel to retire it (about
+ * 35 ms each here), so removing a thousand networks takes longer than any fixed bound.
+ */
+const PER_BATCH_LINE_MS = 200;
+const LINKS = 'links';
+const RULES = 'rules';
+
+/** Only names of the plan's exact shape are Hangar's to remove (`hgn` + up to 8 hex digits, …). */
+const isHangarBridge = (name: string) => networkIdOfBridge(name) !== undefined;
+const isHangarVeth = (name: string) => machineNumberOfVeth(name) !== undefined;
+/** ip's way of saying that a link is already gone: deleting it again is success. */
+const GONE = /Cannot find device|does not exist/;
+
+export class LinuxNetwork {
+  readonly #run: CommandRunner;
+  readonly #timeoutMs: number;
+  readonly #netnsDir: string;
+  readonly #onWarning: (message: string) => void;
+  /** Link changes run one at a time (a network's removal never interleaves with an attach to it). */
+  readonly #queue = new KeyedQueue();
+  /** The next rules apply that has not started yet; callers arriving meanwhile share it (coalescing). */
+  #nextApply: PendingApply | undefined;
+  /** What the kernel holds since the last successful apply; unknown (undefined) after a failure. */
+  #applied: RulesetState | undefined;
+  /** The egress setting of the last applied rules; bridges created later get the matching sysctl. */
+  #egress = false;
+  /** fdaa::3 is on the loopback (added once, by the first ensureNetwork or reconcile). */
+  #resolverReady = false;
+  #closed = false;
+
+  constructor(options: LinuxNetworkOptions = {}) {
+    this.#run = options.run ?? runCommand;
+    this.#timeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
+    this.#netnsDir = options.netnsDir ?? '/var/run/netns';
+    this.#onWarning = options.onWarning ?? (() => {});
+  }
+
+  /** Creates the network's bridge with its addresses and sysctls; idempotent. */
+  ensureNetwork(network: NetworkPlan): Promise<void> {
+    return this.#links(async () => {
+      if (!(await this.#linkExists(network.bridge))) await this.#createBridges([network]);
+      await this.#configureBridge(network);
+      await this.#ip(
+        ['-6', '-batch', '-'],
+        [...bridgeAddressLines(network), `link set dev ${network.bridge} up`],
+      );
+      await this.#ensureResolver();
+    });
+  }
+
+  /**
+   * Plugs a machine's network namespace into its network's bridge: a veth pair whose machine end is
+   * `eth0` with the machine's /112 address (nodad: no duplicate detection delay, the plan makes addresses
+   * unique), an on-link route for the network's block on this host, and the default route via the
+   * bridge. The network must exist (ensureNetwork). Until the rules list the attachment, the bridge
+   * drops everything the machine sends (fail closed), so call applyRules next. Idempotent: an existing
+   * attachment is only re-enslaved and brought up.
+   */
+  attach(machineNetns: string, attachment: Attachment): Promise<void> {
+    return this.#links(async () => {
+      if (await this.#linkExists(attachment.veth)) {
+        await this.#ip(['link', 'set', 'dev', attachment.veth, 'master', attachment.bridge, 'up']);
+        return;
+      }
+      await this.#attachNew(machineNetns, attachment);
+    });
+  }
+
+  /** Unplugs a machine (its eth0 goes with the host end); idempotent. Apply the rules without it next. */
+  detach(attachment: Attachment): Promise<void> {
+    return this.#links(async () => {
+      await this.#deleteLinks([attachment.veth, pendingVethName(attachment.machineNumber)]);
+    });
+  }
+
+  /** Removes the network's bridge and every veth still plugged into it; idempotent. */
+  removeNetwork(network: NetworkPlan): Promise<void> {
+    return this.#links(async () => {
+      const ports = (await this.#listLinks('veth')).filter(
+        (link) => link.master === network.bridge && isHangarVeth(link.ifname),
+      );
+      await this.#deleteLinks([...ports.map((link) => link.ifname), network.bridge]);
+    });
+  }
+
+  /**
+   * Makes the Hangar tables hold the rules for `desired`, atomically (one nft transaction). The first
+   * apply of an instance, a change of egress, a failed apply and `full` replace both tables; otherwise
+   * only the set elements that changed are added and deleted, so attaching one machine costs the same
+   * with 1 or 1,000 networks. Applies are serialized; calls made while one is waiting to run share it
+   * with the newest desired state, so a burst of attaches costs one or two applies, and every caller
+   * resolves once rules at least as new as its own are in place (or rejects with that apply's error).
+   */
+  applyRules(desired: DesiredNetState, options: ApplyOptions = {}): Promise<ApplyResult> {
+    this.#checkOpen();
+    const waiting = this.#nextApply;
+    if (waiting) {
+      waiting.desired = desired;
+      waiting.full ||= options.full === true;
+      return waiting.promise!;
+    }
+    const pending: PendingApply = { desired, full: options.full === true };
+    // The queue starts the task on a later tick, after #nextApply is set below.
+    pending.promise = this.#queue.run(RULES, () => {
+      if (this.#nextApply === pending) this.#nextApply = undefined;
+      return this.#applyNow(pending.desired, pending.full);
+    });
+    this.#nextApply = pending;
+    return pending.promise;
+  }
+
+  /**
+   * Makes the host match `desired`: rules first (so whatever appears next is already policed), then
+   * creates missing bridges, addresses and veths, and removes Hangar-named bridges and veths that are
+   * not desired. Running it again changes nothing. Bridges and addresses are fixed with one `ip -batch`
+   * per step whatever the number of networks; each missing veth costs one attach.
+   */
+  async reconcile(desired: DesiredNetState, options: ReconcileOptions = {}): Promise<ReconcileResult> {
+    // A full replace: whatever changed the tables behind this instance's back is undone.
+    const rules = await this.applyRules(desired, { full: true });
+    const netnsOf = options.netnsOf ?? ((a: Attachment) => netnsName(a.machineId));
+    return this.#links(async () => {
+      const result: ReconcileResult = {
+        createdBridges: [],
+        removedBridges: [],
+        attached: [],
+        removedVeths: [],
+        skipped: [],
+        rules,
+      };
+      const wantedBridges = new Map(desired.networks.map((n) => [n.bridge, n]));
+      const wantedVeths = new Map(desired.attachments.map((a) => [a.veth, a]));
+      const bridges = (await this.#listLinks('bridge')).filter((l) => isHangarBridge(l.ifname));
+      const veths = (await this.#listLinks('veth')).filter((l) => isHangarVeth(l.ifname));
+
+      // 1. Remove what is not desired: leftovers of an interrupted attach (hgw…), veths of machines
+      //    that are gone, bridges of networks that are gone.
+      result.removedVeths = veths.filter((l) => !wantedVeths.has(l.ifname)).map((l) => l.ifname);
+      result.removedBridges = bridges.filter((l) => !wantedBridges.has(l.ifname)).map((l) => l.ifname);
+      await this.#deleteLinks([...result.removedVeths, ...result.removedBridges]);
+
+      // 2. Bridges: create the missing ones, then addresses and state for all, in one batch.
+      const present = new Set(bridges.map((l) => l.ifname));
+      const missing = desired.networks.filter((n) => !present.has(n.bridge));
+      await this.#createBridges(missing);
+      result.createdBridges = missing.map((n) => n.bridge);
+      for (const network of desired.networks) await this.#configureBridge(network);
+      const addresses = await this.#addresses();
+      const up = new Set(bridges.filter((l) => l.flags?.includes('UP')).map((l) => l.ifname));
+      const lines: string[] = [];
+      for (const network of desired.networks) {
+        const have = addresses.get(network.bridge) ?? new Set<string>();
+        lines.push(...bridgeAddressLines(network).filter((line) => !have.has(line.split(' ')[2]!)));
+        if (!up.has(network.bridge)) lines.push(`link set dev ${network.bridge} up`);
+      }
+      // 3. Existing veths: each must be in its bridge and up. One without a bridge lost it when the bridge
+      //    was recreated and is plugged back; one in another network's bridge is stale (its machine's
+      //    address is of that network) and is made anew below.
+      const existing = new Map(veths.map((l) => [l.ifname, l]));
+      const stale: string[] = [];
+      for (const attachment of desired.attachments) {
+        const link = existing.get(attachment.veth);
+        if (!link) continue;
+        if (link.master !== undefined && link.master !== attachment.bridge) {
+          stale.push(link.ifname);
+          existing.delete(link.ifname);
+        } else if (link.master === undefined || !link.flags?.includes('UP')) {
+          lines.push(`link set dev ${attachment.veth} master ${attachment.bridge} up`);
+        }
+      }
+      await this.#deleteLinks(stale);
+      result.removedVeths.push(...stale);
+      await this.#ip(['-6', '-batch', '-'], lines);
+      if (!addresses.get('lo')?.has(`${RESOLVER_ADDRESS}/128`)) await this.#ensureResolver();
+
+      // 4. Missing veths of running machines (their namespace exists).
+      for (const attachment of desired.attachments) {
+        if (existing.has(attachment.veth)) continue;
+        const netns = netnsOf(attachment);
+        if (!existsSync(join(this.#netnsDir, netns))) {
+          result.skipped.push(attachment.machineId);
+          continue;
+        }
+        await this.#attachNew(netns, attachment);
+        result.attached.push(attachment.machineId);
+      }
+      return result;
+    });
+  }
+
+  /**
+   * Removes everything Hangar's networking put on the host: both tables, every hgn/hgv/hgw link and
+   * fdaa::3 on the loopback. For uninstalling, tests and benchmarks; a daemon's close() leaves the
+   * plumbing in place because machines keep running across daemon restarts.
+   */
+  async removeAll(): Promise<void> {
+    await this.#queue.run(RULES, async () => {
+      this.#applied = undefined;
+      await this.#nft(deleteRulesetText());
+    });
+    await this.#links(async () => {
+      const links = [...(await this.#listLinks('veth')), ...(await this.#listLinks('bridge'))];
+      await this.#deleteLinks(
+        links.map((l) => l.ifname).filter((name) => isHangarVeth(name) || isHangarBridge(name)),
+      );
+      const result = await this.#run('ip', ['-6', 'addr', 'del', `${RESOLVER_ADDRESS}/128`, 'dev', 'lo'], {
+        timeoutMs: this.#timeoutMs,
+      });
+      if (result.code !== 0 && !/Cannot assign|not found/i.test(result.stderr)) {
+        throw new Error(`removing ${RESOLVER_ADDRESS} from lo: ${result.stderr.trim()}`);
+      }
+      this.#resolverReady = false;
+    });
+  }
+
+  /** Waits for queued work; later calls fail. Leaves the plumbing in place (see removeAll). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    await this.#queue.drain();
+  }
+
+  // ---- internals ------------------------------------------------------------------------------------
+
+  #checkOpen(): void {
+    if (this.#closed) throw new Error('LinuxNetwork is closed');
+  }
+
+  #links<T>(task: () => Promise<T>): Promise<T> {
+    this.#checkOpen();
+    return this.#queue.run(LINKS, task);
+  }
+
+  /** Runs ip; with `lines`, as `ip … -batch -` fed those commands on stdin (nothing to do: no run). */
+  async #ip(args: string[], lines?: string[]): Promise<void> {
+    if (lines && lines.length === 0) return;
+    const result = await this.#run('ip', args, {
+      timeoutMs: this.#timeoutMs + (lines?.length ?? 0) * PER_BATCH_LINE_MS,
+      ...(lines ? { input: `${lines.join('\n')}\n` } : {}),
+    });
+    if (result.code !== 0) {
+      const what = lines
+        ? `${args.join(' ')} (${lines.length} commands, first: ${lines[0]})`
+        : args.join(' ');
+      throw new Error(`ip ${what} failed: ${(result.stderr || result.stdout).trim()}`);
+    }
+  }
+
+  async #nft(ruleset: string): Promise<void> {
+    await this.#checked('nft', ['-f', '-'], ruleset);
+  }
+
+  /** Runs a tool and returns its stdout; fails with its stderr unless it exits 0. */
+  async #checked(file: string, args: string[], input?: string): Promise<string> {
+    const result = await this.#run(file, args, {
+      timeoutMs: this.#timeoutMs,
+      ...(input === undefined ? {} : { input }),
+    });
+    if (result.code !== 0) {
+      const detail = (result.stderr || result.stdout).trim().split('\n').slice(-5).join(' | ');
+      throw new Error(`${file} ${args.join(' ')} failed (exit ${result.code}): ${detail}`);
+    }
+    return result.stdout;
+  }
+
+  async #linkExists(name: string): Promise<boolean> {
+    const result = await this.#run('ip', ['link', 'show', 'dev', name], { timeoutMs: this.#timeoutMs });
+    if (result.code === 0) return true;
+    if (GONE.test(result.stderr)) return false;
+    throw new Error(`ip link show dev ${name} failed: ${result.stderr.trim()}`);
+  }
+
+  async #listLinks(kind: 'bridge' | 'veth'): Promise<LinkInfo[]> {
+    const stdout = await this.#checked('ip', ['-j', 'link', 'show', 'type', kind]);
+    return stdout.trim() ? (JSON.parse(stdout) as LinkInfo[]) : [];
+  }
+
+  /** Each interface's IPv6 addresses as `address/length`. */
+  async #addresses(): Promise<Map<string, Set<string>>> {
+    const stdout = await this.#checked('ip', ['-j', '-6', 'addr', 'show']);
+    const parsed = (stdout.trim() ? JSON.parse(stdout) : []) as {
+      ifname: string;
+      addr_info?: { local: string; prefixlen: number }[];
+    }[];
+    return new Map(
+      parsed.map((i) => [i.ifname, new Set((i.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`))]),
+    );
+  }
+
+  async #deleteLinks(names: string[]): Promise<void> {
+    // One batch with -force runs every delete even when some links are already gone; the failures that
+    // matter are those whose link is still there afterwards.
+    if (names.length === 0) return;
+    const result = await this.#run('ip', ['-force', '-batch', '-'], {
+      timeoutMs: this.#timeoutMs + names.length * PER_BATCH_LINE_MS,
+      input: `${names.map((name) => `link del dev ${name}`).join('\n')}\n`,
+    });
+    if (result.code === 0) return;
+    const left = [];
+    for (const name of names) if (await this.#linkExists(name)) left.push(name);
+    if (left.length > 0) throw new Error(`could not delete ${left.join(', ')}: ${result.stderr.trim()}`);
+  }
+
+  async #createBridges(networks: readonly NetworkPlan[]): Promise<void> {
+    // Fixed MAC: a bridge otherwise takes its lowest port's, which changes as machines come and go and
+    // leaves the machines' cached gateway entry stale. No multicast snooping: the bridge then floods
+    // neighbour solicitations to every port instead of depending on MLD reports machines may not send.
+    await this.#ip(
+      ['-batch', '-'],
+      networks.map((n) => `link add name ${n.bridge} address ${n.mac} type bridge mcast_snooping 0`),
+    );
+  }
+
+  async #configureBridge(network: NetworkPlan): Promise<void> {
+    // No duplicate address detection: the kernel sends no neighbour solicitation from the bridge until
+    // its link-local address has passed DAD (a second after it comes up), so the host could not reach a
+    // machine or forward to one meanwhile. The bridge's MAC, hence its link-local, is unique by the plan
+    // and the rules drop any machine frame that claims it.
+    await writeSysctl(network.bridge, 'accept_dad', '0');
+    await writeSysctl(network.bridge, 'accept_ra', '0');
+    await writeSysctl(network.bridge, 'forwarding', '1');
+    await this.#setForceForwarding(network.bridge, this.#egress);
+  }
+
+  async #setForceForwarding(bridge: string, on: boolean): Promise<void> {
+    if (!existsSync(join(PROC_IPV6_CONF, bridge))) return; // not created yet: ensureNetwork sets it
+    if (!existsSync(join(PROC_IPV6_CONF, bridge, 'force_forwarding'))) {
+      if (on) {
+        this.#onWarning(
+          'egress: this kernel has no per-interface force_forwarding (Linux 6.17+); egress needs ' +
+            'net.ipv6.conf.all.forwarding=1, which Hangar does not set',
+        );
+      }
+      return;
+    }
+    await writeSysctl(bridge, 'force_forwarding', on ? '1' : '0');
+  }
+
+  async #ensureResolver(): Promise<void> {
+    if (this.#resolverReady) return;
+    await this.#ip(['-6', 'addr', 'replace', `${RESOLVER_ADDRESS}/128`, 'dev', 'lo', 'nodad']);
+    this.#resolverReady = true;
+  }
+
+  async #attachNew(machineNetns: string, a: Attachment): Promise<void> {
+    if (!existsSync(join(this.#netnsDir, machineNetns))) {
+      throw new Error(`attaching machine ${a.machineId}: network namespace ${machineNetns} does not exist`);
+    }
+    // Under a temporary name until the machine's end is configured, then renamed: an hgv… link always
+    // stands for a finished attach, and reconcile removes any hgw… an interrupted one left.
+    const pending = pendingVethName(a.machineNumber);
+    const add = [
+      ...['link', 'add', 'name', pending, 'type', 'veth'],
+      ...['peer', 'name', MACHINE_INTERFACE, 'address', a.mac, 'netns', machineNetns],
+    ];
+    try {
+      await this.#ip(add);
+    } catch (error) {
+      // Left by an attach that was interrupted: remove it (its eth0 goes with it) and try once more.
+      if (!/File exists/.test((error as Error).message)) throw error;
+      await this.#deleteLinks([pending]);
+      await this.#ip(add);
+    }
+    try {
+      await writeSysctl(pending, 'disable_ipv6', '1');
+      await this.#ip(
+        ['-6', '-n', machineNetns, '-batch', '-'],
+        [
+          'link set dev lo up',
+          // The link-local address is set here rather than generated: no DAD delay, and it is exactly
+          // the one the rules bind to this port, whatever the namespace's addr_gen_mode.
+          `link set dev ${MACHINE_INTERFACE} addrgenmode none`,
+          `link set dev ${MACHINE_INTERFACE} up`,
+          `addr replace ${a.linkLocal}/64 dev ${MACHINE_INTERFACE} nodad`,
+          `addr replace ${a.address}/${MACHINE_PREFIX_LENGTH} dev ${MACHINE_INTERFACE} nodad`,
+          // The network's machines on this host are on-link (same bridge): switched, not routed.
+          `route replace ${a.hostBlock} dev ${MACHINE_INTERFACE}`,
+          `route replace default via ${a.gateway} dev ${MACHINE_INTERFACE}`,
+        ],
+      );
+      await this.#ip(
+        ['-batch', '-'],
+        [`link set dev ${pending} name ${a.veth}`, `link set dev ${a.veth} master ${a.bridge} up`],
+      );
+    } catch (error) {
+      await this.#deleteLinks([pending, a.veth]).catch(() => {});
+      throw new Error(`attaching machine ${a.machineId} to ${a.bridge}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+
+  async #applyNow(desired: DesiredNetState, full: boolean): Promise<ApplyResult> {
+    const warnings: string[] = [];
+    const uplinks = desired.egress ? await this.#uplinks() : [];
+    if (desired.egress && uplinks.length === 0) {
+      warnings.push('egress is on but the host has no IPv6 default route: machines cannot reach outside');
+    }
+    const next = rulesetState(desired, { uplinks });
+    const delta = !full && this.#applied ? rulesetDelta(this.#applied, next) : undefined;
+    let mode: ApplyResult['mode'] = delta === undefined ? 'full' : delta === '' ? 'unchanged' : 'delta';
+    this.#applied = undefined; // unknown until this apply succeeds
+    if (mode === 'delta') {
+      // A delta fails only when the kernel does not hold what this instance applied (someone changed
+      // the tables): then replace them.
+      await this.#nft(delta!).catch((error: Error) => {
+        mode = 'full';
+        warnings.push(`the Hangar tables were not as last applied (${error.message}); replacing them`);
+      });
+    }
+    if (mode === 'full') await this.#nft(buildRuleset(desired, { uplinks }));
+    this.#applied = next;
+    // Per bridge, so only when it can have changed: an attach must not cost a write per network.
+    if (mode === 'full' || desired.egress !== this.#egress) {
+      for (const network of desired.networks) await this.#setForceForwarding(network.bridge, desired.egress);
+    }
+    this.#egress = desired.egress;
+    if (desired.egress) warnings.push(...(await uplinkForwardingWarnings(uplinks)));
+    for (const warning of warnings) this.#onWarning(warning);
+    return {
+      networks: desired.networks.length,
+      machines: desired.attachments.length,
+      mode,
+      egress: desired.egress && uplinks.length > 0,
+      warnings,
+    };
+  }
+
+  /** The interfaces of the host's IPv6 default routes. */
+  async #uplinks(): Promise<string[]> {
+    const stdout = await this.#checked('ip', ['-j', '-6', 'route', 'show', 'default']);
+    const routes = (stdout.trim() ? JSON.parse(stdout) : []) as { dev?: string }[];
+    return [...new Set(routes.flatMap((r) => (r.dev && !isHangarBridge(r.dev) ? [r.dev] : [])))];
+  }
+}
+
+/** The address lines of a bridge for `ip -6 -batch`; the third word is the address as ip lists it. */
+function bridgeAddressLines(network: NetworkPlan): string[] {
+  return [
+    `addr replace ${network.gateway}/${HOST_BLOCK_PREFIX_LENGTH} dev ${network.bridge} nodad`,
+    `addr replace ${network.serviceAddress}/128 dev ${network.bridge} nodad`,
+  ];
+}
+
+async function writeSysctl(ifname: string, key: string, value: string): Promise<void> {
+  await writeFile(join(PROC_IPV6_CONF, ifname, key), value);
+}
+
+/** Replies from the outside are forwarded from the uplink to a bridge: the uplink must forward. */
+async function uplinkForwardingWarnings(uplinks: readonly string[]): Promise<string[]> {
+  const read = (path: string) =>
+    readFile(join(PROC_IPV6_CONF, path), 'utf8').then(
+      (text) => text.trim(),
+      () => '0',
+    );
+  if ((await read('all/forwarding')) === '1') return [];
+  const warnings: string[] = [];
+  for (const uplink of uplinks) {
+    if ((await read(`${uplink}/force_forwarding`)) !== '1') {
+      warnings.push(
+        `egress: replies arriving on ${uplink} are not forwarded to machines; set ` +
+          `net.ipv6.conf.${uplink}.force_forwarding=1 or net.ipv6.conf.all.forwarding=1 (Hangar leaves ` +
+          'host-wide and uplink sysctls to the operator)',
+      );
+    }
+  }
+  return warnings;
+}

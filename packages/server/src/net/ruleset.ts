@@ -1,0 +1,299 @@
+/**
+ * The whole nftables rule set of Hangar's networks, as text for one `nft -f -` transaction: built from
+ * the desired state only, so applying it twice gives the same kernel state (no duplicates by
+ * construction) and a reconcile is simply "apply again". Between two states that differ only in
+ * networks and machines, rulesetDelta gives the element adds and deletes instead (also one
+ * transaction), so that an attach does not rewrite a thousand networks' elements.
+ *
+ * Two tables, both named `hangar`, replaced together in the same transaction:
+ *
+ * - `table bridge hangar` sees each frame with the bridge port it came in on (the machine's veth). That
+ *   is where anti-spoofing has to live: in the inet family a frame from a machine shows up with the
+ *   bridge as its input interface, and traffic between two machines of one bridge is switched at L2
+ *   and never reaches the inet hooks at all (unless br_netfilter is on, which a host may or may not
+ *   have). Every frame from an `hgv…` port must carry that port's MAC and, for IPv6, that port's
+ *   address (or its link-local, or `::` for DAD and MLD). Everything else a machine sends (spoofed
+ *   sources, router advertisements, IPv4, ARP) is dropped before the bridge switches or delivers it.
+ * - `table inet hangar` polices what is routed: from a machine to the host (only DNS to its own
+ *   network's ::3 and to fdaa::3, plus neighbour discovery and replies to connections the host opened),
+ *   and between interfaces (a bridge to a different bridge is always dropped; to the uplink only with
+ *   egress on, masqueraded).
+ *
+ * Every base chain has policy accept and only acts on Hangar's interfaces (`hgn…` bridges, `hgv…`
+ * ports), so the host's other traffic (Docker, libvirt, the uplink) is not touched. The rule count is
+ * constant; networks and machines are elements of sets (concatenated `port . address` keys), so the
+ * size is O(networks + machines) lines and the kernel's lookups are hash lookups at any scale.
+ */
+import {
+  type Attachment,
+  BRIDGE_PREFIX,
+  type NetworkPlan,
+  RESOLVER_ADDRESS,
+  VETH_PREFIX,
+} from './address-plan.js';
+
+/** The name of both Hangar tables (inet and bridge families). */
+export const TABLE_NAME = 'hangar';
+export const DNS_PORT = 53;
+
+/** What the host's Hangar networking should look like, computed from the store. */
+export interface DesiredNetState {
+  networks: readonly NetworkPlan[];
+  attachments: readonly Attachment[];
+  /** Machines may reach the outside world through the host (masqueraded); per host for now. */
+  egress: boolean;
+}
+
+/** Facts about the host that the rules need, found by linux-net.ts. */
+export interface HostFacts {
+  /** The interfaces of the host's IPv6 default routes: egress leaves through them. */
+  uplinks: readonly string[];
+}
+
+const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
+const HANGAR_IFNAME = /^hg[nv][0-9a-f]{1,8}$/;
+const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+
+/** Every token that goes into the text is checked, so a bad record cannot change the rules' meaning. */
+function ifname(name: string, hangar = true): string {
+  if (!(hangar ? HANGAR_IFNAME : IFNAME).test(name))
+    throw new Error(`"${name}" is not a valid interface name`);
+  return `"${name}"`;
+}
+
+/**
+ * An IPv6 address in the plan's (lowercase, compressed) text: a shape check, not a parse, because it
+ * runs for every element of every apply (thousands at 1,000 networks). What it lets through cannot
+ * change the rules' meaning, and nft refuses a malformed address (the whole transaction then fails).
+ */
+const IPV6_TEXT = /^[0-9a-f]{0,4}(:[0-9a-f]{0,4}){2,7}$/;
+
+function address(text: string): string {
+  if (!IPV6_TEXT.test(text)) throw new Error(`"${text}" is not an IPv6 address`);
+  return text;
+}
+
+function mac(text: string): string {
+  if (!MAC.test(text)) throw new Error(`"${text}" is not a MAC address`);
+  return text;
+}
+
+/** A named set with its elements one per line; nft rejects `elements = { }`, so none means none. */
+function set(name: string, type: string, elements: readonly string[], comment: string): string[] {
+  const lines = [`  # ${comment}`, `  set ${name} {`, `    type ${type}`];
+  if (elements.length > 0) {
+    lines.push('    elements = {');
+    elements.forEach((element, i) => {
+      lines.push(`      ${element}${i < elements.length - 1 ? ',' : ''}`);
+    });
+    lines.push('    }');
+  }
+  lines.push('  }');
+  return lines;
+}
+
+function checkDesired(desired: DesiredNetState): void {
+  const networks = new Set<number>();
+  for (const network of desired.networks) {
+    if (networks.has(network.id)) throw new Error(`network ${network.id} is listed twice`);
+    networks.add(network.id);
+  }
+  const veths = new Set<string>();
+  const addresses = new Set<string>();
+  for (const attachment of desired.attachments) {
+    if (!networks.has(attachment.networkId)) {
+      throw new Error(
+        `machine ${attachment.machineId} is attached to network ${attachment.networkId}, which is not in the desired state`,
+      );
+    }
+    if (veths.has(attachment.veth)) throw new Error(`veth ${attachment.veth} is used twice`);
+    veths.add(attachment.veth);
+    const key = address(attachment.address);
+    if (addresses.has(key)) throw new Error(`address ${key} is given to two machines`);
+    addresses.add(key);
+  }
+}
+
+/**
+ * The data part of a rule set: every set's elements (keyed `<family> <set>`, each element as nft text)
+ * and the `shape`, everything else that varies (egress and its uplinks). Two states of the same shape
+ * differ only in set elements, so one can be turned into the other by adding and deleting elements
+ * (rulesetDelta) instead of replacing the tables.
+ */
+export interface RulesetState {
+  shape: string;
+  sets: ReadonlyMap<string, readonly string[]>;
+}
+
+export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplinks: [] }): RulesetState {
+  checkDesired(desired);
+  const networks = [...desired.networks].sort((a, b) => a.id - b.id);
+  const attachments = [...desired.attachments].sort((a, b) => a.machineNumber - b.machineNumber);
+  const bridgeOf = new Map(networks.map((n) => [n.id, n.bridge]));
+  for (const a of attachments) {
+    if (bridgeOf.get(a.networkId) !== a.bridge) {
+      throw new Error(`machine ${a.machineId}: bridge ${a.bridge} is not network ${a.networkId}'s`);
+    }
+  }
+  const uplinks = [...new Set(host.uplinks)].sort().map((name) => ifname(name, false));
+  const egress = desired.egress && uplinks.length > 0;
+  const sets = new Map<string, string[]>([
+    ['bridge port_macs', attachments.map((a) => `${ifname(a.veth)} . ${mac(a.mac)}`)],
+    [
+      'bridge port_addrs',
+      attachments.flatMap((a) => [
+        `${ifname(a.veth)} . ${address(a.address)}`,
+        `${ifname(a.veth)} . ${address(a.linkLocal)}`,
+      ]),
+    ],
+    [
+      'inet services',
+      networks.flatMap((n) =>
+        [address(n.serviceAddress), RESOLVER_ADDRESS].flatMap((to) =>
+          ['udp', 'tcp'].map((proto) => `${ifname(n.bridge)} . ${to} . ${proto} . ${DNS_PORT}`),
+        ),
+      ),
+    ],
+    ['inet same_bridge', networks.map((n) => `${ifname(n.bridge)} . ${ifname(n.bridge)}`)],
+  ]);
+  return { shape: JSON.stringify({ egress, uplinks }), sets };
+}
+
+/**
+ * The nft commands that turn the rules of `from` into those of `to`, as one transaction: element
+ * deletes and adds only, so the cost follows the change (an attach is a few elements), not the number
+ * of networks. Undefined when the shapes differ (a full replace is needed); empty when nothing changes.
+ */
+export function rulesetDelta(from: RulesetState, to: RulesetState): string | undefined {
+  if (from.shape !== to.shape) return undefined;
+  const lines: string[] = [];
+  for (const [key, next] of to.sets) {
+    const [family, name] = key.split(' ') as [string, string];
+    const before = new Set(from.sets.get(key) ?? []);
+    const after = new Set(next);
+    const removed = [...before].filter((e) => !after.has(e));
+    const added = next.filter((e) => !before.has(e));
+    if (removed.length > 0)
+      lines.push(`delete element ${family} ${TABLE_NAME} ${name} { ${removed.join(', ')} }`);
+    if (added.length > 0) lines.push(`add element ${family} ${TABLE_NAME} ${name} { ${added.join(', ')} }`);
+  }
+  return lines.length > 0 ? `${lines.join('\n')}\n` : '';
+}
+
+/**
+ * The rule set text for `nft -f -`. Each table is first created (a no-op when it exists, so the delete
+ * cannot fail), deleted and written anew: nft applies the whole input as one transaction, so the kernel
+ * switches from the old rules to the new ones at once, with no moment without rules.
+ */
+export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplinks: [] }): string {
+  const state = rulesetState(desired, host);
+  const { egress, uplinks } = JSON.parse(state.shape) as { egress: boolean; uplinks: string[] };
+  const elements = (key: string) => state.sets.get(key) ?? [];
+  const anyBridge = `"${BRIDGE_PREFIX}*"`;
+  const anyPort = `"${VETH_PREFIX}*"`;
+  const networkCount = desired.networks.length;
+  const machineCount = desired.attachments.length;
+
+  const lines = [
+    `# Hangar 6PN isolation: ${networkCount} networks, ${machineCount} machines, egress ${egress ? 'on' : 'off'}.`,
+    '# Generated by packages/server/src/net/ruleset.ts; do not edit (the next apply would undo it).',
+    `table bridge ${TABLE_NAME} {}`,
+    `delete table bridge ${TABLE_NAME}`,
+    `table inet ${TABLE_NAME} {}`,
+    `delete table inet ${TABLE_NAME}`,
+    '',
+    `table bridge ${TABLE_NAME} {`,
+    ...set(
+      'port_macs',
+      'ifname . ether_addr',
+      elements('bridge port_macs'),
+      "each machine port and its machine's MAC",
+    ),
+    ...set(
+      'port_addrs',
+      'ifname . ipv6_addr',
+      elements('bridge port_addrs'),
+      "each machine port and its machine's addresses (6PN and link-local)",
+    ),
+    '  chain prerouting {',
+    '    type filter hook prerouting priority filter; policy accept;',
+    `    iifname ${anyPort} jump from_machine`,
+    '  }',
+    '  chain from_machine {',
+    '    iifname . ether saddr != @port_macs counter drop comment "spoofed MAC"',
+    '    ether type != ip6 counter drop comment "6PN is IPv6 only"',
+    // Only the host routes: a machine's router advertisement or redirect would hijack its peers' routes.
+    '    icmpv6 type { nd-router-advert, nd-redirect, router-renumbering } counter drop comment "router messages"',
+    '    iifname . ip6 saddr @port_addrs accept',
+    // Before an address is configured the kernel speaks from :: (duplicate address detection, MLD).
+    '    ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } accept',
+    '    counter drop comment "spoofed source address"',
+    '  }',
+    '}',
+    '',
+    `table inet ${TABLE_NAME} {`,
+    ...set(
+      'services',
+      'ifname . ipv6_addr . inet_proto . inet_service',
+      elements('inet services'),
+      "what machines may reach on the host, per bridge: DNS on their network's ::3 and on fdaa::3",
+    ),
+    ...set(
+      'same_bridge',
+      'ifname . ifname',
+      elements('inet same_bridge'),
+      'bridge to itself: frames switched within one network, seen here only when br_netfilter is on',
+    ),
+    ...(egress
+      ? set('uplinks', 'ifname', uplinks, 'where egress leaves the host (IPv6 default routes)')
+      : []),
+    '  chain input {',
+    '    type filter hook input priority filter; policy accept;',
+    `    iifname ${anyBridge} jump machine_to_host`,
+    '  }',
+    '  chain machine_to_host {',
+    // Replies to what the host opened (health checks, the proxy, admin): conntrack only knows flows the
+    // host started or accepted, and the bridge table already dropped spoofed sources.
+    '    ct state established,related accept',
+    '    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept',
+    '    iifname . ip6 daddr . meta l4proto . th dport @services accept',
+    '    counter drop comment "machine to host"',
+    '  }',
+    '  chain forward {',
+    '    type filter hook forward priority filter; policy accept;',
+    `    iifname ${anyBridge} jump leaving_network`,
+    `    oifname ${anyBridge} jump entering_network`,
+    '  }',
+    '  chain leaving_network {',
+    '    iifname . oifname @same_bridge accept',
+    ...(egress ? ['    oifname @uplinks accept'] : []),
+    '    counter drop comment "cross-network or egress off"',
+    '  }',
+    '  chain entering_network {',
+    ...(egress ? ['    iifname @uplinks ct state established,related accept'] : []),
+    '    counter drop comment "into a network from outside"',
+    '  }',
+    ...(egress
+      ? [
+          '  chain postrouting {',
+          '    type nat hook postrouting priority srcnat; policy accept;',
+          `    iifname ${anyBridge} oifname @uplinks masquerade`,
+          '  }',
+        ]
+      : []),
+    '}',
+    '',
+  ];
+  return lines.join('\n');
+}
+
+/** Deletes both tables in one transaction; creating them first makes it succeed when they are absent. */
+export function deleteRulesetText(): string {
+  return [
+    `table bridge ${TABLE_NAME} {}`,
+    `delete table bridge ${TABLE_NAME}`,
+    `table inet ${TABLE_NAME} {}`,
+    `delete table inet ${TABLE_NAME}`,
+    '',
+  ].join('\n');
+}

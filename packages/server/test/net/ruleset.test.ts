@@ -1,0 +1,244 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { type Attachment, planAttachment, planNetwork } from '../../src/net/address-plan.js';
+import {
+  buildRuleset,
+  type DesiredNetState,
+  deleteRulesetText,
+  rulesetDelta,
+  rulesetState,
+} from '../../src/net/ruleset.js';
+import { runCommand } from '../../src/runtime/process.js';
+
+const HOST = '0a7b007d';
+
+/** `networks` networks with `perNetwork` machines each, numbered from 1. */
+function desiredState(networks: number, perNetwork: number, egress = false): DesiredNetState {
+  const plans = Array.from({ length: networks }, (_, i) => planNetwork(i + 1, HOST));
+  const attachments: Attachment[] = [];
+  for (const network of plans) {
+    for (let m = 0; m < perNetwork; m++) {
+      const machineNumber = attachments.length + 1;
+      attachments.push(
+        planAttachment({
+          machineId: machineNumber.toString(16).padStart(14, '0'),
+          machineNumber,
+          networkId: network.id,
+          hostId: HOST,
+        }),
+      );
+    }
+  }
+  return { networks: plans, attachments, egress };
+}
+
+/** The lines that are not set elements: rules, chains, set headers. */
+const structure = (text: string) =>
+  text.split('\n').filter((line) => !/^\s+"hg[nv][0-9a-f]+" \./.test(line) && !line.startsWith('#'));
+
+test('ruleset: both tables are replaced in one transaction', () => {
+  const text = buildRuleset(desiredState(2, 2));
+  const head = text
+    .split('\n')
+    .filter((l) => l && !l.startsWith('#'))
+    .slice(0, 4);
+  // Create-then-delete makes the delete succeed on a host that has no table yet.
+  assert.deepEqual(head, [
+    'table bridge hangar {}',
+    'delete table bridge hangar',
+    'table inet hangar {}',
+    'delete table inet hangar',
+  ]);
+  assert.equal(text.match(/^table bridge hangar \{$/gm)?.length, 1);
+  assert.equal(text.match(/^table inet hangar \{$/gm)?.length, 1);
+  assert.ok(!/flush ruleset/.test(text), 'never touches other tables');
+  assert.equal(
+    deleteRulesetText(),
+    'table bridge hangar {}\ndelete table bridge hangar\ntable inet hangar {}\ndelete table inet hangar\n',
+  );
+});
+
+test('ruleset: each port is bound to its MAC and its addresses (anti-spoofing)', () => {
+  const text = buildRuleset(desiredState(2, 2));
+  for (const line of [
+    '"hgv1" . 02:fd:00:00:00:01',
+    '"hgv4" . 02:fd:00:00:00:04',
+    '"hgv1" . fdaa:0:1:a7b:7d:0:1:2',
+    '"hgv1" . fe80::fd:ff:fe00:1',
+    '"hgv3" . fdaa:0:2:a7b:7d:0:3:2',
+  ]) {
+    assert.ok(text.includes(line), line);
+  }
+  assert.match(text, /iifname "hgv\*" jump from_machine/);
+  assert.match(text, /iifname \. ether saddr != @port_macs counter drop/);
+  assert.match(
+    text,
+    /iifname \. ip6 saddr @port_addrs accept\n.*\n\s+counter drop comment "spoofed source address"/,
+  );
+  assert.match(text, /nd-router-advert, nd-redirect/);
+});
+
+test('ruleset: machines reach the host only for DNS on their own ::3 and fdaa::3', () => {
+  const text = buildRuleset(desiredState(2, 1));
+  for (const bridge of ['hgn1', 'hgn2']) {
+    const n = bridge.slice(3);
+    for (const proto of ['udp', 'tcp']) {
+      assert.ok(text.includes(`"${bridge}" . fdaa:0:${n}::3 . ${proto} . 53`));
+      assert.ok(text.includes(`"${bridge}" . fdaa::3 . ${proto} . 53`));
+    }
+  }
+  assert.ok(!text.includes('"hgn1" . fdaa:0:2::3'), "no bridge may reach another network's ::3");
+  assert.match(text, /iifname "hgn\*" jump machine_to_host/);
+  assert.match(text, /iifname \. ip6 daddr \. meta l4proto \. th dport @services accept\n\s+counter drop/);
+});
+
+test('ruleset: forwarding only within one bridge, to the uplink only with egress', () => {
+  const off = buildRuleset(desiredState(2, 1), { uplinks: ['eth0'] });
+  assert.ok(off.includes('"hgn1" . "hgn1"') && off.includes('"hgn2" . "hgn2"'));
+  assert.ok(!off.includes('"hgn1" . "hgn2"'));
+  assert.match(off, /chain leaving_network \{\n\s+iifname \. oifname @same_bridge accept\n\s+counter drop/);
+  assert.ok(!off.includes('masquerade') && !off.includes('@uplinks'), 'egress off: no way out');
+
+  const on = buildRuleset(desiredState(2, 1, true), { uplinks: ['eth0', 'eth0', 'bond0'] });
+  assert.match(on, /set uplinks \{\n\s+type ifname\n\s+elements = \{\n\s+"bond0",\n\s+"eth0"\n/);
+  assert.match(on, /oifname @uplinks accept\n\s+counter drop/);
+  assert.match(on, /iifname @uplinks ct state established,related accept/);
+  assert.match(
+    on,
+    /type nat hook postrouting priority srcnat; policy accept;\n\s+iifname "hgn\*" oifname @uplinks masquerade/,
+  );
+
+  const noUplink = buildRuleset(desiredState(1, 1, true), { uplinks: [] });
+  assert.ok(!noUplink.includes('masquerade'), 'egress needs a default route to leave by');
+  assert.match(noUplink, /egress off/);
+});
+
+test('ruleset: the same state always gives the same text, whatever the order', () => {
+  const state = desiredState(5, 3);
+  const shuffled: DesiredNetState = {
+    ...state,
+    networks: [...state.networks].reverse(),
+    attachments: [...state.attachments].sort((a, b) => b.address.localeCompare(a.address)),
+  };
+  assert.equal(buildRuleset(shuffled), buildRuleset(state));
+});
+
+test('ruleset: an empty state is valid and still has the drops', () => {
+  const text = buildRuleset({ networks: [], attachments: [], egress: false });
+  assert.ok(!text.includes('elements'));
+  assert.match(text, /counter drop comment "spoofed MAC"/);
+});
+
+test('ruleset: inconsistent or malformed input is refused, never written', () => {
+  const state = desiredState(2, 1);
+  const [a1] = state.attachments as [Attachment];
+  assert.throws(() => buildRuleset({ ...state, networks: [state.networks[0]!] }), /not in the desired state/);
+  assert.throws(
+    () => buildRuleset({ ...state, networks: [...state.networks, state.networks[0]!] }),
+    /listed twice/,
+  );
+  assert.throws(
+    () => buildRuleset({ ...state, attachments: [a1, { ...a1, veth: 'hgv99', machineNumber: 99 }] }),
+    /given to two machines/,
+  );
+  assert.throws(
+    () => buildRuleset({ ...state, attachments: [{ ...a1, veth: 'hgv1" accept #' }] }),
+    /interface name/,
+  );
+  assert.throws(
+    () => buildRuleset({ ...state, attachments: [{ ...a1, bridge: 'hgn2' }] }),
+    /not network 1's/,
+  );
+  assert.throws(
+    () => buildRuleset({ ...state, attachments: [{ ...a1, address: '1.2.3.4' }] }),
+    /not an IPv6/,
+  );
+  assert.throws(() => buildRuleset({ ...state, attachments: [{ ...a1, mac: 'zz' }] }), /not a MAC/);
+  assert.throws(() => buildRuleset({ ...state, egress: true }, { uplinks: ['eth0 }'] }), /interface name/);
+});
+
+test('ruleset: size is O(networks + machines), the rules themselves are constant', () => {
+  const small = buildRuleset(desiredState(1, 1)).split('\n').length;
+  const medium = buildRuleset(desiredState(100, 1)).split('\n').length;
+  const large = buildRuleset(desiredState(1000, 1)).split('\n').length;
+  // Per network: 4 service elements + 1 same_bridge; per machine: 1 MAC + 2 addresses.
+  assert.equal(medium - small, 99 * 8);
+  assert.equal(large - medium, 900 * 8);
+  assert.deepEqual(
+    structure(buildRuleset(desiredState(1000, 2))),
+    structure(buildRuleset(desiredState(1, 1))),
+  );
+});
+
+test('ruleset: a delta adds and deletes only the elements that changed', () => {
+  const base = desiredState(3, 2);
+  const before = rulesetState(base);
+  assert.equal(rulesetDelta(before, rulesetState(base)), '', 'same state: nothing to do');
+
+  // One more machine in network 2: its MAC and its two addresses, nothing else.
+  const extra = planAttachment({
+    machineId: '0000000000ffff',
+    machineNumber: 0xffff,
+    networkId: 2,
+    hostId: HOST,
+  });
+  const added = rulesetDelta(before, rulesetState({ ...base, attachments: [...base.attachments, extra] }));
+  assert.equal(
+    added,
+    [
+      'add element bridge hangar port_macs { "hgvffff" . 02:fd:00:00:ff:ff }',
+      'add element bridge hangar port_addrs { "hgvffff" . fdaa:0:2:a7b:7d:0:ffff:2, "hgvffff" . fe80::fd:ff:fe00:ffff }',
+      '',
+    ].join('\n'),
+  );
+
+  // Network 3 and its machines go: deletes in all four sets.
+  const smaller = { ...base, networks: base.networks.slice(0, 2), attachments: base.attachments.slice(0, 4) };
+  const removed = rulesetDelta(before, rulesetState(smaller))!;
+  assert.deepEqual(
+    removed
+      .trim()
+      .split('\n')
+      .map((line) => line.split(' {')[0]),
+    [
+      'delete element bridge hangar port_macs',
+      'delete element bridge hangar port_addrs',
+      'delete element inet hangar services',
+      'delete element inet hangar same_bridge',
+    ],
+  );
+  assert.ok(removed.includes('"hgn3" . fdaa:0:3::3 . udp . 53') && !removed.includes('add element'));
+
+  // Egress (or its uplinks) changes rules, not only elements: no delta, a full replace.
+  assert.equal(
+    rulesetDelta(before, rulesetState({ ...base, egress: true }, { uplinks: ['eth0'] })),
+    undefined,
+  );
+  const on = rulesetState({ ...base, egress: true }, { uplinks: ['eth0'] });
+  assert.equal(rulesetDelta(on, rulesetState({ ...base, egress: true }, { uplinks: ['eth1'] })), undefined);
+});
+
+test('ruleset: nft accepts the text and the deltas (checked in a throwaway network namespace)', {
+  skip: process.getuid?.() === 0 ? false : 'needs root for nft -c',
+}, async () => {
+  const grown = desiredState(4, 2);
+  const shrunk = { ...grown, networks: grown.networks.slice(1), attachments: grown.attachments.slice(2) };
+  // A full rule set followed by a delta, checked as one transaction: the delta's deletes must name
+  // elements the full text created.
+  const delta = rulesetDelta(rulesetState(grown), rulesetState(shrunk))!;
+  const growBack = rulesetDelta(rulesetState(shrunk), rulesetState(grown))!;
+  for (const text of [
+    buildRuleset({ networks: [], attachments: [], egress: false }),
+    buildRuleset(desiredState(3, 2, false)),
+    buildRuleset(desiredState(1000, 1, true), { uplinks: ['eth0'] }),
+    buildRuleset(grown) + delta,
+    buildRuleset(shrunk) + growBack,
+  ]) {
+    // unshare -n: a fresh namespace, so the check never sees or touches the host's rule set.
+    const result = await runCommand('unshare', ['-n', 'nft', '-c', '-f', '-'], {
+      input: text,
+      timeoutMs: 30_000,
+    });
+    assert.equal(result.code, 0, result.stderr);
+  }
+});
