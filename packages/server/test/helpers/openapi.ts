@@ -8,7 +8,7 @@ import { ERROR_HTTP_STATUS } from '../../src/shared/errors.js';
 
 /**
  * Validates Hangar's responses against Fly's published Machines OpenAPI spec
- * (/work/shared/reference/machines-openapi.yaml, beside the repository as `shared/`).
+ * (`shared/reference/machines-openapi.yaml`, in the `shared/` folder beside the repository).
  *
  * The spec is used as published, except for the named adjustments in SPEC_EXCEPTIONS below. Each one
  * is a documented disagreement between the 2.0-derived spec and what Fly's API (and its Go client)
