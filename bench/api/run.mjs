@@ -1,12 +1,11 @@
 #!/usr/bin/env node
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 // Machines API throughput and latency of a real hangard, next to two floors measured in the same run:
 // a bare node:http server answering the same machine JSON from memory (the HTTP floor) and raw
@@ -15,7 +14,7 @@ import Database from 'better-sqlite3';
 //   node bench/api/run.mjs [--duration 5] [--max-requests 20000] [--connections 16] [--json]
 //
 // See bench/api/README.md for what each figure means.
-import { freePort, positive, serverCode } from '../lib/server.mjs';
+import { freePort, parseFlags, positive, removeOnExit, serverCode } from '../lib/server.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** A cold start through tsx on a busy 2-core host takes seconds; this bounds a hung one. */
@@ -38,21 +37,17 @@ const HELP = `Usage: node bench/api/run.mjs [options]
 
 // ---- options --------------------------------------------------------------------------------------
 
-const { values: flags } = parseArgs({
-  options: {
+const flags = parseFlags(
+  {
     duration: { type: 'string', default: '5' },
     'max-requests': { type: 'string', default: '20000' },
     connections: { type: 'string', default: '16' },
     daemon: { type: 'string', default: 'auto' },
     'log-level': { type: 'string', default: 'warn' },
     json: { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
   },
-});
-if (flags.help) {
-  process.stdout.write(HELP);
-  process.exit(0);
-}
+  HELP,
+);
 const options = {
   durationMs: positive('duration', flags.duration) * 1000,
   maxRequests: Math.floor(positive('max-requests', flags['max-requests'])),
@@ -69,24 +64,7 @@ if (!['auto', 'dist', 'tsx'].includes(options.daemon)) {
 // ---- cleanup: the temp dir and every child go away on exit, error and Ctrl-C ---------------------------
 
 const tempDir = mkdtempSync(join(tmpdir(), 'hangar-bench-'));
-const children = new Set();
-let cleaned = false;
-function cleanup() {
-  if (cleaned) return;
-  cleaned = true;
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  }
-  rmSync(tempDir, { recursive: true, force: true });
-}
-process.on('exit', cleanup);
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.once(signal, () => {
-    process.stderr.write(`\nbench: ${signal}, cleaning up\n`);
-    cleanup();
-    process.exit(130);
-  });
-}
+const { children, cleanup } = removeOnExit(tempDir);
 
 const log = (text) => {
   if (!options.json) process.stderr.write(`${text}\n`);

@@ -1,12 +1,11 @@
 #!/usr/bin/env node
 import { spawn } from 'node:child_process';
 import dgram from 'node:dgram';
-import { accessSync, chmodSync, constants, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import dnsPacket from 'dns-packet';
 // `.internal` AAAA lookups per second and their latency against Hangar's DnsServer, and the same load
 // against dnsmasq serving the same names as static records, in the same run.
@@ -14,7 +13,7 @@ import dnsPacket from 'dns-packet';
 //   node bench/dns/run.mjs [--duration 5] [--max-queries 200000] [--concurrency 64] [--apps 100] [--json]
 //
 // See bench/dns/README.md for what each figure means.
-import { freePort, serverCode } from '../lib/server.mjs';
+import { freePort, parseFlags, positive, removeOnExit, serverCode } from '../lib/server.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HERE = fileURLToPath(new URL('./', import.meta.url));
@@ -41,8 +40,8 @@ const HELP = `Usage: node bench/dns/run.mjs [options]
 
 // ---- options --------------------------------------------------------------------------------------
 
-const { values: flags } = parseArgs({
-  options: {
+const flags = parseFlags(
+  {
     duration: { type: 'string', default: '5' },
     'max-queries': { type: 'string', default: '200000' },
     concurrency: { type: 'string', default: '64' },
@@ -50,28 +49,16 @@ const { values: flags } = parseArgs({
     machines: { type: 'string', default: '3' },
     daemon: { type: 'string', default: 'auto' },
     json: { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
   },
-});
-if (flags.help) {
-  process.stdout.write(HELP);
-  process.exit(0);
-}
-const positive = (name, text, max = Number.POSITIVE_INFINITY) => {
-  const value = Number(text);
-  if (!Number.isFinite(value) || value <= 0 || value > max) {
-    process.stderr.write(`bench: --${name} must be a positive number up to ${max}, got "${text}"\n`);
-    process.exit(2);
-  }
-  return value;
-};
+  HELP,
+);
 const options = {
   durationMs: positive('duration', flags.duration) * 1000,
   maxQueries: Math.floor(positive('max-queries', flags['max-queries'])),
   // Query ids are 16 bits: in-flight queries must stay well under 65536 to keep ids unambiguous.
-  concurrency: Math.floor(positive('concurrency', flags.concurrency, 4096)),
-  apps: Math.floor(positive('apps', flags.apps, 9999)),
-  machines: Math.floor(positive('machines', flags.machines, 40)),
+  concurrency: Math.floor(positive('concurrency', flags.concurrency, { max: 4096 })),
+  apps: Math.floor(positive('apps', flags.apps, { max: 9999 })),
+  machines: Math.floor(positive('machines', flags.machines, { max: 40 })),
   daemon: flags.daemon,
   json: flags.json,
 };
@@ -85,24 +72,7 @@ if (!['auto', 'dist', 'tsx'].includes(options.daemon)) {
 const tempDir = mkdtempSync(join(tmpdir(), 'hangar-bench-dns-'));
 // dnsmasq started as root drops to an unprivileged user and must still read the hosts file in here.
 chmodSync(tempDir, 0o755);
-const children = new Set();
-let cleaned = false;
-function cleanup() {
-  if (cleaned) return;
-  cleaned = true;
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  }
-  rmSync(tempDir, { recursive: true, force: true });
-}
-process.on('exit', cleanup);
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.once(signal, () => {
-    process.stderr.write(`\nbench: ${signal}, cleaning up\n`);
-    cleanup();
-    process.exit(130);
-  });
-}
+const { children, cleanup } = removeOnExit(tempDir);
 
 const log = (text) => {
   if (!options.json) process.stderr.write(`${text}\n`);

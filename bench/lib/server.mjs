@@ -1,8 +1,9 @@
 // What the benches share: which hangard code to run (the build when it is fresh, else the source
-// through tsx), a free loopback port, and flag parsing.
-import { existsSync, readdirSync, statSync } from 'node:fs';
+// through tsx), a free loopback port, flag parsing, and cleanup at exit.
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 
 export const SERVER = new URL('../../packages/server/', import.meta.url).pathname;
 
@@ -38,12 +39,61 @@ export function freePort() {
   });
 }
 
-/** A positive number from a flag's text, or exit with a one-line error naming the flag. */
-export function positive(name, text) {
+/**
+ * A positive number from a flag's text (at most `max`; a whole number when `integer`), or exit with a
+ * one-line error naming the flag.
+ */
+export function positive(name, text, { max = Number.POSITIVE_INFINITY, integer = false } = {}) {
   const value = Number(text);
-  if (!Number.isFinite(value) || value <= 0) {
-    process.stderr.write(`bench: --${name} must be a positive number, got "${text}"\n`);
+  if (!Number.isFinite(value) || value <= 0 || value > max || (integer && !Number.isInteger(value))) {
+    const what = integer ? 'a positive whole number' : 'a positive number';
+    const bound = max === Number.POSITIVE_INFINITY ? '' : ` up to ${max}`;
+    process.stderr.write(`bench: --${name} must be ${what}${bound}, got "${text}"\n`);
     process.exit(2);
   }
   return value;
+}
+
+/** The flags (node:util parseArgs options, plus -h/--help); a bad flag or --help prints `help` and exits. */
+export function parseFlags(options, help) {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      options: { ...options, help: { type: 'boolean', short: 'h', default: false } },
+    }));
+  } catch (error) {
+    process.stderr.write(`bench: ${error.message}\n${help}`);
+    process.exit(2);
+  }
+  if (values.help) {
+    process.stdout.write(help);
+    process.exit(0);
+  }
+  return values;
+}
+
+/**
+ * Kills the bench's child processes (add them to `children`) and removes `tempDir` when the bench exits,
+ * errors or is interrupted; `cleanup` does it at once.
+ */
+export function removeOnExit(tempDir) {
+  const children = new Set();
+  let cleaned = false;
+  const cleanup = () => {
+    if (cleaned) return;
+    cleaned = true;
+    for (const child of children) {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+    rmSync(tempDir, { recursive: true, force: true });
+  };
+  process.on('exit', cleanup);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.once(signal, () => {
+      process.stderr.write(`\nbench: ${signal}, cleaning up\n`);
+      cleanup();
+      process.exit(130);
+    });
+  }
+  return { children, cleanup };
 }

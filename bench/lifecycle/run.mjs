@@ -19,7 +19,6 @@ import { Agent, request } from 'node:http';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 // Machine lifecycle latency of a real hangard (create, stop, start, suspend, resume, destroy, each timed to
 // the API's answer or to the machine's first HTTP answer), next to the same operations done directly with
 // the OCI runtime hangard uses, on a bundle made by hand from the same image (the floor).
@@ -28,7 +27,7 @@ import { parseArgs } from 'node:util';
 //
 // Needs root and crun/runc, umoci, skopeo, docker-registry, tini and busybox-static. See
 // bench/lifecycle/README.md for the method and what each figure means.
-import { freePort, positive, serverCode } from '../lib/server.mjs';
+import { freePort, parseFlags, positive, serverCode } from '../lib/server.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const APP = 'lifecycle';
@@ -58,25 +57,15 @@ const HELP = `Usage: node bench/lifecycle/run.mjs [options]   (as root)
 
 // ---- options --------------------------------------------------------------------------------------
 
-let flags;
-try {
-  ({ values: flags } = parseArgs({
-    options: {
-      runs: { type: 'string', default: '20' },
-      'probe-timeout': { type: 'string', default: '10' },
-      daemon: { type: 'string', default: 'auto' },
-      json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  }));
-} catch (error) {
-  process.stderr.write(`bench: ${error.message}\n${HELP}`);
-  process.exit(2);
-}
-if (flags.help) {
-  process.stdout.write(HELP);
-  process.exit(0);
-}
+const flags = parseFlags(
+  {
+    runs: { type: 'string', default: '20' },
+    'probe-timeout': { type: 'string', default: '10' },
+    daemon: { type: 'string', default: 'auto' },
+    json: { type: 'boolean', default: false },
+  },
+  HELP,
+);
 const options = {
   runs: Math.floor(positive('runs', flags.runs)),
   probeTimeoutMs: positive('probe-timeout', flags['probe-timeout']) * 1000,

@@ -11,8 +11,8 @@
 // bench/net/README.md.
 import { spawn, spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { register } from 'tsx/esm/api';
+import { parseFlags, positive } from '../lib/server.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HOST_ID = '7e5bab01';
@@ -31,36 +31,18 @@ const HELP = `Usage: node bench/net/run.mjs [options]   (as root)
   -h, --help     show this help
 `;
 
-let flags;
-try {
-  ({ values: flags } = parseArgs({
-    options: {
-      sizes: { type: 'string', default: '1,100,1000' },
-      machines: { type: 'string', default: '5' },
-      runs: { type: 'string', default: '5' },
-      json: { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  }));
-} catch (error) {
-  process.stderr.write(`bench: ${error.message}\n${HELP}`);
-  process.exit(2);
-}
-if (flags.help) {
-  process.stdout.write(HELP);
-  process.exit(0);
-}
-const positive = (name, text) => {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) {
-    process.stderr.write(`bench: --${name} must be a positive integer, got "${text}"\n`);
-    process.exit(2);
-  }
-  return n;
-};
-const sizes = flags.sizes.split(',').map((s) => positive('sizes', s.trim()));
-const machineCount = positive('machines', flags.machines);
-const runs = positive('runs', flags.runs);
+const flags = parseFlags(
+  {
+    sizes: { type: 'string', default: '1,100,1000' },
+    machines: { type: 'string', default: '5' },
+    runs: { type: 'string', default: '5' },
+    json: { type: 'boolean', default: false },
+  },
+  HELP,
+);
+const sizes = flags.sizes.split(',').map((s) => positive('sizes', s.trim(), { integer: true }));
+const machineCount = positive('machines', flags.machines, { integer: true });
+const runs = positive('runs', flags.runs, { integer: true });
 if (process.getuid?.() !== 0) {
   process.stderr.write('bench: needs root (bridges, veths, network namespaces, nftables)\n');
   process.exit(2);
