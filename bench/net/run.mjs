@@ -93,6 +93,7 @@ const srcUrl = (path) => new URL(`packages/server/src/${path}`, `file://${ROOT}`
 const { LinuxNetwork } = await import(srcUrl('net/linux-net.ts'));
 const { planAttachment, planNetwork } = await import(srcUrl('net/address-plan.ts'));
 const { buildRuleset } = await import(srcUrl('net/ruleset.ts'));
+const { flycastAddress } = await import(srcUrl('net/ipv6.ts'));
 
 // ---- the namespace of the run ------------------------------------------------------------------------------
 
@@ -144,7 +145,8 @@ const ms = (start) => Number(process.hrtime.bigint() - start) / 1e6;
 const now = () => process.hrtime.bigint();
 
 /**
- * N networks, each with one machine in the rules (the machines the host would already run). Only the
+ * N networks, each with one machine and one Flycast address in the rules (the machines and apps the host
+ * would already run). Only the
  * timed machines get a real namespace and veth; the others are set elements, which is all they cost an
  * apply, and reconcile skips them (no namespace).
  */
@@ -158,7 +160,8 @@ function desiredState(size, extra = []) {
       hostId: HOST_ID,
     }),
   );
-  return { networks, attachments: [...residents, ...extra], egress: false };
+  const flycast = networks.map((n) => ({ networkId: n.id, address: flycastAddress(n.id, 1) }));
+  return { networks, attachments: [...residents, ...extra], flycast, egress: false };
 }
 
 const results = [];

@@ -4,7 +4,10 @@ import type { FastifyInstance } from 'fastify';
 import { buildApi } from './api/server.js';
 import { mintToken } from './auth/tokens.js';
 import type { ResolvedConfig } from './config/config.js';
+import { type HostDns, startHostDns } from './dns/host-dns.js';
 import { createPlatform, type Platform } from './machines/platform.js';
+import type { HostLockOptions } from './net/host-lock.js';
+import { HostNetwork } from './net/host-network.js';
 import { type HostRuntime, startHostRuntime } from './runtime/host-runtime.js';
 import type { MachineRuntime } from './runtime/runtime.js';
 import { hostCanLoopMount, VolumeStorage } from './runtime/volumes/volume-storage.js';
@@ -19,9 +22,13 @@ export interface Hangard {
   createdToken: string | undefined;
   tokenFile: string;
   /** The machine runtime in use, and why there is none when there is none. */
-  runtime: { description: string } | { missing: string };
+  runtime: Status;
+  /** Private networks and DNS, and why there are none when there are none. */
+  network: Status;
   close(): Promise<void>;
 }
+
+export type Status = { description: string } | { missing: string };
 
 export interface StartOptions {
   /** A runtime to use instead of the host's (tests pass a fake); otherwise config.runtime decides. */
@@ -37,6 +44,10 @@ export interface StartOptions {
    * left on the host. Normally machines keep running while hangard restarts.
    */
   removeMachinesOnClose?: boolean;
+  /** Tests that share a host wait for its networking instead of failing (see net/host-lock.ts). */
+  hostLock?: HostLockOptions;
+  /** Where conditions the operator should know of go; default stderr (unless logLevel is silent). */
+  onWarning?: (message: string) => void;
 }
 
 export const dataFiles = (dataDir: string) => ({
@@ -45,13 +56,23 @@ export const dataFiles = (dataDir: string) => ({
   token: join(dataDir, 'personal.token'),
 });
 
-/** Composition root: store → vault → platform → api, in that order; close() undoes it in reverse. */
+/**
+ * Composition root: store → volumes → private networks → machine runtime → platform → reconcile →
+ * DNS → api, in that order; close() undoes it in reverse.
+ */
 export async function startHangard(config: ResolvedConfig, options: StartOptions = {}): Promise<Hangard> {
   const files = dataFiles(config.dataDir);
+  const warn =
+    options.onWarning ??
+    ((message: string) => {
+      if (config.logLevel !== 'silent') process.stderr.write(`hangard: warning: ${message}\n`);
+    });
   const store = new SqliteStore({ path: files.database, synchronous: config.databaseSync });
   let api: FastifyInstance | undefined;
   let volumeStorage: VolumeStorage | undefined;
   let hostRuntime: HostRuntime | undefined;
+  let hostNetwork: HostNetwork | undefined;
+  let dns: HostDns | undefined;
   try {
     if ((options.realVolumes ?? true) && (await hostCanLoopMount())) {
       volumeStorage = new VolumeStorage({ dir: join(config.dataDir, 'volumes') });
@@ -59,15 +80,36 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       await volumeStorage.cleanup();
     }
     let runtime = options.runtime;
-    let runtimeStatus: Hangard['runtime'] = { description: runtime?.name ?? 'none' };
+    let runtimeStatus: Status = { description: runtime?.name ?? 'none' };
+    let networkStatus: Status = { missing: 'machines do not run on this host' };
     if (!runtime && config.runtime !== 'off') {
+      // Networks first: the runtime plugs each machine in as it boots.
+      if (config.network.mode === 'off') {
+        networkStatus = { missing: 'private networks are off in the configuration' };
+      } else {
+        try {
+          hostNetwork = await HostNetwork.start({
+            store,
+            hostId: config.hostId,
+            egress: config.network.egress,
+            onWarning: warn,
+            onNetworkUp: async (network) => dns?.addNetwork(network),
+            ...(options.hostLock ? { lock: options.hostLock } : {}),
+          });
+        } catch (error) {
+          if (config.network.mode === 'required') throw error;
+          networkStatus = { missing: (error as Error).message };
+        }
+      }
       try {
-        hostRuntime = await startHostRuntime(config, volumeStorage);
+        hostRuntime = await startHostRuntime(config, volumeStorage, hostNetwork);
         runtime = hostRuntime.runtime;
         runtimeStatus = { description: hostRuntime.description };
       } catch (error) {
         if (config.runtime === 'required') throw error;
         runtimeStatus = { missing: (error as Error).message };
+        await hostNetwork?.close();
+        hostNetwork = undefined;
       }
     } else if (!runtime) {
       runtimeStatus = { missing: 'the runtime is off in the configuration' };
@@ -104,6 +146,16 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       );
       await hostRuntime.images.gc(inUse);
     }
+    if (hostNetwork) {
+      dns = await startHostDns({
+        store,
+        networks: hostNetwork.networksUp(),
+        onError: (error) => warn(`DNS: ${error.message}`),
+      });
+      networkStatus = {
+        description: `${hostNetwork.networksUp().length} private networks, DNS on fdaa::3 port 53, egress ${config.network.egress ? 'on' : 'off'}`,
+      };
+    }
     api = buildApi({
       platform,
       rateLimits: config.rateLimits,
@@ -118,6 +170,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       createdToken,
       tokenFile: files.token,
       runtime: runtimeStatus,
+      network: networkStatus,
       close: () => {
         closing ??= (async () => {
           await platform.machines.close();
@@ -128,6 +181,9 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
               for (const id of ids) await runtime.destroy(id);
             }
             await (hostRuntime ?? runtime)?.close();
+            await dns?.close();
+            // Bridges and rules stay for the machines that keep running, unless none is left.
+            await hostNetwork?.close({ removeAll: options.removeMachinesOnClose === true });
             // Running machines keep their volumes mounted across a restart; with no machine left, unmount.
             if (!runtime || options.removeMachinesOnClose) await volumeStorage?.close();
           } finally {
@@ -139,7 +195,9 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     };
   } catch (error) {
     await api?.close();
+    await dns?.close().catch(() => undefined);
     await hostRuntime?.close().catch(() => undefined);
+    await hostNetwork?.close().catch(() => undefined);
     await volumeStorage?.close().catch(() => undefined);
     store.close();
     throw error;

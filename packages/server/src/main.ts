@@ -76,6 +76,13 @@ async function main(): Promise<void> {
       `hangard: no machine runtime (${hangard.runtime.missing}): machines are recorded but do not run (see docs/runtime.md)\n`,
     );
   }
+  if ('description' in hangard.network) {
+    process.stdout.write(`hangard: ${hangard.network.description}\n`);
+  } else {
+    process.stdout.write(
+      `hangard: no private networks (${hangard.network.missing}): machines get a loopback-only network (see docs/networking.md)\n`,
+    );
+  }
   const shutdown = (signal: string) => {
     process.stdout.write(`hangard: ${signal}, shutting down\n`);
     void hangard.close().then(() => process.exit(0));

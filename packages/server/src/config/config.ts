@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { DEFAULT_RATE_LIMITS } from '../api/rate-limits.js';
+import { parseHostId } from '../net/address-plan.js';
 import { addressInPrefix } from '../net/ipv6.js';
 
 const isUsablePrefix = (prefix: string) => {
@@ -40,6 +41,16 @@ export const ConfigSchema = z.strictObject({
    * none works; `required`: refuse to start without one; `off`: never run machines.
    */
   runtime: z.enum(['auto', 'required', 'off']),
+  /**
+   * Private networks (6PN bridges, nftables isolation, .internal DNS) for machines that run here.
+   * `auto`: set them up when the host can (root, a machine runtime, ip and nft), else machines get a
+   * loopback-only namespace; `required`: refuse to start without them; `off`: never.
+   */
+  network: z.strictObject({
+    mode: z.enum(['auto', 'required', 'off']),
+    /** Machines may open connections to the outside world through the host (masqueraded). */
+    egress: z.boolean(),
+  }),
   /** Hangar's own image registry, on loopback. */
   registry: z.strictObject({
     port: z.number().int().min(1).max(65535),
@@ -66,6 +77,7 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
   logLevel: 'info',
   ips: { sharedV4: '127.0.0.1', publicV6Prefix: 'fd68:616e:6761:7200::/64' },
   runtime: 'auto',
+  network: { mode: 'auto', egress: false },
   registry: { port: 4281, insecure: [] },
   databaseSync: 'FULL',
   rateLimits: DEFAULT_RATE_LIMITS,
@@ -94,14 +106,23 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   if (env.HANGAR_REGION) layer.region = env.HANGAR_REGION;
   if (env.HANGAR_LOG_LEVEL) layer.logLevel = env.HANGAR_LOG_LEVEL;
   if (env.HANGAR_RUNTIME) layer.runtime = env.HANGAR_RUNTIME;
+  if (env.HANGAR_NETWORK) layer.network = { mode: env.HANGAR_NETWORK };
+  if (env.HANGAR_EGRESS !== undefined) {
+    layer.network = {
+      ...(layer.network as Json | undefined),
+      egress: onOff('HANGAR_EGRESS', env.HANGAR_EGRESS),
+    };
+  }
   if (env.HANGAR_API_LISTEN) layer.listen = parseListen(env.HANGAR_API_LISTEN);
   if (env.HANGAR_RATE_LIMITS !== undefined) {
-    if (env.HANGAR_RATE_LIMITS !== 'on' && env.HANGAR_RATE_LIMITS !== 'off') {
-      throw new Error(`HANGAR_RATE_LIMITS must be "on" or "off", got "${env.HANGAR_RATE_LIMITS}"`);
-    }
-    layer.rateLimits = { enabled: env.HANGAR_RATE_LIMITS === 'on' };
+    layer.rateLimits = { enabled: onOff('HANGAR_RATE_LIMITS', env.HANGAR_RATE_LIMITS) };
   }
   return layer;
+}
+
+function onOff(name: string, value: string): boolean {
+  if (value !== 'on' && value !== 'off') throw new Error(`${name} must be "on" or "off", got "${value}"`);
+  return value === 'on';
 }
 
 /** `host:port`, `[v6]:port` or a bare port. */
@@ -140,17 +161,31 @@ export function resolveConfig(sources: ConfigSources = {}): ResolvedConfig {
 }
 
 /**
- * The host's id: 32 random bits, made once and kept in the data directory. It is placement data now
- * and becomes part of every 6PN address with the networking issue.
+ * The host's id: 32 random bits, made once and kept in the data directory. It is part of every 6PN
+ * address of the machines on this host, so it never changes once machines have addresses.
  */
 function hostIdIn(dataDir: string): string {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const file = join(dataDir, 'host-id');
+  let id: string;
   try {
-    return readFileSync(file, 'utf8').trim();
+    id = readFileSync(file, 'utf8').trim();
   } catch {
-    const id = randomBytes(4).toString('hex');
+    do id = randomBytes(4).toString('hex');
+    while (!isUsableHostId(id));
     writeFileSync(file, `${id}\n`, { mode: 0o600 });
-    return id;
+  }
+  if (!isUsableHostId(id)) {
+    throw new Error(`${file} holds "${id}", not a usable host id (8 hex digits, not 00000000 or 00000001)`);
+  }
+  return id;
+}
+
+function isUsableHostId(id: string): boolean {
+  try {
+    parseHostId(id);
+    return true;
+  } catch {
+    return false;
   }
 }

@@ -1,7 +1,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
-import { parseIpv6 } from '../net/ipv6.js';
+import { networkIdOf } from '../net/address-plan.js';
 import { type DnsEndpoint, Forwarder, readResolvConf } from './forward.js';
 import { type DnsRcode, type DnsRecord, isLocalName, resolve } from './resolve.js';
 import type { DnsSnapshot } from './view.js';
@@ -20,7 +20,7 @@ export interface DnsServerOptions {
   addresses: DnsEndpoint[];
   /** Default: the nameservers of /etc/resolv.conf, port 53. */
   forwardTo?: DnsEndpoint[];
-  /** The caller's network from its source address. Default: the 6PN rule (`networkIdOfAddress`). */
+  /** The caller's network from its source address. Default: the 6PN rule (`networkIdOf`). */
   networkOf?: (sourceAddress: string) => number | undefined;
   /** Per upstream, before the next one is tried (default 2000). */
   forwardTimeoutMs?: number;
@@ -31,17 +31,6 @@ export interface DnsServerOptions {
 }
 
 type DnsTransport = 'udp' | 'tcp';
-
-/**
- * The network a 6PN address belongs to: its 2nd and 3rd groups (`fdaa:<hi>:<lo>:…`); undefined outside
- * fdaa::/16 and for network 0, which is reserved (its ::3 would be the network-less resolver fdaa::3).
- */
-export function networkIdOfAddress(address: string): number | undefined {
-  const groups = parseIpv6(address.split('%')[0]!);
-  if (groups?.[0] !== 0xfdaa) return undefined;
-  const id = groups[1]! * 0x10000 + groups[2]!;
-  return id === 0 ? undefined : id;
-}
 
 const RCODES: Record<DnsRcode, number> = {
   NOERROR: 0,
@@ -113,7 +102,7 @@ export class DnsServer {
     }
     this.#view = options.view;
     this.#addresses = options.addresses;
-    this.#networkOf = options.networkOf ?? networkIdOfAddress;
+    this.#networkOf = options.networkOf ?? networkIdOf;
     this.#tcpIdleTimeoutMs = options.tcpIdleTimeoutMs ?? 10_000;
     this.#onError = options.onError ?? (() => {});
     this.#forwarder = new Forwarder({

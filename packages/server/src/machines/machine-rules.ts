@@ -2,6 +2,7 @@
  * The rules a machine mutation checks, as functions of records: lookups, names, leases, volume
  * attachment, and what a wait should answer. No I/O but through the transaction they are given.
  */
+import { MAX_ID, machineAddress } from '../net/address-plan.js';
 import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
 import { newMachineName } from '../shared/ids.js';
 import type { AppRecord, LeaseRecord, MachineRecord } from '../store/records.js';
@@ -128,6 +129,22 @@ export function attachVolume(
     throw failedPrecondition(`volume ${wanted} is attached to machine ${volume.attachedMachineId}`);
   }
   tx.volumes.update({ ...volume, attachedMachineId: machine.id });
+}
+
+/**
+ * A new machine's place in its app's private network on this host: the next machine number (never
+ * reused, so no two machines of a host ever share a veth name or an address) and the address it gives.
+ */
+export function allocateSixPn(
+  tx: WriteTx,
+  app: AppRecord,
+  hostId: string,
+): Pick<MachineRecord, 'machineNumber' | 'privateIp'> {
+  const machineNumber = tx.nextSequence(`machine-number:${hostId}`);
+  if (machineNumber > MAX_ID) {
+    throw new HangarError('internal', 'this host has used up its 2^32 machine numbers');
+  }
+  return { machineNumber, privateIp: machineAddress(app.networkId, hostId, machineNumber) };
 }
 
 /** 'done', a terminal error, or 'pending'. */

@@ -26,6 +26,7 @@ import { appFor, isoNow, type PlatformContext } from './context.js';
 import { type MachineConfig, normalizeMachineConfig } from './machine-config.js';
 import {
   activeLease,
+  allocateSixPn,
   attachVolume,
   checkLease,
   checkLeaseTtl,
@@ -107,6 +108,14 @@ export class MachinesService {
    * live exit (restart policy, auto_destroy); containers nobody knows were removed by the runtime.
    */
   async reconcile(): Promise<void> {
+    // Machines recorded before private networks existed get their address now, once.
+    await this.ctx.store.write((tx) => {
+      for (const machine of tx.machines.list()) {
+        if (machine.machineNumber !== undefined || machine.state === 'destroyed') continue;
+        const app = tx.apps.get(machine.appId);
+        if (app) tx.machines.update({ ...machine, ...allocateSixPn(tx, app, this.ctx.hostId) });
+      }
+    });
     const runtime = this.ctx.runtime;
     if (!runtime) return;
     const known = await this.ctx.store.read((tx) =>
@@ -283,7 +292,7 @@ export class MachinesService {
         instanceId: newUlid(),
         config,
         imageRef: null,
-        privateIp: null,
+        ...allocateSixPn(tx, app, this.ctx.hostId),
         cordoned: input.skipServiceRegistration === true,
         skipSecrets: input.skipSecrets === true,
         createdAt: now,
@@ -942,6 +951,10 @@ export class MachinesService {
       config: machine.config,
       env,
       privateIp: machine.privateIp,
+      network:
+        machine.machineNumber === undefined
+          ? null
+          : { networkId: app.networkId, machineNumber: machine.machineNumber },
       uidMapping: uidRangeForApp(app.internalNumericId),
       mounts,
       files,

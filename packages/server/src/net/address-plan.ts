@@ -141,7 +141,8 @@ export function machineAddress(networkId: number, hostId: string, machineNumber:
  * server on the host attributes a request to the caller's network: the rules drop spoofed sources.
  */
 export function networkIdOf(address: string): number | undefined {
-  const groups = parseIpv6(address.replace(/\/\d+$/, ''));
+  // Without a prefix length or a zone (`%eth0`, as sockets report scoped addresses).
+  const groups = parseIpv6(address.replace(/\/\d+$|%.*$/, ''));
   if (!groups || groups[0] !== ULA_6PN) return undefined;
   const id = groups[1]! * 0x10000 + groups[2]!;
   return id === 0 ? undefined : id;

@@ -17,6 +17,13 @@
  *   through its own bridge (its only interface, whose gateway is that bridge), the rules accept it only
  *   as `<that bridge> . fdaa::3 . udp|tcp . 53`, and the answer is attributed to the caller's network
  *   by source address (networkIdOf), which the bridge table guarantees is the machine's own.
+ * - Machine → a Flycast address of its network (`fdaa:N:N:0:1::<n>`, the proxy): outside the machine's
+ *   on-link block, so to the gateway, and delivered locally on the host because each bridge carries a
+ *   local route for its network's whole Flycast block (AnyIP: a socket on `::` accepts any address in
+ *   it, so allocating an address needs no change here, only a rule element). The route is on the
+ *   network's bridge, so it goes with the bridge; the kernel also drops it when the bridge goes down,
+ *   which reconcile repairs. Every bridge's block is local to the host, so the rules, not routing,
+ *   keep a machine to its own network's addresses, and only to allocated ones.
  * - Machine → another network: it would be routed (bridge A → host → bridge B). It is dropped by the
  *   rules, and, unless egress is on, the kernel would not even forward it.
  * - Machine → the outside (egress): routed and masqueraded. Needs IPv6 forwarding on the bridge it
@@ -53,6 +60,7 @@ import {
   buildRuleset,
   type DesiredNetState,
   deleteRulesetText,
+  flycastBlock,
   type RulesetState,
   rulesetDelta,
   rulesetState,
@@ -157,14 +165,14 @@ export class LinuxNetwork {
     this.#onWarning = options.onWarning ?? (() => {});
   }
 
-  /** Creates the network's bridge with its addresses and sysctls; idempotent. */
+  /** Creates the network's bridge with its addresses, sysctls and Flycast route; idempotent. */
   ensureNetwork(network: NetworkPlan): Promise<void> {
     return this.#links(async () => {
       if (!(await this.#linkExists(network.bridge))) await this.#createBridges([network]);
       await this.#configureBridge(network);
       await this.#ip(
         ['-6', '-batch', '-'],
-        [...bridgeAddressLines(network), `link set dev ${network.bridge} up`],
+        [...bridgeAddressLines(network), `link set dev ${network.bridge} up`, flycastRouteLine(network)],
       );
       await this.#ensureResolver();
     });
@@ -233,9 +241,9 @@ export class LinuxNetwork {
 
   /**
    * Makes the host match `desired`: rules first (so whatever appears next is already policed), then
-   * creates missing bridges, addresses and veths, and removes Hangar-named bridges and veths that are
-   * not desired. Running it again changes nothing. Bridges and addresses are fixed with one `ip -batch`
-   * per step whatever the number of networks; each missing veth costs one attach.
+   * creates missing bridges, addresses, Flycast routes and veths, and removes Hangar-named bridges and
+   * veths that are not desired. Running it again changes nothing. Bridges, addresses and routes are fixed
+   * with one `ip -batch` per step whatever the number of networks; each missing veth costs one attach.
    */
   async reconcile(desired: DesiredNetState, options: ReconcileOptions = {}): Promise<ReconcileResult> {
     // A full replace: whatever changed the tables behind this instance's back is undone.
@@ -268,12 +276,16 @@ export class LinuxNetwork {
       result.createdBridges = missing.map((n) => n.bridge);
       for (const network of desired.networks) await this.#configureBridge(network);
       const addresses = await this.#addresses();
+      const routes = await this.#localRoutes();
       const up = new Set(bridges.filter((l) => l.flags?.includes('UP')).map((l) => l.ifname));
       const lines: string[] = [];
       for (const network of desired.networks) {
         const have = addresses.get(network.bridge) ?? new Set<string>();
         lines.push(...bridgeAddressLines(network).filter((line) => !have.has(line.split(' ')[2]!)));
         if (!up.has(network.bridge)) lines.push(`link set dev ${network.bridge} up`);
+        // After the link is up: the kernel refuses a route on a down device (and drops it on down).
+        if (!routes.has(`${network.bridge} ${flycastBlock(network.id)}`))
+          lines.push(flycastRouteLine(network));
       }
       // 3. Existing veths: each must be in its bridge and up. One without a bridge lost it when the bridge
       //    was recreated and is plugged back; one in another network's bridge is stale (its machine's
@@ -406,6 +418,14 @@ export class LinuxNetwork {
     return new Map(
       parsed.map((i) => [i.ifname, new Set((i.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`))]),
     );
+  }
+
+  /** The host's IPv6 local routes as `<device> <destination>` (prefixes as ip prints them). */
+  async #localRoutes(): Promise<Set<string>> {
+    const table = ['table', 'local', 'type', 'local'];
+    const stdout = await this.#checked('ip', ['-j', '-6', 'route', 'show', ...table]);
+    const routes = (stdout.trim() ? JSON.parse(stdout) : []) as { dst?: string; dev?: string }[];
+    return new Set(routes.map((r) => `${r.dev} ${r.dst}`));
   }
 
   async #deleteLinks(names: string[]): Promise<void> {
@@ -561,6 +581,14 @@ function bridgeAddressLines(network: NetworkPlan): string[] {
     `addr replace ${network.gateway}/${HOST_BLOCK_PREFIX_LENGTH} dev ${network.bridge} nodad`,
     `addr replace ${network.serviceAddress}/128 dev ${network.bridge} nodad`,
   ];
+}
+
+/**
+ * The network's Flycast block as local on its bridge, for `ip -6 -batch` once the bridge is up: the host
+ * accepts every address in it (the proxy listens on `::`); which callers get through is the rules' call.
+ */
+function flycastRouteLine(network: NetworkPlan): string {
+  return `route replace local ${flycastBlock(network.id)} dev ${network.bridge} table local`;
 }
 
 async function writeSysctl(ifname: string, key: string, value: string): Promise<void> {

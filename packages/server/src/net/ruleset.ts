@@ -15,14 +15,15 @@
  *   address (or its link-local, or `::` for DAD and MLD). Everything else a machine sends (spoofed
  *   sources, router advertisements, IPv4, ARP) is dropped before the bridge switches or delivers it.
  * - `table inet hangar` polices what is routed: from a machine to the host (only DNS to its own
- *   network's ::3 and to fdaa::3, plus neighbour discovery and replies to connections the host opened),
- *   and between interfaces (a bridge to a different bridge is always dropped; to the uplink only with
- *   egress on, masqueraded).
+ *   network's ::3 and to fdaa::3, anything to its own network's Flycast addresses, plus neighbour
+ *   discovery and replies to connections the host opened), and between interfaces (a bridge to a
+ *   different bridge is always dropped; to the uplink only with egress on, masqueraded).
  *
  * Every base chain has policy accept and only acts on Hangar's interfaces (`hgn…` bridges, `hgv…`
  * ports), so the host's other traffic (Docker, libvirt, the uplink) is not touched. The rule count is
- * constant; networks and machines are elements of sets (concatenated `port . address` keys), so the
- * size is O(networks + machines) lines and the kernel's lookups are hash lookups at any scale.
+ * constant; networks, machines and Flycast addresses are elements of sets (concatenated `port . address`
+ * keys), so the size is O(networks + machines + Flycast addresses) lines and the kernel's lookups are
+ * hash lookups at any scale.
  */
 import {
   type Attachment,
@@ -31,15 +32,33 @@ import {
   RESOLVER_ADDRESS,
   VETH_PREFIX,
 } from './address-plan.js';
+import { flycastAddress, formatIpv6, parseIpv6 } from './ipv6.js';
 
 /** The name of both Hangar tables (inet and bridge families). */
 export const TABLE_NAME = 'hangar';
 export const DNS_PORT = 53;
+/** A network's Flycast addresses are `fdaa:N:N:0:1::/80` (the plan reserves host id 1 for them). */
+export const FLYCAST_PREFIX_LENGTH = 80;
+
+/** The block every Flycast address of the network lies in; the host routes it to itself (linux-net.ts). */
+export const flycastBlock = (networkId: number) => `${flycastAddress(networkId, 0)}/${FLYCAST_PREFIX_LENGTH}`;
+
+/** A Flycast address allocated in a network (the store's `private_v6` assignments). */
+export interface FlycastEntry {
+  networkId: number;
+  address: string;
+}
 
 /** What the host's Hangar networking should look like, computed from the store. */
 export interface DesiredNetState {
   networks: readonly NetworkPlan[];
   attachments: readonly Attachment[];
+  /**
+   * The Flycast addresses allocated in each network; a network's machines may reach its own ones on
+   * the host (the proxy), whatever the protocol and port. Entries of networks not in `networks` (no
+   * bridge on this host) are ignored.
+   */
+  flycast: readonly FlycastEntry[];
   /** Machines may reach the outside world through the host (masqueraded); per host for now. */
   egress: boolean;
 }
@@ -92,6 +111,22 @@ function set(name: string, type: string, elements: readonly string[], comment: s
   return lines;
 }
 
+/**
+ * The Flycast address in the plan's text, once it is known to lie in its network's block: a record
+ * pointing anywhere else (another network's block, a machine, a ::3) must not open it to the network.
+ */
+function flycastIn({ networkId, address: text }: FlycastEntry): string {
+  const groups = parseIpv6(address(text));
+  if (!groups) throw new Error(`"${text}" is not an IPv6 address`);
+  const block = parseIpv6(flycastAddress(networkId, 0))!;
+  if (groups.slice(0, FLYCAST_PREFIX_LENGTH / 16).some((group, i) => group !== block[i])) {
+    const where = `network ${networkId}'s block ${flycastBlock(networkId)}`;
+    throw new Error(`Flycast address ${text} is not in ${where}`);
+  }
+  // One text per address, so that the elements of two states compare equal (rulesetDelta).
+  return formatIpv6(groups);
+}
+
 function checkDesired(desired: DesiredNetState): void {
   const networks = new Set<number>();
   for (const network of desired.networks) {
@@ -137,6 +172,10 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
   }
   const uplinks = [...new Set(host.uplinks)].sort().map((name) => ifname(name, false));
   const egress = desired.egress && uplinks.length > 0;
+  const flycast = desired.flycast.flatMap((entry) => {
+    const bridge = bridgeOf.get(entry.networkId);
+    return bridge === undefined ? [] : [`${ifname(bridge)} . ${flycastIn(entry)}`];
+  });
   const sets = new Map<string, string[]>([
     ['bridge port_macs', attachments.map((a) => `${ifname(a.veth)} . ${mac(a.mac)}`)],
     [
@@ -154,6 +193,8 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
         ),
       ),
     ],
+    // Sorted and deduplicated: the same address listed twice is one element (nft refuses duplicates).
+    ['inet flycast', [...new Set(flycast)].sort()],
     ['inet same_bridge', networks.map((n) => `${ifname(n.bridge)} . ${ifname(n.bridge)}`)],
   ]);
   return { shape: JSON.stringify({ egress, uplinks }), sets };
@@ -193,9 +234,11 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
   const anyPort = `"${VETH_PREFIX}*"`;
   const networkCount = desired.networks.length;
   const machineCount = desired.attachments.length;
+  const flycastCount = elements('inet flycast').length;
 
   const lines = [
-    `# Hangar 6PN isolation: ${networkCount} networks, ${machineCount} machines, egress ${egress ? 'on' : 'off'}.`,
+    `# Hangar 6PN isolation: ${networkCount} networks, ${machineCount} machines, ` +
+      `${flycastCount} Flycast addresses, egress ${egress ? 'on' : 'off'}.`,
     '# Generated by packages/server/src/net/ruleset.ts; do not edit (the next apply would undo it).',
     `table bridge ${TABLE_NAME} {}`,
     `delete table bridge ${TABLE_NAME}`,
@@ -239,6 +282,12 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
       "what machines may reach on the host, per bridge: DNS on their network's ::3 and on fdaa::3",
     ),
     ...set(
+      'flycast',
+      'ifname . ipv6_addr',
+      elements('inet flycast'),
+      "the Flycast addresses of each bridge's network, routed to the host for the proxy",
+    ),
+    ...set(
       'same_bridge',
       'ifname . ifname',
       elements('inet same_bridge'),
@@ -257,6 +306,9 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
     '    ct state established,related accept',
     '    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept',
     '    iifname . ip6 daddr . meta l4proto . th dport @services accept',
+    // Any protocol and port: the proxy listening there decides. Only the bridge's own network's
+    // addresses: the host routes every network's Flycast block, so another's would be delivered too.
+    '    iifname . ip6 daddr @flycast accept',
     '    counter drop comment "machine to host"',
     '  }',
     '  chain forward {',

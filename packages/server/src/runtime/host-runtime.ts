@@ -6,6 +6,7 @@ import { LinuxRuntime, type VolumeMounter } from './linux-runtime.js';
 import { MachineCgroups } from './oci/cgroups.js';
 import { detectOciRuntime } from './oci/detect.js';
 import { OciCli } from './oci/oci-cli.js';
+import type { NetworkAttacher } from './runtime.js';
 
 export interface HostRuntime {
   runtime: LinuxRuntime;
@@ -24,6 +25,7 @@ export interface HostRuntime {
 export async function startHostRuntime(
   config: ResolvedConfig,
   volumes: VolumeMounter | undefined,
+  network?: NetworkAttacher,
 ): Promise<HostRuntime> {
   const stateRoot = join(config.dataDir, 'oci-state');
   const detection = await detectOciRuntime(join(config.dataDir, 'tmp'), stateRoot);
@@ -49,6 +51,7 @@ export async function startHostRuntime(
       cgroups,
       images,
       volumes,
+      network,
     });
     const how = detection.choice.hideUnifiedCgroup ? ' (cgroup2 hidden from it: hybrid cgroups)' : '';
     return {

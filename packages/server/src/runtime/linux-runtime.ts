@@ -31,6 +31,7 @@ import type {
   ExitInfo,
   MachineRuntime,
   MachineSpec,
+  NetworkAttacher,
   ProcessStat,
   RecoveredMachine,
 } from './runtime.js';
@@ -68,6 +69,8 @@ export interface LinuxRuntimeOptions {
   cgroups: MachineCgroups;
   images: ImageSource;
   volumes: VolumeMounter | undefined;
+  /** Private networking; without it a machine's namespace has only its loopback. */
+  network?: NetworkAttacher | undefined;
   /** Log files are rotated past this size (one rotated file is kept). */
   logMaxBytes?: number;
   pidsLimit?: number;
@@ -158,6 +161,9 @@ export class LinuxRuntime implements MachineRuntime {
       ...(await this.#mountVolumes(spec)),
     ];
     await this.#ensureNetns(id);
+    if (spec.network && this.#options.network) {
+      await this.#options.network.attach(id, netnsName(id), spec.network);
+    }
     const memoryMb = Number((spec.config.guest as { memory_mb?: number } | undefined)?.memory_mb ?? 256);
     await this.#options.cgroups.prepare(id, memoryMb * 1024 * 1024);
     const passwd = await readFile(join(paths.rootfs, 'etc/passwd'), 'utf8').catch(() => '');

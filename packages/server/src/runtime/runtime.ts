@@ -20,12 +20,27 @@ export interface MachineSpec {
   /** Plain env and decrypted app secrets (secrets already win over env). */
   env: Record<string, string>;
   privateIp: string | null;
+  /** Where the machine sits in its app's private network; null for machines that have no address. */
+  network: MachineNetworkPlace | null;
   /** The app's range of host ids: root in the machine is `uidMapping.hostId` on the host. */
   uidMapping: UidMapping;
   /** Volumes to mount (at most one today). */
   mounts: { volumeId: string; path: string }[];
   /** `config.files`, already decoded (secret-backed ones included). */
   files: { guestPath: string; content: Buffer; mode: number }[];
+}
+
+export interface MachineNetworkPlace {
+  networkId: number;
+  machineNumber: number;
+}
+
+/**
+ * Plugs a machine's network namespace into its private network before its process starts (the host's
+ * networking, net/host-network.ts). Without one, a machine's namespace has only its loopback.
+ */
+export interface NetworkAttacher {
+  attach(machineId: string, netns: string, place: MachineNetworkPlace): Promise<void>;
 }
 
 /** What a restarted hangard finds of a machine it had started. */

@@ -66,6 +66,12 @@ export interface MachineRecord {
   instanceId: string;
   config: JsonObject;
   imageRef: ImageRefRecord | null;
+  /**
+   * The machine's number on its host (1 to 2^32-1, from a sequence, never reused): names its veth and
+   * fills groups 6-7 of its 6PN address. Absent on machines created before private networks.
+   */
+  machineNumber?: number;
+  /** `fdaa:<network>:<host>:<machine number>::2`, fixed at create (see net/address-plan.ts). */
   privateIp: string | null;
   cordoned: boolean;
   /** Boot without the app's secrets (`skip_secrets` on create or update). */

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { parseIpv6 } from '../../src/net/ipv6.js';
 import { createApp, startTestHangard } from '../helpers/hangard.js';
 
 const config = { image: 'registry.example/app:1', env: { MODE: 'test' }, metadata: { tier: 'free' } };
@@ -16,6 +17,12 @@ test('machines without a runtime: recorded, never simulated as running', async (
   assert.equal(m.region, 'local');
   assert.match(m.instance_id, /^[0-9A-Z]{26}$/);
   assert.equal(m.config.guest.memory_mb, 256, 'defaults are filled in and echoed');
+  const groups = parseIpv6(m.private_ip)!;
+  assert.deepEqual(
+    [...groups.slice(0, 3), ...groups.slice(5)],
+    [0xfdaa, 0, 1, 0, 1, 2],
+    `${m.private_ip}: the default network (1), this host's machine 1`,
+  );
   assert.equal(m.config.restart.policy, 'on-failure');
   assert.deepEqual(m.image_ref, {
     registry: 'registry.example',

@@ -7,8 +7,9 @@ import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import dnsPacket from 'dns-packet';
 import { readResolvConf } from '../../src/dns/forward.js';
-import { DnsServer, type DnsServerOptions, networkIdOfAddress } from '../../src/dns/server.js';
+import { DnsServer, type DnsServerOptions } from '../../src/dns/server.js';
 import { DnsView } from '../../src/dns/view.js';
+import { networkIdOf } from '../../src/net/address-plan.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { dataOf, type Endpoint, edns, query, rcodeOf, tcpExchange, udpQuery, udpRaw } from './client.js';
 import { app, IP, machine, network, seedTwoNetworks } from './fixtures.js';
@@ -359,13 +360,13 @@ test('dns server: start and close are safe to repeat; a closed server does not r
 });
 
 test('dns server: the 6PN rule and resolv.conf parsing', (t) => {
-  assert.equal(networkIdOfAddress('fdaa:0:18:a7b:7d:f066:b83b:2'), 0x18);
-  assert.equal(networkIdOfAddress('fdaa:2:45b::3'), 0x2045b);
-  assert.equal(networkIdOfAddress('FDAA:9:D844:0:1::11%br0'), 0x9d844);
-  assert.equal(networkIdOfAddress('fd00:0:18::2'), undefined);
-  assert.equal(networkIdOfAddress('fdaa::3'), undefined);
-  assert.equal(networkIdOfAddress('127.0.0.1'), undefined);
-  assert.equal(networkIdOfAddress('::ffff:127.0.0.1'), undefined);
+  assert.equal(networkIdOf('fdaa:0:18:a7b:7d:f066:b83b:2'), 0x18);
+  assert.equal(networkIdOf('fdaa:2:45b::3'), 0x2045b);
+  assert.equal(networkIdOf('FDAA:9:D844:0:1::11%br0'), 0x9d844);
+  assert.equal(networkIdOf('fd00:0:18::2'), undefined);
+  assert.equal(networkIdOf('fdaa::3'), undefined);
+  assert.equal(networkIdOf('127.0.0.1'), undefined);
+  assert.equal(networkIdOf('::ffff:127.0.0.1'), undefined);
 
   const dir = mkdtempSync(join(tmpdir(), 'hangar-dns-'));
   t.after(() => rmSync(dir, { recursive: true, force: true }));

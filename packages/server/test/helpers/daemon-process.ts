@@ -99,7 +99,14 @@ async function spawnDaemon(
     ['--import', 'tsx', MAIN, '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`, ...args],
     {
       cwd: REPO_ROOT,
-      env: { ...process.env, HANGAR_LOG_LEVEL: 'silent', HANGAR_RATE_LIMITS: 'off', ...env },
+      env: {
+        ...process.env,
+        HANGAR_LOG_LEVEL: 'silent',
+        HANGAR_RATE_LIMITS: 'off',
+        // A SIGKILLed daemon could not remove bridges and rules: only the network tests turn them on.
+        HANGAR_NETWORK: 'off',
+        ...env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );

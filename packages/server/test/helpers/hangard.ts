@@ -52,12 +52,15 @@ export async function startTestHangard(
       databaseSync: 'NORMAL',
       // In-process API tests use no runtime or a test fake; integration tests ask for the real one.
       runtime: 'off',
+      // The host's networking has one owner at a time: only the tests of private networks ask for it.
+      network: { mode: 'off', egress: false },
       rateLimits: { ...DEFAULT_CONFIG.rateLimits, enabled: false },
       ...options.config,
     },
   });
   const hangard = await startHangard(config, {
     removeMachinesOnClose: true,
+    hostLock: { waitMs: 300_000 },
     ...(options.runtime ? { runtime: options.runtime } : {}),
     ...(options.now ? { now: options.now } : {}),
   }).catch((error: unknown) => {

@@ -38,6 +38,10 @@ const APPLETS = [
   'grep',
   'test',
   '[',
+  'wget',
+  'timeout',
+  'nslookup',
+  'ping',
 ];
 const BUSYBOX = '/bin/busybox';
 

@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import dgram from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
-import readline from 'node:readline';
 import { after, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import {
   type Attachment,
   machineAddress,
@@ -15,30 +12,41 @@ import {
   planAttachment,
   planNetwork,
   RESOLVER_ADDRESS,
+  sameNetwork,
 } from '../../src/net/address-plan.js';
 import { netnsPathOf, runInMachineNetns } from '../../src/net/admin.js';
+import { acquireHostNetworkLock, type HostLock } from '../../src/net/host-lock.js';
+import { flycastAddress } from '../../src/net/ipv6.js';
 import { LinuxNetwork } from '../../src/net/linux-net.js';
-import { type DesiredNetState, deleteRulesetText } from '../../src/net/ruleset.js';
+import { type DesiredNetState, deleteRulesetText, flycastBlock } from '../../src/net/ruleset.js';
 import { runCommand } from '../../src/runtime/process.js';
 import { NEEDS_ROOT } from '../helpers/integration.js';
+import { ProbeAgent, type ProbeRequest } from '../helpers/probe-agent.js';
 
 /**
  * The isolation matrix, with real network namespaces standing in for machines: two custom networks
  * and the default network, two machines each, plugged in by LinuxNetwork exactly as hangard will, and
  * the real `hangar` nftables tables. Every machine tries every other machine over TCP, UDP and ICMPv6,
- * every network's ::3 and fdaa::3, and then does it again with spoofed source addresses. Then the
- * reconcile pass: applying twice, restarting, removing a network, cleaning up leftovers.
+ * every network's ::3 and fdaa::3, the Flycast addresses of networks a and b (served by one listener on
+ * the host's `::`, as the proxy will be), and then does it again with spoofed source addresses. Then
+ * the reconcile pass: applying twice, restarting, removing a network, cleaning up leftovers.
  *
- * The test works on the host's own network stack (where hangard works) with names no one else uses,
- * refuses to run when the host already has Hangar networking (a running hangard's would be destroyed),
- * and removes everything it made, checked at the end.
+ * The test works on the host's own network stack (where hangard works) with names no one else uses. It
+ * holds the host network lock from before its first look at the host until everything is removed (a
+ * test file that starts hangard with networking may run at the same time and waits for it), refuses to
+ * run when the host already has Hangar networking (a running hangard's would be destroyed), and removes
+ * everything it made, checked at the end.
  */
 
 const HOST = '7e57ab01';
 const NETWORKS = { a: 0x7e570a01, b: 0x7e570b02, d: 0x7e570d03 } as const;
 type NetKey = keyof typeof NETWORKS;
+/** One Flycast address in each custom network; the default network (d) has none. */
+const FLYCAST: Partial<Record<NetKey, string>> = {
+  a: flycastAddress(NETWORKS.a, 1),
+  b: flycastAddress(NETWORKS.b, 1),
+};
 const MACHINE_BASE = 0x7e570000;
-const AGENT = fileURLToPath(new URL('./probe-agent.mjs', import.meta.url));
 const DNS_PORT = 53;
 const NETNS_PREFIX = `hgtest${process.pid}-`;
 /** Links the reconcile test plants as leftovers for reconcile to remove. */
@@ -49,73 +57,12 @@ const plans = Object.fromEntries(
   Object.entries(NETWORKS).map(([key, id]) => [key, planNetwork(id, HOST)]),
 ) as Record<NetKey, NetworkPlan>;
 
-interface ProbeRequest {
-  kind: 'tcp' | 'udp' | 'icmp' | 'heard';
-  to: string;
-  port?: number;
-  from?: string;
-}
-interface ProbeResult {
-  ok: boolean;
-  answer?: string;
-  detail?: string;
-}
-
-/** A process in a machine's namespace that serves and probes (probe-agent.mjs). */
-class Agent {
-  readonly #child: ChildProcess;
-  readonly #waiting = new Map<number, (result: ProbeResult) => void>();
-  #nextId = 1;
-  readonly ready: Promise<void>;
-
-  constructor(netns: string, name: string) {
-    this.#child = spawn('ip', ['netns', 'exec', netns, process.execPath, AGENT, name], {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    });
-    let markReady: () => void = () => {};
-    let fail: (error: Error) => void = () => {};
-    this.ready = new Promise((resolve, reject) => {
-      markReady = resolve;
-      fail = reject;
-    });
-    this.#child.on('exit', (code) => fail(new Error(`agent ${name} exited (${code}) before it was ready`)));
-    readline.createInterface({ input: this.#child.stdout! }).on('line', (line) => {
-      const message = JSON.parse(line) as ProbeResult & { id?: number; ready?: boolean };
-      if (message.ready) markReady();
-      if (message.id !== undefined) this.#waiting.get(message.id)?.(message);
-    });
-  }
-
-  /** Sources of every UDP datagram this machine's server received. */
-  async heard(): Promise<string[]> {
-    const result = await this.probe({ kind: 'heard', to: '' });
-    return JSON.parse(result.answer ?? '[]') as string[];
-  }
-
-  probe(request: ProbeRequest): Promise<ProbeResult> {
-    const id = this.#nextId++;
-    return new Promise((resolve) => {
-      this.#waiting.set(id, resolve);
-      this.#child.stdin!.write(`${JSON.stringify({ id, ...request })}\n`);
-    });
-  }
-
-  /** Ends the agent and waits for it: a namespace lives on (with its veth) while a process is in it. */
-  async stop(): Promise<void> {
-    if (this.#child.exitCode !== null || this.#child.signalCode !== null) return;
-    const exited = new Promise((resolve) => this.#child.once('exit', resolve));
-    this.#child.stdin?.end();
-    this.#child.kill();
-    await exited;
-  }
-}
-
 interface TestMachine {
   name: string;
   net: NetKey;
   netns: string;
   attachment: Attachment;
-  agent?: Agent;
+  agent?: ProbeAgent;
 }
 
 const run = (file: string, args: string[], input?: string) =>
@@ -139,11 +86,19 @@ async function hangarState(): Promise<{ tables: string[]; links: string[]; resol
   return { tables, links, resolver };
 }
 
+/** Held while this file may touch the host's Hangar networking; cleanup() releases it. */
+let lock: HostLock | undefined;
+
 async function whyNotClean(): Promise<string | false> {
   if (NEEDS_ROOT) return NEEDS_ROOT;
   if ((await run('nft', ['--version'])).code !== 0) return 'nft is not installed';
+  // Before looking: a hangard started by another test file could otherwise set up (or be removing)
+  // its networking between this check and the fixture.
+  lock = await acquireHostNetworkLock({ waitMs: 300_000 });
   const state = await hangarState();
   if (state.tables.length > 0 || state.links.length > 0 || state.resolver) {
+    lock.release();
+    lock = undefined;
     return `the host already has Hangar networking (${[...state.tables, ...state.links].join(', ') || RESOLVER_ADDRESS}); not touching it`;
   }
   return false;
@@ -157,6 +112,9 @@ const machines: TestMachine[] = [];
 const hostServers: { close(): void }[] = [];
 /** UDP sources the host's stand-in DNS heard, by the address it listens on. */
 const hostHeard = new Map<string, Set<string>>();
+/** The stand-in Flycast proxy's port, and each connection it accepted as [to, from]. */
+let flycastPort = 0;
+const flycastAccepted: [string, string][] = [];
 const warnings: string[] = [];
 let network: LinuxNetwork | undefined;
 
@@ -187,6 +145,11 @@ function desired(without: NetKey[] = []): DesiredNetState {
   return {
     networks: (Object.keys(plans) as NetKey[]).filter((k) => !without.includes(k)).map((k) => plans[k]),
     attachments: machines.filter((m) => !without.includes(m.net)).map((m) => m.attachment),
+    // All of them, even those of networks left out: the rules must ignore what has no bridge here.
+    flycast: Object.entries(FLYCAST).map(([key, address]) => ({
+      networkId: NETWORKS[key as NetKey],
+      address,
+    })),
     // Egress on: the bridges then forward (force_forwarding), the worst case for isolation, where only
     // the rules stand between two networks.
     egress: true,
@@ -219,7 +182,28 @@ async function startDnsStandIns(addresses: string[]): Promise<void> {
   }
 }
 
+/**
+ * Stand-in Flycast proxy: one TCP listener on the host's `::` (any port), as the proxy will be; it
+ * answers with the address it was reached on and the network the caller's source address is in.
+ */
+async function startFlycastStandIn(): Promise<void> {
+  const server = net.createServer((socket) => {
+    socket.on('error', () => {});
+    const [to, from] = [socket.localAddress ?? '', socket.remoteAddress ?? ''];
+    flycastAccepted.push([to, from]);
+    socket.end(`flycast ${to} for network ${networkIdOf(from)}\n`);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ host: '::', port: 0 }, resolve);
+  });
+  flycastPort = (server.address() as net.AddressInfo).port;
+  hostServers.push(server);
+}
+
+/** Only with the lock, so never once another process may own the host's Hangar networking. */
 async function cleanup(): Promise<void> {
+  if (!lock) return;
   await Promise.all(machines.map((m) => m.agent?.stop()));
   for (const server of hostServers.splice(0)) server.close();
   await network?.close().catch(() => {});
@@ -235,6 +219,9 @@ async function cleanup(): Promise<void> {
   for (const name of ours) await run('ip', ['link', 'delete', 'dev', name]);
   await run('nft', ['-f', '-'], deleteRulesetText());
   await run('ip', ['-6', 'addr', 'del', `${RESOLVER_ADDRESS}/128`, 'dev', 'lo']);
+  // The Flycast routes went with the bridges.
+  lock.release();
+  lock = undefined;
 }
 
 after(async () => {
@@ -249,13 +236,17 @@ async function setUp(): Promise<void> {
     await must('ip', ['netns', 'add', m.netns]);
     await network.attach(m.netns, m.attachment);
   }
-  for (const m of machines) m.agent = new Agent(m.netns, m.name);
+  for (const m of machines) m.agent = new ProbeAgent(m.netns, m.name);
   await Promise.all(machines.map((m) => m.agent!.ready));
   await startDnsStandIns([
     RESOLVER_ADDRESS,
     ...Object.values(plans).flatMap((p) => [p.serviceAddress, p.gateway]),
   ]);
+  await startFlycastStandIn();
 }
+
+/** The answer of the stand-in Flycast proxy to a machine of network `from` calling `address`. */
+const flycastAnswer = (address: string, from: NetKey) => `flycast ${address} for network ${NETWORKS[from]}`;
 
 const machine = (name: string) => machines.find((m) => m.name === name)!;
 
@@ -344,6 +335,17 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
         expect: true,
         group: 'control',
       },
+      // Every bridge's Flycast block is local to the host: only the rules keep b out of a's.
+      {
+        from: machine('b1'),
+        target: 'Flycast of a',
+        to: FLYCAST.a!,
+        kind: 'tcp',
+        port: flycastPort,
+        expect: true,
+        answer: flycastAnswer(FLYCAST.a!, 'b'),
+        group: 'control',
+      },
     ]);
     assert.deepEqual(
       control,
@@ -351,6 +353,7 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
       'without rules, networks must reach each other (or the matrix proves nothing)',
     );
     for (const sources of hostHeard.values()) sources.clear();
+    flycastAccepted.length = 0;
   }
 
   const applied = await network.applyRules(desired());
@@ -401,10 +404,35 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
       }
     }
   }
+  // 3. The Flycast addresses of a and b, any protocol: only the caller's own network's is open (d has
+  //    none, so it reaches neither). The whole block of every network is routed to the host, so an
+  //    address of the caller's own block that was never allocated must be closed too.
+  for (const from of machines) {
+    const targets: [string, string, string][] = Object.entries(FLYCAST).map(([key, address]) => [
+      address,
+      `Flycast of ${key}`,
+      key === from.net ? 'flycast-open' : 'flycast-blocked',
+    ]);
+    targets.push([flycastAddress(NETWORKS[from.net], 2), 'unallocated Flycast', 'flycast-unallocated']);
+    for (const [address, target, group] of targets) {
+      for (const kind of ['tcp', 'icmp'] as const) {
+        cases.push({
+          from,
+          target,
+          to: address,
+          kind,
+          port: flycastPort,
+          expect: group === 'flycast-open',
+          ...(kind === 'tcp' ? { answer: flycastAnswer(address, from.net) } : {}),
+          group,
+        });
+      }
+    }
+  }
   const started = Date.now();
   const wrong = await runCases(cases);
 
-  // 3. Spoofing, once the honest probes are done (an extra address on eth0 can become the source the
+  // 4. Spoofing, once the honest probes are done (an extra address on eth0 can become the source the
   //    kernel picks): a1 takes an address of network b and one of its own network that is not its own,
   //    b1 one of network a; every probe from those sources must die, wherever it goes.
   const spoofCases: Case[] = [];
@@ -425,16 +453,17 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
       'eth0',
       'nodad',
     ]);
-    const targets: [string, string][] = machines
+    const targets: [string, string, number?][] = machines
       .filter((m) => m !== spoof.from)
       .map((m) => [m.attachment.address, m.name]);
     for (const key of new Set([spoof.sourceNet as NetKey, spoof.from.net])) {
-      targets.push([plans[key].serviceAddress, `::3 of ${key}`]);
+      targets.push([plans[key].serviceAddress, `::3 of ${key}`, DNS_PORT]);
+      const flycast = FLYCAST[key];
+      if (flycast) targets.push([flycast, `Flycast of ${key}`, flycastPort]);
     }
-    targets.push([RESOLVER_ADDRESS, 'fdaa::3']);
-    for (const [to, target] of targets) {
+    targets.push([RESOLVER_ADDRESS, 'fdaa::3', DNS_PORT]);
+    for (const [to, target, port] of targets) {
       for (const kind of PROTOCOLS) {
-        const port = target.includes('::3') ? DNS_PORT : undefined;
         spoofCases.push({
           from: spoof.from,
           source: spoof.source,
@@ -457,7 +486,8 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
 
   // One-way check: a UDP datagram that was blocked never arrived, reply or not. Each machine heard only
   // its own network's machines; the host's DNS heard only callers of the matching network on each ::3,
-  // nothing on any gateway, and nothing from a spoofed source anywhere.
+  // nothing on any gateway, and nothing from a spoofed source anywhere. The same for the connections
+  // the Flycast listener accepted: all from the network of the address they reached.
   const spoofed = new Set(spoofs.map((s) => s.source));
   for (const m of machines) {
     for (const source of await m.agent!.heard()) {
@@ -473,9 +503,13 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
       if (spoofed.has(source) || !fits) wrong.push(`the host's ${address} heard UDP from ${source}`);
     }
   }
+  for (const [to, from] of flycastAccepted) {
+    if (spoofed.has(from) || !sameNetwork(to, from))
+      wrong.push(`the Flycast listener accepted ${from} on ${to}`);
+  }
   const heardCount = [...hostHeard.values()].reduce((n, s) => n + s.size, 0);
 
-  // 4. The host itself reaches every machine (the proxy and health checks will): host → machine is not
+  // 5. The host itself reaches every machine (the proxy and health checks will): host → machine is not
   //    filtered and the replies come back as established connections.
   const hostToMachines: string[] = [];
   for (const m of machines) {
@@ -500,9 +534,10 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
       `isolation matrix: ${machines.length} machines on 3 networks (2 custom + default), ${cases.length} probes in ${elapsed} ms, protocols TCP, UDP, ICMPv6`,
       `  machine pairs: ${pairs} ordered pairs × 3 protocols = ${pairs * 3} probes: ${count('same')} same-network (must succeed), ${count('cross')} cross-network (must be blocked)`,
       `  host addresses (every network's ::3 and gateway, fdaa::3): ${count('service-open')} DNS probes to the caller's own ::3 and fdaa::3 (must succeed, attributed to the caller's network), ${count('service-blocked')} others (must be blocked)`,
+      `  Flycast (one address in a and one in b, a listener on the host's [::]:${flycastPort}): ${count('flycast-open')} TCP and ICMPv6 probes to the caller's own network's (must succeed, attributed to the caller's network), ${count('flycast-blocked')} to another network's, from d to either, ${count('flycast-unallocated')} to an unallocated address of the caller's own block (must be blocked)`,
       `  spoofed sources (a1 as b and as another a, b1 as a): ${count('spoofed')} probes (must be blocked)`,
       `  control without rules: ${canForward ? "cross-network traffic got through (so the blocks above are the rules' doing)" : 'skipped (no per-interface force_forwarding on this kernel)'}`,
-      `  one-way check: UDP sources heard by the machines and by the host's ${hostHeard.size} stand-in DNS addresses (${heardCount} distinct callers) are all same-network, none spoofed`,
+      `  one-way check: UDP sources heard by the machines and by the host's ${hostHeard.size} stand-in DNS addresses (${heardCount} distinct callers), and the ${flycastAccepted.length} connections the Flycast listener accepted, are all same-network, none spoofed`,
       `  host → each machine over TCP: ${machines.length - hostToMachines.length}/${machines.length} answered`,
       `  mismatches: ${wrong.length}`,
     ].join('\n'),
@@ -510,6 +545,10 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
   assert.deepEqual(wrong, []);
   assert.equal(count('same'), 18);
   assert.equal(count('cross'), 72);
+  assert.deepEqual(
+    [count('flycast-open'), count('flycast-blocked'), count('flycast-unallocated')],
+    [8, 16, 12],
+  );
   assert.deepEqual(hostToMachines, [], 'the host reaches every machine (health checks, proxy, admin)');
 
   // The spoofed probes died in the bridge table's anti-spoofing rule, before any routing decision.
@@ -578,6 +617,24 @@ async function bridgeAddresses(bridge: string): Promise<string[]> {
     .sort();
 }
 
+/**
+ * The local routes of blocks on Hangar's bridges, as `<bridge> <block>`: each network's Flycast block,
+ * once (the bridges' own addresses have local routes too, without a length).
+ */
+async function flycastRoutes(): Promise<string[]> {
+  const routes = JSON.parse(
+    await must('ip', ['-j', '-6', 'route', 'show', 'table', 'local', 'type', 'local']),
+  ) as { dst: string; dev: string }[];
+  return routes
+    .filter((r) => /^hgn/.test(r.dev) && r.dst.includes('/'))
+    .map((r) => `${r.dev} ${r.dst}`)
+    .sort();
+}
+
+/** What flycastRoutes() must list with these networks' bridges up. */
+const expectedFlycastRoutes = (keys: NetKey[]) =>
+  keys.map((k) => `${plans[k].bridge} ${flycastBlock(NETWORKS[k])}`).sort();
+
 test('reconcile: idempotent, survives a restart, repairs and removes', { skip }, async () => {
   assert.ok(network, 'the matrix test set the machines up');
   const want = desired();
@@ -601,6 +658,7 @@ test('reconcile: idempotent, survives a restart, repairs and removes', { skip },
     await bridgeAddresses(plans.a.bridge),
     [`${plans.a.gateway}/80`, `${plans.a.serviceAddress}/128`].sort(),
   );
+  assert.deepEqual(await flycastRoutes(), expectedFlycastRoutes(['a', 'b', 'd']));
 
   // A daemon restart: a new instance reconciles the same state; same rules, same links.
   await network.close();
@@ -651,9 +709,20 @@ test('reconcile: idempotent, survives a restart, repairs and removes', { skip },
   assert.equal((await network.applyRules(want)).mode, 'full');
   assert.equal(await tablesJson(), rulesBefore);
 
-  // Repairs: leftovers of an interrupted attach and of a removed network go; a lost veth and a bridge
-  // deleted behind Hangar's back come back, and the machines talk again.
+  // Repairs: leftovers of an interrupted attach and of a removed network go; a lost veth, a lost Flycast
+  // route and a bridge deleted behind Hangar's back come back, and the machines talk again.
   await must('ip', ['link', 'add', 'name', STRAY_BRIDGE, 'type', 'bridge']);
+  await must('ip', [
+    '-6',
+    'route',
+    'del',
+    'local',
+    flycastBlock(NETWORKS.a),
+    'dev',
+    plans.a.bridge,
+    'table',
+    'local',
+  ]);
   await must('ip', ['link', 'add', 'name', STRAY_VETH, 'type', 'veth', 'peer', 'name', 'hgtestpeer0']);
   await must('ip', ['link', 'delete', 'dev', machine('a2').attachment.veth]);
   await must('ip', ['link', 'delete', 'dev', plans.d.bridge]);
@@ -665,6 +734,7 @@ test('reconcile: idempotent, survives a restart, repairs and removes', { skip },
   const after = await linkIndexes();
   assert.ok(!after.has(STRAY_BRIDGE) && !after.has(STRAY_VETH));
   assert.equal(await ruleCount(), countBefore);
+  assert.deepEqual(await flycastRoutes(), expectedFlycastRoutes(['a', 'b', 'd']));
   assert.deepEqual(
     await runCases([
       {
@@ -692,6 +762,16 @@ test('reconcile: idempotent, survives a restart, repairs and removes', { skip },
         expect: false,
         group: 'r',
       },
+      {
+        from: machine('a2'),
+        target: 'Flycast of a',
+        to: FLYCAST.a!,
+        kind: 'tcp',
+        port: flycastPort,
+        expect: true,
+        answer: flycastAnswer(FLYCAST.a!, 'a'),
+        group: 'r',
+      },
     ]),
     [],
   );
@@ -707,8 +787,15 @@ test('reconcile: idempotent, survives a restart, repairs and removes', { skip },
   assert.ok(left.has(plans.a.bridge) && left.has(machine('a1').attachment.veth));
   const rules = await tablesJson();
   assert.ok(
-    !rules.includes(plans.b.bridge) && !rules.includes(b[0]!.attachment.address),
+    !rules.includes(plans.b.bridge) &&
+      !rules.includes(b[0]!.attachment.address) &&
+      !rules.includes(FLYCAST.b!),
     'no rule mentions b',
+  );
+  assert.deepEqual(
+    await flycastRoutes(),
+    expectedFlycastRoutes(['a', 'd']),
+    "b's route went with its bridge",
   );
   assert.equal(await ruleCount(), countBefore, 'same rules, fewer set elements');
   // The delta left the kernel exactly where a full replace would.

@@ -1,10 +1,13 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type Attachment, planAttachment, planNetwork } from '../../src/net/address-plan.js';
+import { type Attachment, planAttachment, planNetwork, serviceAddress } from '../../src/net/address-plan.js';
+import { flycastAddress } from '../../src/net/ipv6.js';
 import {
   buildRuleset,
   type DesiredNetState,
   deleteRulesetText,
+  type FlycastEntry,
+  flycastBlock,
   rulesetDelta,
   rulesetState,
 } from '../../src/net/ruleset.js';
@@ -12,7 +15,7 @@ import { runCommand } from '../../src/runtime/process.js';
 
 const HOST = '0a7b007d';
 
-/** `networks` networks with `perNetwork` machines each, numbered from 1. */
+/** `networks` networks with `perNetwork` machines each, numbered from 1, and no Flycast address. */
 function desiredState(networks: number, perNetwork: number, egress = false): DesiredNetState {
   const plans = Array.from({ length: networks }, (_, i) => planNetwork(i + 1, HOST));
   const attachments: Attachment[] = [];
@@ -29,8 +32,20 @@ function desiredState(networks: number, perNetwork: number, egress = false): Des
       );
     }
   }
-  return { networks: plans, attachments, egress };
+  return { networks: plans, attachments, flycast: [], egress };
 }
+
+/** The `n`th Flycast address of a network, as the store allocates it. */
+const flycast = (networkId: number, n: number): FlycastEntry => ({
+  networkId,
+  address: flycastAddress(networkId, n),
+});
+
+/** `state` with one Flycast address in each of its networks. */
+const withFlycast = (state: DesiredNetState): DesiredNetState => ({
+  ...state,
+  flycast: state.networks.map((n) => flycast(n.id, 1)),
+});
 
 /** The lines that are not set elements: rules, chains, set headers. */
 const structure = (text: string) =>
@@ -89,7 +104,57 @@ test('ruleset: machines reach the host only for DNS on their own ::3 and fdaa::3
   }
   assert.ok(!text.includes('"hgn1" . fdaa:0:2::3'), "no bridge may reach another network's ::3");
   assert.match(text, /iifname "hgn\*" jump machine_to_host/);
-  assert.match(text, /iifname \. ip6 daddr \. meta l4proto \. th dport @services accept\n\s+counter drop/);
+  // The only other way in before the drop is the Flycast set (next test).
+  assert.match(
+    text,
+    /iifname \. ip6 daddr \. meta l4proto \. th dport @services accept\n\s+iifname \. ip6 daddr @flycast accept\n\s+counter drop/,
+  );
+});
+
+test("ruleset: machines reach their own network's Flycast addresses, any protocol and port", () => {
+  const state = desiredState(2, 1);
+  const text = buildRuleset({
+    ...state,
+    flycast: [
+      flycast(1, 1),
+      flycast(2, 0x10002),
+      // Written another way and listed twice: one element, in the plan's text.
+      { networkId: 1, address: 'fdaa:0:1:0:1:0:0:1' },
+      // Network 9 has no bridge on this host (no app here): nothing to open, not an error.
+      flycast(9, 1),
+    ],
+  });
+  assert.equal(flycastBlock(1), 'fdaa:0:1:0:1::/80');
+  assert.match(
+    text,
+    /set flycast \{\n\s+type ifname \. ipv6_addr\n\s+elements = \{\n\s+"hgn1" \. fdaa:0:1:0:1::1,\n\s+"hgn2" \. fdaa:0:2:0:1:0:1:2\n\s+\}/,
+  );
+  assert.ok(!text.includes('fdaa:0:9:'), 'a network without a bridge here opens nothing');
+  assert.ok(!text.includes('"hgn1" . fdaa:0:2:'), "no bridge may reach another network's Flycast address");
+  // No port or protocol in the key: the proxy listening on the address decides.
+  assert.match(text, /^\s+iifname \. ip6 daddr @flycast accept$/m);
+  assert.match(
+    buildRuleset(state),
+    /set flycast \{\n\s+type ifname \. ipv6_addr\n\s+\}/,
+    'none: an empty set',
+  );
+});
+
+test("ruleset: a Flycast address outside its network's block is refused", () => {
+  const state = desiredState(2, 1);
+  const [a1] = state.attachments as [Attachment];
+  const refused = (entry: FlycastEntry) => () => buildRuleset({ ...state, flycast: [flycast(1, 1), entry] });
+  // Another network's Flycast address, its machine, its ::3, a 6PN address outside 0:1, fdaa::3.
+  for (const address of [flycastAddress(2, 1), a1.address, serviceAddress(1), 'fdaa:0:1:0:2::1', 'fdaa::3']) {
+    assert.throws(
+      refused({ networkId: 1, address }),
+      /is not in network 1's block fdaa:0:1:0:1::\/80/,
+      address,
+    );
+  }
+  for (const address of ['1.2.3.4', 'fdaa:0:1:0:1::1 } accept', 'FDAA:0:1:0:1::1', 'fdaa:::1']) {
+    assert.throws(refused({ networkId: 1, address }), /not an IPv6 address/, address);
+  }
 });
 
 test('ruleset: forwarding only within one bridge, to the uplink only with egress', () => {
@@ -114,17 +179,18 @@ test('ruleset: forwarding only within one bridge, to the uplink only with egress
 });
 
 test('ruleset: the same state always gives the same text, whatever the order', () => {
-  const state = desiredState(5, 3);
+  const state = withFlycast(desiredState(5, 3));
   const shuffled: DesiredNetState = {
     ...state,
     networks: [...state.networks].reverse(),
+    flycast: [...state.flycast].reverse(),
     attachments: [...state.attachments].sort((a, b) => b.address.localeCompare(a.address)),
   };
   assert.equal(buildRuleset(shuffled), buildRuleset(state));
 });
 
 test('ruleset: an empty state is valid and still has the drops', () => {
-  const text = buildRuleset({ networks: [], attachments: [], egress: false });
+  const text = buildRuleset({ networks: [], attachments: [], flycast: [], egress: false });
   assert.ok(!text.includes('elements'));
   assert.match(text, /counter drop comment "spoofed MAC"/);
 });
@@ -171,7 +237,7 @@ test('ruleset: size is O(networks + machines), the rules themselves are constant
 });
 
 test('ruleset: a delta adds and deletes only the elements that changed', () => {
-  const base = desiredState(3, 2);
+  const base = withFlycast(desiredState(3, 2));
   const before = rulesetState(base);
   assert.equal(rulesetDelta(before, rulesetState(base)), '', 'same state: nothing to do');
 
@@ -192,7 +258,17 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
     ].join('\n'),
   );
 
-  // Network 3 and its machines go: deletes in all four sets.
+  // A Flycast address allocated in network 2, then released: one element each way.
+  const allocated = { ...base, flycast: [...base.flycast, flycast(2, 2)] };
+  const element = '{ "hgn2" . fdaa:0:2:0:1::2 }';
+  assert.equal(rulesetDelta(before, rulesetState(allocated)), `add element inet hangar flycast ${element}\n`);
+  assert.equal(
+    rulesetDelta(rulesetState(allocated), before),
+    `delete element inet hangar flycast ${element}\n`,
+  );
+
+  // Network 3 and its machines go: deletes in all five sets. Its Flycast entry may stay in the store
+  // (the app lives elsewhere); without the bridge it is ignored, so its element goes too.
   const smaller = { ...base, networks: base.networks.slice(0, 2), attachments: base.attachments.slice(0, 4) };
   const removed = rulesetDelta(before, rulesetState(smaller))!;
   assert.deepEqual(
@@ -204,10 +280,12 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
       'delete element bridge hangar port_macs',
       'delete element bridge hangar port_addrs',
       'delete element inet hangar services',
+      'delete element inet hangar flycast',
       'delete element inet hangar same_bridge',
     ],
   );
   assert.ok(removed.includes('"hgn3" . fdaa:0:3::3 . udp . 53') && !removed.includes('add element'));
+  assert.ok(removed.includes('"hgn3" . fdaa:0:3:0:1::1'));
 
   // Egress (or its uplinks) changes rules, not only elements: no delta, a full replace.
   assert.equal(
@@ -221,16 +299,16 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
 test('ruleset: nft accepts the text and the deltas (checked in a throwaway network namespace)', {
   skip: process.getuid?.() === 0 ? false : 'needs root for nft -c',
 }, async () => {
-  const grown = desiredState(4, 2);
+  const grown = withFlycast(desiredState(4, 2));
   const shrunk = { ...grown, networks: grown.networks.slice(1), attachments: grown.attachments.slice(2) };
   // A full rule set followed by a delta, checked as one transaction: the delta's deletes must name
   // elements the full text created.
   const delta = rulesetDelta(rulesetState(grown), rulesetState(shrunk))!;
   const growBack = rulesetDelta(rulesetState(shrunk), rulesetState(grown))!;
   for (const text of [
-    buildRuleset({ networks: [], attachments: [], egress: false }),
+    buildRuleset({ networks: [], attachments: [], flycast: [], egress: false }),
     buildRuleset(desiredState(3, 2, false)),
-    buildRuleset(desiredState(1000, 1, true), { uplinks: ['eth0'] }),
+    buildRuleset(withFlycast(desiredState(1000, 1, true)), { uplinks: ['eth0'] }),
     buildRuleset(grown) + delta,
     buildRuleset(shrunk) + growBack,
   ]) {

@@ -162,6 +162,21 @@ test('config: layers and strict validation', (t) => {
     () => resolveConfig({ env: { HANGAR_DATA_DIR: dataDir }, overrides: { region: 'US East' } }),
     /region/,
   );
+  const network = resolveConfig({
+    env: { HANGAR_DATA_DIR: dataDir, HANGAR_NETWORK: 'required', HANGAR_EGRESS: 'on' },
+  });
+  assert.deepEqual(network.network, { mode: 'required', egress: true });
+  assert.throws(
+    () => resolveConfig({ env: { HANGAR_DATA_DIR: dataDir, HANGAR_EGRESS: 'yes' } }),
+    /HANGAR_EGRESS must be "on" or "off"/,
+  );
+  assert.throws(
+    () => resolveConfig({ env: { HANGAR_DATA_DIR: dataDir, HANGAR_NETWORK: 'maybe' } }),
+    /network\.mode/,
+  );
+  // Host ids 0 and 1 would collide with the service and Flycast blocks of every network.
+  writeFileSync(join(dataDir, 'host-id'), '00000001\n');
+  assert.throws(() => resolveConfig({ env: { HANGAR_DATA_DIR: dataDir } }), /not a usable host id/);
 });
 
 test('api rate limits: buckets belong to one org, so another org cannot drain them', () => {

@@ -1,0 +1,241 @@
+/**
+ * The host's private networks, kept in step with the store: the orchestrator never calls it. A bridge
+ * exists for every network that has an app, a veth for every live machine that has booted here, and
+ * the rules list exactly the store's live machines and Flycast addresses. It follows the store's change
+ * feed (an app deleted, a machine destroyed, an address allocated) and is rebuilt from the store at
+ * start; the one call it takes from elsewhere is `attach`, from the runtime, as a machine boots.
+ */
+import type { NetworkAttacher } from '../runtime/runtime.js';
+import type { AppRecord, IpAssignmentRecord, MachineRecord } from '../store/records.js';
+import type { ChangeBatch, Store } from '../store/store.js';
+import { type Attachment, type NetworkPlan, planAttachment, planNetwork } from './address-plan.js';
+import { acquireHostNetworkLock, type HostLock, type HostLockOptions } from './host-lock.js';
+import { LinuxNetwork, type ReconcileResult } from './linux-net.js';
+import type { DesiredNetState } from './ruleset.js';
+
+export interface HostNetworkOptions {
+  store: Store;
+  /** This host's id (8 hex digits): part of every machine address here. */
+  hostId: string;
+  /** Machines may reach the outside world through the host. */
+  egress: boolean;
+  /** Conditions the operator should hear of; nothing fails because of them. */
+  onWarning: (message: string) => void;
+  /** A network's bridge came up here (at reconcile or later): its `::3` can be listened on now. */
+  onNetworkUp?: (network: NetworkPlan) => Promise<void>;
+  /** For tests that share one host: wait for the host lock instead of failing at once. */
+  lock?: HostLockOptions;
+  linux?: LinuxNetwork;
+}
+
+/** The plumbing the records ask for on this host. Pure: records in, desired state out. */
+export function desiredNetState(
+  records: { apps: AppRecord[]; machines: MachineRecord[]; ips: IpAssignmentRecord[] },
+  hostId: string,
+  egress: boolean,
+): DesiredNetState {
+  const networkOfApp = new Map(records.apps.map((app) => [app.id, app.networkId]));
+  const networkIds = [...new Set(networkOfApp.values())].sort((a, b) => a - b);
+  const attachments = records.machines.flatMap((machine) => {
+    const networkId = networkOfApp.get(machine.appId);
+    if (!isAttachable(machine, hostId) || networkId === undefined) return [];
+    return [
+      planAttachment({ machineId: machine.id, machineNumber: machine.machineNumber!, networkId, hostId }),
+    ];
+  });
+  const flycast = records.ips.flatMap((ip) =>
+    ip.type === 'private_v6' && ip.networkId !== null ? [{ networkId: ip.networkId, address: ip.ip }] : [],
+  );
+  return { networks: networkIds.map((id) => planNetwork(id, hostId)), attachments, flycast, egress };
+}
+
+/** A machine of this host that is not destroyed and has a machine number has (or will have) a veth. */
+function isAttachable(machine: MachineRecord, hostId: string): boolean {
+  return machine.state !== 'destroyed' && machine.machineNumber !== undefined && machine.hostId === hostId;
+}
+
+export class HostNetwork implements NetworkAttacher {
+  readonly #options: HostNetworkOptions;
+  readonly #linux: LinuxNetwork;
+  readonly #lock: HostLock;
+  readonly #unwatch: () => void;
+  /** Networks whose bridge is up here. */
+  readonly #up = new Set<number>();
+  /** Machines that may have a veth here, with what it was planned as (detach needs the names). */
+  readonly #attached = new Map<string, Attachment>();
+  /** What the change feed last showed, so only changes that matter start a sync. */
+  readonly #liveMachines = new Set<string>();
+  readonly #apps = new Set<string>();
+  /** Syncs asked for and finished, counted: a caller waits for a sync that started after its call. */
+  #requested = 0;
+  #finished = 0;
+  #loop: Promise<void> | undefined;
+  #waiters: { after: number; resolve: () => void; reject: (error: Error) => void }[] = [];
+
+  private constructor(options: HostNetworkOptions, lock: HostLock) {
+    this.#options = options;
+    this.#lock = lock;
+    this.#linux = options.linux ?? new LinuxNetwork({ onWarning: options.onWarning });
+    this.#unwatch = options.store.watch((batch) => this.#onChanges(batch));
+  }
+
+  /** Takes the host's networking (one owner per host) and rebuilds it from the store. */
+  static async start(options: HostNetworkOptions): Promise<HostNetwork> {
+    const lock = await acquireHostNetworkLock(options.lock);
+    const network = new HostNetwork(options, lock);
+    try {
+      await network.reconcile();
+    } catch (error) {
+      await network.close();
+      throw error;
+    }
+    return network;
+  }
+
+  /** Makes the host match the store: missing bridges and veths of running machines made, strays removed. */
+  async reconcile(): Promise<ReconcileResult> {
+    const desired = await this.#desired();
+    const result = await this.#linux.reconcile(desired);
+    this.#up.clear();
+    this.#attached.clear();
+    for (const attachment of desired.attachments) this.#attached.set(attachment.machineId, attachment);
+    for (const network of desired.networks) {
+      this.#up.add(network.id);
+      await this.#options.onNetworkUp?.(network);
+    }
+    return result;
+  }
+
+  /** The runtime's call as a machine boots: its namespace gets its eth0, and the rules admit it. */
+  async attach(machineId: string, netns: string, place: { networkId: number; machineNumber: number }) {
+    const network = planNetwork(place.networkId, this.#options.hostId);
+    if (!this.#up.has(network.id)) await this.#bringUp(network);
+    const attachment = planAttachment({ machineId, hostId: this.#options.hostId, ...place });
+    await this.#linux.attach(netns, attachment);
+    this.#attached.set(machineId, attachment);
+    // Until the rules list the machine the bridge drops what it sends: wait for them.
+    await this.sync();
+  }
+
+  /** The networks whose bridge is up here. */
+  networksUp(): NetworkPlan[] {
+    return [...this.#up].map((id) => planNetwork(id, this.#options.hostId));
+  }
+
+  /** Brings links and rules in line with the store; resolves once a pass that began after the call ends. */
+  sync(): Promise<void> {
+    const after = ++this.#requested;
+    const done = new Promise<void>((resolve, reject) => this.#waiters.push({ after, resolve, reject }));
+    this.#loop ??= this.#runSyncs();
+    return done;
+  }
+
+  /**
+   * Stops following the store. Bridges, veths and rules stay while the store has live machines, which
+   * keep running while hangard restarts; with none (or with `removeAll`: tests, uninstall) every
+   * bridge, veth, route and rule goes, and the next start rebuilds what the store asks for.
+   */
+  async close(options: { removeAll?: boolean } = {}): Promise<void> {
+    this.#unwatch();
+    try {
+      await this.#loop;
+      const idle = await this.#desired().then(
+        (desired) => desired.attachments.length === 0,
+        () => false,
+      );
+      if (options.removeAll || idle) await this.#linux.removeAll();
+      await this.#linux.close();
+    } finally {
+      this.#lock.release();
+    }
+  }
+
+  // ---- internals ------------------------------------------------------------------------------------
+
+  async #desired(): Promise<DesiredNetState> {
+    const records = await this.#options.store.read((tx) => ({
+      apps: tx.apps.list(),
+      machines: tx.machines.list(),
+      ips: tx.ipAssignments.list(),
+    }));
+    for (const app of records.apps) this.#apps.add(app.id);
+    for (const machine of records.machines) {
+      if (isAttachable(machine, this.#options.hostId)) this.#liveMachines.add(machine.id);
+    }
+    return desiredNetState(records, this.#options.hostId, this.#options.egress);
+  }
+
+  /** Only what changes the plumbing starts a sync: apps and live machines coming and going, Flycast. */
+  #onChanges(batch: ChangeBatch): void {
+    let relevant = false;
+    for (const change of batch.changes) {
+      if (change.collection === 'ipAssignments') relevant = true;
+      else if (change.collection === 'apps')
+        relevant ||= flip(this.#apps, change.key, change.doc !== undefined);
+      else if (change.collection === 'machines') {
+        const machine = change.doc as MachineRecord | undefined;
+        const live = machine !== undefined && isAttachable(machine, this.#options.hostId);
+        relevant = flip(this.#liveMachines, change.key, live) || relevant;
+      }
+    }
+    if (relevant) {
+      this.sync().catch((error: Error) =>
+        this.#options.onWarning(`private networks: could not follow a change: ${error.message}`),
+      );
+    }
+  }
+
+  async #runSyncs(): Promise<void> {
+    while (this.#finished < this.#requested) {
+      const target = this.#requested;
+      let failure: Error | undefined;
+      try {
+        await this.#syncOnce();
+      } catch (error) {
+        failure = error as Error;
+      }
+      this.#finished = target;
+      const settled = this.#waiters.filter((w) => w.after <= target);
+      this.#waiters = this.#waiters.filter((w) => w.after > target);
+      for (const waiter of settled) {
+        if (failure) waiter.reject(failure);
+        else waiter.resolve();
+      }
+    }
+    this.#loop = undefined;
+  }
+
+  async #syncOnce(): Promise<void> {
+    const desired = await this.#desired();
+    // Destroyed machines are unplugged, and a network whose last app is gone loses its bridge (its id
+    // stays reserved in the store).
+    const live = new Set(desired.attachments.map((a) => a.machineId));
+    for (const [machineId, attachment] of this.#attached) {
+      if (live.has(machineId)) continue;
+      await this.#linux.detach(attachment);
+      this.#attached.delete(machineId);
+    }
+    const wanted = new Set(desired.networks.map((n) => n.id));
+    for (const id of this.#up) {
+      if (wanted.has(id)) continue;
+      await this.#linux.removeNetwork(planNetwork(id, this.#options.hostId));
+      this.#up.delete(id);
+    }
+    for (const network of desired.networks) if (!this.#up.has(network.id)) await this.#bringUp(network);
+    await this.#linux.applyRules(desired);
+  }
+
+  async #bringUp(network: NetworkPlan): Promise<void> {
+    await this.#linux.ensureNetwork(network);
+    this.#up.add(network.id);
+    await this.#options.onNetworkUp?.(network);
+  }
+}
+
+/** Puts `key` in or out of `set`; whether that changed anything. */
+function flip(set: Set<string>, key: string, present: boolean): boolean {
+  if (set.has(key) === present) return false;
+  if (present) set.add(key);
+  else set.delete(key);
+  return true;
+}

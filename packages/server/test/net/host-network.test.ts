@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { type TestContext, test } from 'node:test';
+import { bridgeName, vethName } from '../../src/net/address-plan.js';
+import { acquireHostNetworkLock, HostLockHeldError } from '../../src/net/host-lock.js';
+import { desiredNetState } from '../../src/net/host-network.js';
+import type { AppRecord, IpAssignmentRecord, MachineRecord } from '../../src/store/records.js';
+
+const HOST = '0a0b0c0d';
+
+const app = (id: string, networkId: number) => ({ id, networkId }) as AppRecord;
+const machine = (id: string, appId: string, fields: Partial<MachineRecord>) =>
+  ({ id, appId, hostId: HOST, state: 'started', ...fields }) as MachineRecord;
+const ip = (address: string, type: IpAssignmentRecord['type'], networkId: number | null) =>
+  ({ ip: address, type, networkId }) as IpAssignmentRecord;
+
+test('desired state: a bridge per network with apps, a veth per live numbered machine of this host', () => {
+  const desired = desiredNetState(
+    {
+      apps: [app('a', 7), app('b', 3), app('c', 7)],
+      machines: [
+        machine('m1', 'a', { machineNumber: 1 }),
+        machine('m2', 'b', { machineNumber: 2, state: 'stopped' }),
+        machine('m3', 'a', { machineNumber: 3, state: 'destroyed' }),
+        machine('m4', 'a', {}), // recorded before private networks: no number yet
+        machine('m5', 'a', { machineNumber: 5, hostId: 'ffff0000' }),
+        machine('m6', 'gone', { machineNumber: 6 }),
+      ],
+      ips: [
+        ip('fdaa:0:3:0:1::1', 'private_v6', 3),
+        ip('2001:db8::1', 'v6', null),
+        ip('fdaa:0:7:0:1::1', 'private_v6', 7),
+      ],
+    },
+    HOST,
+    true,
+  );
+  assert.deepEqual(
+    desired.networks.map((n) => n.bridge),
+    [bridgeName(3), bridgeName(7)],
+    'each network once, in id order',
+  );
+  assert.deepEqual(
+    desired.attachments.map((a) => [a.machineId, a.veth, a.bridge]),
+    [
+      ['m1', vethName(1), bridgeName(7)],
+      ['m2', vethName(2), bridgeName(3)],
+    ],
+    'stopped machines keep their place; destroyed, unnumbered, foreign and orphaned ones have none',
+  );
+  assert.deepEqual(desired.flycast, [
+    { networkId: 3, address: 'fdaa:0:3:0:1::1' },
+    { networkId: 7, address: 'fdaa:0:7:0:1::1' },
+  ]);
+  assert.equal(desired.egress, true);
+});
+
+function lockPath(t: TestContext): string {
+  const dir = mkdtempSync(join(tmpdir(), 'hangar-lock-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return join(dir, 'network.lock');
+}
+
+test('host lock: one owner, a clear error for the second, released for the next', async (t) => {
+  const path = lockPath(t);
+  const first = await acquireHostNetworkLock({ path });
+  assert.match(readFileSync(path, 'utf8'), new RegExp(`^${process.pid} `));
+  await assert.rejects(acquireHostNetworkLock({ path }), (error: unknown) => {
+    assert.ok(error instanceof HostLockHeldError);
+    assert.match(error.message, new RegExp(`pid ${process.pid}.*network mode "off"`));
+    return true;
+  });
+  // A waiter gets it once the owner lets go.
+  const waiting = acquireHostNetworkLock({ path, waitMs: 5_000 });
+  setTimeout(() => first.release(), 300);
+  const second = await waiting;
+  first.release(); // a second release of a lock that is no longer ours leaves the new owner's alone
+  assert.match(readFileSync(path, 'utf8'), new RegExp(`^${process.pid} `));
+  second.release();
+  assert.throws(() => readFileSync(path), /ENOENT/);
+});
+
+test('host lock: the lock of a process that died is taken over', async (t) => {
+  const path = lockPath(t);
+  const dead = spawnSync(process.execPath, ['-e', 'process.exit(0)']).pid!;
+  writeFileSync(path, `${dead} someone-elses-token\n`);
+  const lock = await acquireHostNetworkLock({ path });
+  assert.match(readFileSync(path, 'utf8'), new RegExp(`^${process.pid} `));
+  lock.release();
+});
