@@ -147,13 +147,21 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       await hostRuntime.images.gc(inUse);
     }
     if (hostNetwork) {
-      dns = await startHostDns({
-        store,
-        networks: hostNetwork.networksUp(),
-        onError: (error) => warn(`DNS: ${error.message}`),
-      });
+      let dnsNote = '.internal DNS on fdaa::3 port 53';
+      try {
+        dns = await startHostDns({
+          store,
+          networks: hostNetwork.networksUp(),
+          onError: (error) => warn(`DNS: ${error.message}`),
+        });
+      } catch (error) {
+        // Port 53 of fdaa::3 taken by something else: machines still run and reach each other by address.
+        if (config.network.mode === 'required') throw error;
+        dnsNote = `no .internal DNS (${(error as Error).message})`;
+      }
+      const egress = config.network.egress ? 'on' : 'off';
       networkStatus = {
-        description: `${hostNetwork.networksUp().length} private networks, DNS on fdaa::3 port 53, egress ${config.network.egress ? 'on' : 'off'}`,
+        description: `private networks on (${hostNetwork.networksUp().length} up), ${dnsNote}, egress ${egress}`,
       };
     }
     api = buildApi({

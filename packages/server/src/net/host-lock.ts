@@ -20,6 +20,11 @@ export interface HostLockOptions {
   path?: string;
   /** Keep trying this long when another live process holds it (tests share one host); default 0. */
   waitMs?: number;
+  /**
+   * A lock the caller holds already, kept across several owners in turn (a test that restarts hangard
+   * must not let another test take the host in between): used as it is, never released by them.
+   */
+  held?: HostLock;
 }
 
 export class HostLockHeldError extends Error {
@@ -32,6 +37,7 @@ export class HostLockHeldError extends Error {
 }
 
 export async function acquireHostNetworkLock(options: HostLockOptions = {}): Promise<HostLock> {
+  if (options.held) return { release: () => {} };
   const path = options.path ?? DEFAULT_HOST_LOCK_PATH;
   const deadline = Date.now() + (options.waitMs ?? 0);
   mkdirSync(dirname(path), { recursive: true, mode: 0o755 });

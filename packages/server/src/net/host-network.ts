@@ -5,7 +5,7 @@
  * feed (an app deleted, a machine destroyed, an address allocated) and is rebuilt from the store at
  * start; the one call it takes from elsewhere is `attach`, from the runtime, as a machine boots.
  */
-import type { NetworkAttacher } from '../runtime/runtime.js';
+import type { MachineNetworkPlace, NetworkAttacher } from '../runtime/runtime.js';
 import type { AppRecord, IpAssignmentRecord, MachineRecord } from '../store/records.js';
 import type { ChangeBatch, Store } from '../store/store.js';
 import { type Attachment, type NetworkPlan, planAttachment, planNetwork } from './address-plan.js';
@@ -107,7 +107,7 @@ export class HostNetwork implements NetworkAttacher {
   }
 
   /** The runtime's call as a machine boots: its namespace gets its eth0, and the rules admit it. */
-  async attach(machineId: string, netns: string, place: { networkId: number; machineNumber: number }) {
+  async attach(machineId: string, netns: string, place: MachineNetworkPlace): Promise<void> {
     const network = planNetwork(place.networkId, this.#options.hostId);
     if (!this.#up.has(network.id)) await this.#bringUp(network);
     const attachment = planAttachment({ machineId, hostId: this.#options.hostId, ...place });

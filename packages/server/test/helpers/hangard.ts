@@ -34,16 +34,9 @@ export interface TestHangardOptions {
   now?: () => number;
 }
 
-/**
- * Starts a real hangard (SQLite store, HTTP on a free loopback port) in a fresh data directory, and
- * registers its shutdown and the directory's removal with the test, so both happen even on failure.
- */
-export async function startTestHangard(
-  t: TestContext,
-  options: TestHangardOptions = {},
-): Promise<TestHangard> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'hangar-test-'));
-  const config = resolveConfig({
+/** A test hangard's configuration in `dataDir`: silent, on a free port, `overrides` on top. */
+export function testConfig(dataDir: string, overrides: Record<string, unknown> = {}): ResolvedConfig {
+  return resolveConfig({
     env: {},
     overrides: {
       dataDir,
@@ -55,9 +48,21 @@ export async function startTestHangard(
       // The host's networking has one owner at a time: only the tests of private networks ask for it.
       network: { mode: 'off', egress: false },
       rateLimits: { ...DEFAULT_CONFIG.rateLimits, enabled: false },
-      ...options.config,
+      ...overrides,
     },
   });
+}
+
+/**
+ * Starts a real hangard (SQLite store, HTTP on a free loopback port) in a fresh data directory, and
+ * registers its shutdown and the directory's removal with the test, so both happen even on failure.
+ */
+export async function startTestHangard(
+  t: TestContext,
+  options: TestHangardOptions = {},
+): Promise<TestHangard> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'hangar-test-'));
+  const config = testConfig(dataDir, options.config);
   const hangard = await startHangard(config, {
     removeMachinesOnClose: true,
     hostLock: { waitMs: 300_000 },

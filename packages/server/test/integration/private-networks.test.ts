@@ -6,7 +6,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { DEFAULT_CONFIG, resolveConfig } from '../../src/config/config.js';
 import { type Hangard, startHangard } from '../../src/daemon.js';
 import {
   bridgeName,
@@ -16,11 +15,11 @@ import {
   serviceAddress,
   vethName,
 } from '../../src/net/address-plan.js';
-import { DEFAULT_HOST_LOCK_PATH } from '../../src/net/host-lock.js';
+import { acquireHostNetworkLock, DEFAULT_HOST_LOCK_PATH } from '../../src/net/host-lock.js';
 import { parseIpv6 } from '../../src/net/ipv6.js';
 import { LinuxNetwork } from '../../src/net/linux-net.js';
 import { runCommand } from '../../src/runtime/process.js';
-import { callApi } from '../helpers/hangard.js';
+import { callApi, testConfig } from '../helpers/hangard.js';
 import { NEEDS_ROOT, ok, pollUntil } from '../helpers/integration.js';
 import { ProbeAgent } from '../helpers/probe-agent.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
@@ -99,24 +98,18 @@ async function dnsFrom(
 test('private networks with real machines', { skip, timeout: 540_000 }, async (t) => {
   const dataDir = await mkdtemp(join(tmpdir(), 'hangar-pn-'));
   const registryPort = await freePort();
-  const config = resolveConfig({
-    env: {},
-    overrides: {
-      dataDir,
-      listen: { host: '127.0.0.1', port: 0 },
-      logLevel: 'silent',
-      databaseSync: 'NORMAL',
-      runtime: 'required',
-      network: { mode: 'required', egress: false },
-      registry: { port: registryPort, insecure: [] },
-      rateLimits: { ...DEFAULT_CONFIG.rateLimits, enabled: false },
-    },
+  const config = testConfig(dataDir, {
+    runtime: 'required',
+    network: { mode: 'required', egress: false },
+    registry: { port: registryPort, insecure: [] },
   });
   const warnings: string[] = [];
+  // Held for the whole test, across the restart: no other test may take the host in between.
+  const hostLock = await acquireHostNetworkLock({ waitMs: 300_000 });
   const start = (removeMachinesOnClose: boolean) =>
     startHangard(config, {
       removeMachinesOnClose,
-      hostLock: { waitMs: 300_000 },
+      hostLock: { held: hostLock },
       onWarning: (message) => warnings.push(message),
     });
   const machines: Machine[] = [];
@@ -136,8 +129,12 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
     const left = await hostNetworking();
     if (left.tables.length || left.links.length || left.resolver) {
       await new LinuxNetwork().removeAll(); // leave the host usable, then fail
-      assert.fail(`private networks left on the host: ${JSON.stringify({ ...left, rules: undefined })}`);
     }
+    hostLock.release();
+    assert.deepEqual(
+      { ...left, rules: undefined },
+      { tables: [], links: [], resolver: false, rules: undefined },
+    );
     assert.equal(existsSync(DEFAULT_HOST_LOCK_PATH), false, 'the host network lock is released');
     assert.deepEqual(
       (await must('ip', ['netns', 'list']))

@@ -73,6 +73,9 @@ test('host lock: one owner, a clear error for the second, released for the next'
     assert.match(error.message, new RegExp(`pid ${process.pid}.*network mode "off"`));
     return true;
   });
+  // An owner may lend it (a test restarting hangard): the borrower's release leaves it held.
+  (await acquireHostNetworkLock({ path, held: first })).release();
+  assert.match(readFileSync(path, 'utf8'), new RegExp(`^${process.pid} `));
   // A waiter gets it once the owner lets go.
   const waiting = acquireHostNetworkLock({ path, waitMs: 5_000 });
   setTimeout(() => first.release(), 300);
