@@ -63,6 +63,8 @@ export class HostNetwork implements NetworkAttacher {
   readonly #up = new Set<number>();
   /** Machines that may have a veth here, with what it was planned as (detach needs the names). */
   readonly #attached = new Map<string, Attachment>();
+  /** Machines the applied rules list: a boot of one of them (a wake after stop) needs no rules change. */
+  #ruled = new Set<string>();
   /** What the change feed last showed, so only changes that matter start a sync. */
   readonly #liveMachines = new Set<string>();
   readonly #apps = new Set<string>();
@@ -95,7 +97,9 @@ export class HostNetwork implements NetworkAttacher {
   /** Makes the host match the store: missing bridges and veths of running machines made, strays removed. */
   async reconcile(): Promise<ReconcileResult> {
     const desired = await this.#desired();
+    this.#ruled = new Set();
     const result = await this.#linux.reconcile(desired);
+    this.#ruled = machineIdsOf(desired);
     this.#up.clear();
     this.#attached.clear();
     for (const attachment of desired.attachments) this.#attached.set(attachment.machineId, attachment);
@@ -113,8 +117,9 @@ export class HostNetwork implements NetworkAttacher {
     const attachment = planAttachment({ machineId, hostId: this.#options.hostId, ...place });
     await this.#linux.attach(netns, attachment);
     this.#attached.set(machineId, attachment);
-    // Until the rules list the machine the bridge drops what it sends: wait for them.
-    await this.sync();
+    // Until the rules list the machine the bridge drops what it sends: wait for them. They name it by
+    // its veth and addresses, which never change, so once listed it stays covered across boots.
+    if (!this.#ruled.has(machineId)) await this.sync();
   }
 
   /** The networks whose bridge is up here. */
@@ -209,7 +214,7 @@ export class HostNetwork implements NetworkAttacher {
     const desired = await this.#desired();
     // Destroyed machines are unplugged, and a network whose last app is gone loses its bridge (its id
     // stays reserved in the store).
-    const live = new Set(desired.attachments.map((a) => a.machineId));
+    const live = machineIdsOf(desired);
     for (const [machineId, attachment] of this.#attached) {
       if (live.has(machineId)) continue;
       await this.#linux.detach(attachment);
@@ -222,7 +227,9 @@ export class HostNetwork implements NetworkAttacher {
       this.#up.delete(id);
     }
     for (const network of desired.networks) if (!this.#up.has(network.id)) await this.#bringUp(network);
+    this.#ruled = new Set(); // unknown until this apply succeeds
     await this.#linux.applyRules(desired);
+    this.#ruled = live;
   }
 
   async #bringUp(network: NetworkPlan): Promise<void> {
@@ -231,6 +238,8 @@ export class HostNetwork implements NetworkAttacher {
     await this.#options.onNetworkUp?.(network);
   }
 }
+
+const machineIdsOf = (desired: DesiredNetState) => new Set(desired.attachments.map((a) => a.machineId));
 
 /** Puts `key` in or out of `set`; whether that changed anything. */
 function flip(set: Set<string>, key: string, present: boolean): boolean {
