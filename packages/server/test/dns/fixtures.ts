@@ -1,3 +1,5 @@
+import type { TestContext } from 'node:test';
+import { DnsView } from '../../src/dns/view.js';
 import type {
   AppRecord,
   IpAssignmentRecord,
@@ -5,6 +7,7 @@ import type {
   MachineState,
   NetworkRecord,
 } from '../../src/store/records.js';
+import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import type { WriteTx } from '../../src/store/store.js';
 
 /** Store records for DNS tests: only the fields DNS reads vary, the rest are fixed placeholders. */
@@ -100,4 +103,15 @@ export function seedTwoNetworks(tx: WriteTx): void {
   tx.machines.insert(machine('sss1', 'secret', { region: 'iad', privateIp: IP.secret1 }));
   tx.ipAssignments.insert(flycast(IP.webFlycast, 'web', 1));
   tx.ipAssignments.insert(flycast(IP.secretFlycastIn1, 'secret', 1));
+}
+
+/** An in-memory store seeded with seedTwoNetworks and a started view of it, both closed after the test. */
+export async function seededView(t: TestContext): Promise<{ store: SqliteStore; view: DnsView }> {
+  const store = new SqliteStore({ path: ':memory:' });
+  t.after(() => store.close());
+  await store.write(seedTwoNetworks);
+  const view = new DnsView(store);
+  await view.start();
+  t.after(() => view.close());
+  return { store, view };
 }

@@ -3,15 +3,10 @@ import { type TestContext, test } from 'node:test';
 import { type DnsResolution, isLocalName, resolve, serviceAddress, splitTxt } from '../../src/dns/resolve.js';
 import { DnsView } from '../../src/dns/view.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
-import { app, IP, machine, network, seedTwoNetworks } from './fixtures.js';
+import { app, IP, machine, network, seededView } from './fixtures.js';
 
 async function seeded(t: TestContext) {
-  const store = new SqliteStore({ path: ':memory:' });
-  t.after(() => store.close());
-  await store.write(seedTwoNetworks);
-  const view = new DnsView(store);
-  await view.start();
-  t.after(() => view.close());
+  const { store, view } = await seededView(t);
   const ask = (name: string, type = 'AAAA', callerNetwork: number | undefined = 1) =>
     resolve({ name, type }, view.snapshot(), callerNetwork);
   return { store, view, ask };

@@ -12,7 +12,7 @@ import { DnsView } from '../../src/dns/view.js';
 import { networkIdOf } from '../../src/net/address-plan.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { dataOf, type Endpoint, edns, query, rcodeOf, tcpExchange, udpQuery, udpRaw } from './client.js';
-import { app, IP, machine, network, seedTwoNetworks } from './fixtures.js';
+import { app, IP, machine, network, seededView } from './fixtures.js';
 
 /**
  * Test stand-in for the 6PN rule: loopback has no network id in its address, so the tests decide which
@@ -23,12 +23,7 @@ function loopbackAsNetwork(caller: { network: number | undefined }) {
 }
 
 async function setup(t: TestContext, options: Partial<DnsServerOptions> = {}) {
-  const store = new SqliteStore({ path: ':memory:' });
-  t.after(() => store.close());
-  await store.write(seedTwoNetworks);
-  const view = new DnsView(store);
-  await view.start();
-  t.after(() => view.close());
+  const { store, view } = await seededView(t);
   const caller: { network: number | undefined } = { network: 1 };
   const server = new DnsServer({
     view,

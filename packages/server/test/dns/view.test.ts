@@ -4,15 +4,10 @@ import { resolve } from '../../src/dns/resolve.js';
 import { DnsView } from '../../src/dns/view.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import type { ReadTx, Store } from '../../src/store/store.js';
-import { app, flycast, IP, machine, network, seedTwoNetworks } from './fixtures.js';
+import { app, flycast, IP, machine, network, seededView, seedTwoNetworks } from './fixtures.js';
 
 async function seeded(t: TestContext) {
-  const store = new SqliteStore({ path: ':memory:' });
-  t.after(() => store.close());
-  await store.write(seedTwoNetworks);
-  const view = new DnsView(store);
-  await view.start();
-  t.after(() => view.close());
+  const { store, view } = await seededView(t);
   const ask = (name: string, type = 'AAAA', callerNetwork = 1) => {
     const result = resolve({ name, type }, view.snapshot(), callerNetwork);
     return { rcode: result.rcode, data: result.answers.map((answer) => answer.data) };
