@@ -201,6 +201,18 @@ export class Transport {
     return ceiling / 2 + Math.random() * (ceiling / 2);
   }
 
+  /** The API could not be reached at all (no HTTP answer): status 0, code `network_error`. */
+  #networkError(method: HttpMethod, path: string, err: unknown): MachinesApiError {
+    return new MachinesApiError({
+      method,
+      path,
+      status: 0,
+      code: SDK_ERROR_CODES.networkError,
+      detail: `could not reach ${this.baseUrl} (${describeNetworkError(err)})`,
+      cause: err,
+    });
+  }
+
   /**
    * Opens a streaming call (newline-delimited JSON) and yields each parsed line as it arrives. One
    * attempt only: a stream cannot be replayed; errors come back as MachinesApiError like any call.
@@ -217,14 +229,7 @@ export class Transport {
       });
     } catch (err) {
       if (signal?.aborted) return;
-      throw new MachinesApiError({
-        method,
-        path: spec.path,
-        status: 0,
-        code: SDK_ERROR_CODES.networkError,
-        detail: `could not reach ${this.baseUrl} (${describeNetworkError(err)})`,
-        cause: err,
-      });
+      throw this.#networkError(method, spec.path, err);
     }
     if (!response.ok || !response.body) {
       throw errorFromResponse({
@@ -267,14 +272,7 @@ export class Transport {
       } catch (err) {
         // The caller's own abort is not a failure of the API: hand back the caller's reason untouched.
         if (signal?.aborted) throw signal.reason ?? err;
-        const error = new MachinesApiError({
-          method,
-          path: spec.path,
-          status: 0,
-          code: SDK_ERROR_CODES.networkError,
-          detail: `could not reach ${this.baseUrl} (${describeNetworkError(err)})`,
-          cause: err,
-        });
+        const error = this.#networkError(method, spec.path, err);
         if (attempt >= this.#retry.maxAttempts || !isRetryable(method, 0)) throw error;
         await sleep(this.#backoffMs(attempt), signal);
         continue;
