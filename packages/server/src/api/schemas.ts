@@ -1,6 +1,6 @@
 import { constants } from 'node:os';
 import { z } from 'zod';
-import { MachineConfigSchema } from '../machines/machine-config.js';
+import { MachineConfigSchema } from '../shared/machine-config.js';
 
 /** Request bodies and queries of the Machines API. Unknown fields are accepted, as Fly's API does. */
 

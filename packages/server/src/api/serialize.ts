@@ -65,7 +65,7 @@ export const machine = ({ machine: m, events, nonce }: MachineView, options: { s
   created_at: m.createdAt,
   updated_at: m.updatedAt,
   ...(options.summary ? {} : { config: m.config }),
-  image_ref: m.imageRef ?? imageRefFromReference(String(m.config.image)),
+  image_ref: m.imageRef ?? imageRefFromReference(m.config.image),
   events: events.map(event),
   checks: [],
   host_status: 'ok',

@@ -241,13 +241,7 @@ export class DnsView {
   }
 
   #putMachine(record: MachineRecord): void {
-    const metadata: Record<string, string> = {};
-    const raw = record.config.metadata;
-    if (raw && typeof raw === 'object' && !Array.isArray(raw)) {
-      for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
-        if (typeof value === 'string') metadata[key] = value;
-      }
-    }
+    const metadata = record.config.metadata ?? {};
     const machine: DnsMachine = {
       id: record.id,
       appId: record.appId,

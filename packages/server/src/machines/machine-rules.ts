@@ -32,7 +32,7 @@ export function findMachine(tx: ReadTx, app: AppRecord, machineId: string): Mach
 /** The reference a boot uses: the digest this version already resolved to, else the config's image. */
 export function pinnedImage(machine: MachineRecord): string {
   const ref = machine.imageRef;
-  if (!ref?.digest) return String(machine.config.image);
+  if (!ref?.digest) return machine.config.image;
   return `${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}@${ref.digest}`;
 }
 
@@ -115,8 +115,8 @@ export function attachVolume(
   machine: MachineRecord,
   previous: MachineRecord | undefined,
 ): void {
-  const wanted = (machine.config.mounts as { volume: string }[] | undefined)?.[0]?.volume;
-  const had = (previous?.config.mounts as { volume: string }[] | undefined)?.[0]?.volume;
+  const wanted = machine.config.mounts?.[0]?.volume;
+  const had = previous?.config.mounts?.[0]?.volume;
   if (previous && had !== undefined && wanted !== had) {
     throw invalidArgument(`mounts: a machine's volume cannot be swapped by an update (it has ${had})`);
   }

@@ -16,6 +16,8 @@ import {
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { HangarError } from '../shared/errors.js';
+import { MACHINE_DEFAULTS } from '../shared/machine-config.js';
+import { signalName, signalOfNumber } from '../shared/signals.js';
 import type { ImageRefRecord } from '../store/records.js';
 import { followLines, rotateIfLarge, tailLines } from './machine-logs.js';
 import { containerId, machineIdOf, machinePaths, netnsName, netnsPath } from './machine-paths.js';
@@ -91,11 +93,6 @@ const SHIM =
 const START_TIMEOUT_MS = 30_000;
 /** exec answers carry the output in the response body: keep it bounded. */
 const EXEC_OUTPUT_MAX_BYTES = 1024 * 1024;
-/** Fly's default stop signal when neither the machine nor its image names one. */
-const DEFAULT_STOP_SIGNAL = 'SIGINT';
-const SIGNAL_NAMES = Object.fromEntries(
-  Object.entries(constants.signals).map(([name, number]) => [number, name]),
-);
 
 /**
  * Machines as OCI containers on this Linux host. Each boot is a fresh overlay of the machine's image
@@ -164,14 +161,13 @@ export class LinuxRuntime implements MachineRuntime {
     if (spec.network && this.#options.network) {
       await this.#options.network.attach(id, netnsName(id), spec.network);
     }
-    const memoryMb = Number((spec.config.guest as { memory_mb?: number } | undefined)?.memory_mb ?? 256);
-    await this.#options.cgroups.prepare(id, memoryMb * 1024 * 1024);
+    await this.#options.cgroups.prepare(id, spec.memoryBytes);
     const passwd = await readFile(join(paths.rootfs, 'etc/passwd'), 'utf8').catch(() => '');
     const group = await readFile(join(paths.rootfs, 'etc/group'), 'utf8').catch(() => '');
     const config = buildOciConfig({
       hostname: id,
       rootfs: paths.rootfs,
-      args: resolveCommand(spec.config.init as Parameters<typeof resolveCommand>[0], prepared.config),
+      args: resolveCommand(spec.command, prepared.config),
       env,
       cwd: prepared.config.workingDir || '/',
       user: resolveUser(prepared.config.user, passwd, group),
@@ -179,15 +175,19 @@ export class LinuxRuntime implements MachineRuntime {
       initBinary: INIT_BINARY,
       netnsPath: netnsPath(id),
       cgroupsPath: containerCgroupPath(id),
-      memoryBytes: this.#options.cgroups.mode === 'v2' ? memoryMb * 1024 * 1024 : undefined,
-      cpus: Number((spec.config.guest as { cpus?: number } | undefined)?.cpus ?? 1),
+      memoryBytes: this.#options.cgroups.mode === 'v2' ? spec.memoryBytes : undefined,
+      cpus: spec.cpus,
       pidsLimit: this.#options.pidsLimit ?? 4096,
       binds,
     });
     // 0600: the process spec holds the machine's env, secrets included.
     await writeFile(paths.config, JSON.stringify(config), { mode: 0o600 });
     await writeFile(paths.env, JSON.stringify(env), { mode: 0o600 });
-    await writeFile(paths.stopSignal, prepared.config.stopSignal ?? '');
+    // The signal stop() sends when its caller names none: the machine's, else the image's, else Fly's default.
+    await writeFile(
+      paths.stopSignal,
+      spec.stopSignal ?? signalName(prepared.config.stopSignal ?? '') ?? MACHINE_DEFAULTS.stopSignal,
+    );
     await rm(paths.pid, { force: true });
     await rm(paths.exit, { force: true });
     await this.#launch(id, paths);
@@ -238,13 +238,13 @@ export class LinuxRuntime implements MachineRuntime {
     });
     // A frozen machine cannot act on a signal: thaw it first (its suspended state is discarded anyway).
     if (state.status === 'paused') await this.#options.cli.resume(containerId(machineId));
-    const imageStopSignal = await readFile(
+    const bootStopSignal = await readFile(
       machinePaths(this.#options.dataDir, machineId).stopSignal,
       'utf8',
     ).catch(() => '');
     await this.#options.cli.kill(
       containerId(machineId),
-      options.signal ?? (imageStopSignal.trim() || DEFAULT_STOP_SIGNAL),
+      options.signal ?? (bootStopSignal.trim() || MACHINE_DEFAULTS.stopSignal),
     );
     const timedOut = Symbol('timeout');
     let timer: NodeJS.Timeout | undefined;
@@ -415,25 +415,14 @@ export class LinuxRuntime implements MachineRuntime {
 
   // ---- internals ---------------------------------------------------------------------------------
 
+  /** The image's env below the platform's (spec.env), and the image reference only known after the pull. */
   #environment(spec: MachineSpec, prepared: Prepared): Record<string, string> {
-    const guest = (spec.config.guest as { memory_mb?: number } | undefined) ?? {};
-    const metadata = (spec.config.metadata as Record<string, string> | undefined) ?? {};
     const ref = prepared.ref;
     return {
       PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
       ...prepared.config.env,
-      PRIMARY_REGION: spec.region,
       ...spec.env,
-      // The platform's own variables win: FLY_ names are refused in user env and secrets.
-      FLY_APP_NAME: spec.appName,
-      FLY_MACHINE_ID: spec.machineId,
-      FLY_ALLOC_ID: spec.machineId,
-      FLY_REGION: spec.region,
       FLY_IMAGE_REF: `${ref.registry}/${ref.repository}${ref.tag ? `:${ref.tag}` : ''}@${ref.digest}`,
-      FLY_MACHINE_VERSION: spec.version,
-      FLY_PROCESS_GROUP: metadata.fly_process_group ?? 'app',
-      FLY_VM_MEMORY_MB: String(guest.memory_mb ?? 256),
-      ...(spec.privateIp ? { FLY_PRIVATE_IP: spec.privateIp } : {}),
     };
   }
 
@@ -528,7 +517,7 @@ export class LinuxRuntime implements MachineRuntime {
     const killedBySigkill = signalNumber === constants.signals.SIGKILL && !killSent;
     return {
       exitCode,
-      signal: signalNumber === null ? null : (SIGNAL_NAMES[signalNumber] ?? String(signalNumber)),
+      signal: signalNumber === null ? null : signalOfNumber(signalNumber),
       oomKilled: await this.#options.cgroups.wasOomKilled(machineId, killedBySigkill),
       requestedStop,
       // When the shim wrote the status, not when hangard noticed (it may have been down meanwhile).

@@ -1,4 +1,4 @@
-import type { ImageRefRecord, JsonObject } from '../store/records.js';
+import type { ImageRefRecord } from '../store/records.js';
 import type { UidMapping } from './uid-range.js';
 
 /**
@@ -16,8 +16,17 @@ export interface MachineSpec {
    * to (a restart runs the same image even if its tag moved, and needs no registry).
    */
   image: string;
-  config: JsonObject;
-  /** Plain env and decrypted app secrets (secrets already win over env). */
+  cpus: number;
+  memoryBytes: number;
+  /** What to run instead of the image's entrypoint and cmd; unset parts fall back to the image's. */
+  command: { exec?: string[]; entrypoint?: string[]; cmd?: string[] };
+  /** The stop signal the machine asked for; unset, the image's STOPSIGNAL, else SIGINT. */
+  stopSignal: string | undefined;
+  /**
+   * Everything the machine's environment gets from the platform, in order of precedence already applied:
+   * PRIMARY_REGION, then the config's env, then the app's secrets, then the FLY_ variables. The runtime
+   * puts the image's own env below it and FLY_IMAGE_REF (known only after the pull) above it.
+   */
   env: Record<string, string>;
   privateIp: string | null;
   /** Where the machine sits in its app's private network; null for machines that have no address. */

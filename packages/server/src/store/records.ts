@@ -1,6 +1,8 @@
+import type { MachineConfig } from '../shared/machine-config.js';
+
 /**
  * What the store holds. Records are the daemon's own model (camelCase); the api turns them into Fly's
- * wire shapes. User-supplied machine configs are kept as the JSON the user sent, after validation.
+ * wire shapes. Machine configs are kept in Fly's shape (snake_case), validated and with defaults filled in.
  */
 export type MachineState =
   | 'created'
@@ -64,7 +66,7 @@ export interface MachineRecord {
   state: MachineState;
   /** The current version (a ULID); also reported as `version`. */
   instanceId: string;
-  config: JsonObject;
+  config: MachineConfig;
   imageRef: ImageRefRecord | null;
   /**
    * The machine's number on its host (1 to 2^32-1, from a sequence, never reused): names its veth and
@@ -83,7 +85,7 @@ export interface MachineRecord {
 export interface MachineVersionRecord {
   machineId: string;
   version: string;
-  config: JsonObject;
+  config: MachineConfig;
   createdAt: string;
 }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FakeRuntime } from '../helpers/fake-runtime.js';
+import { FakeRuntime, userEnv } from '../helpers/fake-runtime.js';
 import { createApp, startTestHangard } from '../helpers/hangard.js';
 
 test('wait: a version the machine never had is a 404, not a false success', async (t) => {
@@ -27,7 +27,7 @@ test('skip_secrets boots without the app secrets', async (t) => {
     skip_secrets: true,
   });
   await h.call('GET', `/v1/apps/nosecrets/machines/${m.body.id}/wait?state=started&timeout=5`);
-  assert.deepEqual(runtime.running.get(m.body.id)?.spec.env, { A: '1' });
+  assert.deepEqual(userEnv(runtime.running.get(m.body.id)?.spec), { A: '1' });
 });
 
 test('a destroyed machine takes no lease and no metadata', async (t) => {

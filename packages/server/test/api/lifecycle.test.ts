@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FakeRuntime } from '../helpers/fake-runtime.js';
+import { FakeRuntime, userEnv } from '../helpers/fake-runtime.js';
 import { createApp, startTestHangard, type TestHangard } from '../helpers/hangard.js';
 
 // The orchestrator's state machine driven through the API; the runtime is a test FAKE (see helper).
@@ -112,7 +112,7 @@ test('lifecycle: secrets win over env in what the runtime receives; min_secrets_
     config: { image: 'img:1', env: { SHARED: 'from-env', PLAIN: 'p' } },
     min_secrets_version: set.body.version,
   });
-  assert.deepEqual(runtime.running.get(m.id)?.spec.env, {
+  assert.deepEqual(userEnv(runtime.running.get(m.id)?.spec), {
     SHARED: 'from-secret',
     PLAIN: 'p',
     TOKEN: 's3cret',

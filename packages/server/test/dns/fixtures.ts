@@ -1,5 +1,6 @@
 import type { TestContext } from 'node:test';
 import { DnsView } from '../../src/dns/view.js';
+import { normalizeMachineConfig } from '../../src/shared/machine-config.js';
 import type {
   AppRecord,
   IpAssignmentRecord,
@@ -48,7 +49,7 @@ export const machine = (id: string, appName: string, fields: MachineFields = {})
   hostId: 'host1',
   state: fields.state ?? 'started',
   instanceId: '01HEPA330HZ37A78TK080NAK1M',
-  config: { image: 'registry.example/app:1', metadata: fields.metadata ?? {} },
+  config: normalizeMachineConfig({ image: 'registry.example/app:1', metadata: fields.metadata ?? {} }),
   imageRef: null,
   privateIp: fields.privateIp === undefined ? null : fields.privateIp,
   cordoned: false,

@@ -27,7 +27,7 @@ export class FakeRuntime implements MachineRuntime {
     if (this.failPrepare) throw new Error(this.failPrepare);
     return {
       registry: 'fake',
-      repository: String(spec.config.image),
+      repository: spec.image,
       tag: 'latest',
       digest: 'sha256:fake',
       labels: {},
@@ -119,4 +119,12 @@ export class FakeRuntime implements MachineRuntime {
   async close(): Promise<void> {
     this.running.clear();
   }
+}
+
+/** A spec's env without what the platform adds (PRIMARY_REGION and FLY_*): what the user and secrets gave. */
+export function userEnv(spec: MachineSpec | undefined): Record<string, string> | undefined {
+  if (!spec) return undefined;
+  return Object.fromEntries(
+    Object.entries(spec.env).filter(([name]) => name !== 'PRIMARY_REGION' && !name.startsWith('FLY_')),
+  );
 }

@@ -1,7 +1,7 @@
-import { constants } from 'node:os';
 import { z } from 'zod';
 import { parseReference } from '../runtime/images/reference.js';
-import { parseGoDuration } from '../shared/duration.js';
+import { parseGoDuration } from './duration.js';
+import { signalName } from './signals.js';
 
 const isImageReference = (reference: string) => {
   try {
@@ -184,14 +184,9 @@ export const MachineConfigSchema = z
       .looseObject({
         signal: z
           .string()
-          .refine(
-            (name) =>
-              (name.toUpperCase().startsWith('SIG') ? name.toUpperCase() : `SIG${name.toUpperCase()}`) in
-              constants.signals,
-            {
-              message: 'unknown signal; use a name such as "SIGTERM"',
-            },
-          )
+          .refine((name) => signalName(name) !== undefined, {
+            message: 'unknown signal; use a name such as "SIGTERM"',
+          })
           .optional(),
         timeout: duration.optional(),
       })
@@ -209,29 +204,77 @@ export const MachineConfigSchema = z
     path: ['size'],
   });
 
-export type MachineConfig = z.infer<typeof MachineConfigSchema>;
+/** A machine config as a client sends it, after validation. */
+export type MachineConfigInput = z.infer<typeof MachineConfigSchema>;
+export type MachineGuest = z.infer<typeof MachineGuestSchema>;
+export type MachineService = z.infer<typeof MachineServiceSchema>;
+export type MachineCheck = z.infer<typeof MachineCheckSchema>;
+export type MachineFile = NonNullable<MachineConfigInput['files']>[number];
+export type MachineMount = NonNullable<MachineConfigInput['mounts']>[number];
+export type RestartPolicy = 'no' | 'always' | 'on-failure' | 'spot-price';
 
-export const DEFAULT_GUEST = { cpu_kind: 'shared', cpus: 1, memory_mb: 256 } as const;
+/**
+ * Omit for zod's loose objects: the built-in Omit drops every known key of a type that also has an index
+ * signature; a key-remapping mapped type keeps them.
+ */
+type Without<T, K extends PropertyKey> = { [P in keyof T as P extends K ? never : P]: T[P] };
+
+/** A service with its effective autostart and autostop (encoded as old clients decode it). */
+export type NormalizedService = Without<MachineService, 'autostop' | 'autostart'> & {
+  autostop: boolean | 'suspend';
+  autostart: boolean;
+};
+
+/**
+ * The machine config Hangar stores and returns: what the client sent with Fly's defaults filled in, so
+ * every response echoes effective values. It is the one typed config from the API to the orchestrator;
+ * the runtime never sees it (it gets the MachineSpec derived from it, machines/machine-spec.ts).
+ */
+export type MachineConfig = Without<MachineConfigInput, 'size' | 'guest' | 'restart' | 'services' | 'dns'> & {
+  guest: MachineGuest & { cpu_kind: 'shared' | 'performance'; cpus: number; memory_mb: number };
+  restart: NonNullable<MachineConfigInput['restart']> & { policy: RestartPolicy };
+  services?: NormalizedService[];
+  dns: NonNullable<MachineConfigInput['dns']>;
+};
+
+/** Every default a machine gets when its config leaves a value out: this table and nowhere else. */
+export const MACHINE_DEFAULTS = {
+  guest: { cpu_kind: 'shared', cpus: 1, memory_mb: 256 },
+  restartPolicy: 'on-failure',
+  /** Fly's restart defaults: up to 10 automatic restarts within 5 minutes. */
+  restartMaxRetries: 10,
+  restartWindowMs: 5 * 60_000,
+  /** Fly's default stop timeout (fly.toml kill_timeout). The signal's default is the image's STOPSIGNAL, else SIGINT. */
+  stopTimeoutMs: 5_000,
+  stopSignal: 'SIGINT',
+  fileMode: 0o644,
+  processGroup: 'app',
+} as const;
 
 /**
  * Fills in what Fly fills in, so responses echo effective values (pain point: API defaults differing
  * silently from fly.toml defaults). Returns a new object; the caller's stays untouched.
  */
-export function normalizeMachineConfig(config: MachineConfig): MachineConfig {
-  const { size, ...rest } = config;
-  let guest = rest.guest;
-  if (size !== undefined) guest = { ...SIZE_PRESETS[size]! };
-  const services = rest.services?.map((service) => ({
-    ...service,
-    autostop: encodeAutostop(service.autostop),
-    autostart: service.autostart ?? true,
-  }));
+export function normalizeMachineConfig(config: MachineConfigInput): MachineConfig {
+  const { size, guest, restart, services, dns, ...rest } = config;
+  const stopSignal = rest.stop_config?.signal;
   return {
     ...rest,
-    guest: { ...DEFAULT_GUEST, ...guest },
-    ...(services ? { services } : {}),
-    restart: { policy: 'on-failure', ...rest.restart },
-    dns: rest.dns ?? {},
+    guest: { ...MACHINE_DEFAULTS.guest, ...(size !== undefined ? SIZE_PRESETS[size] : guest) },
+    ...(services
+      ? {
+          services: services.map((service) => ({
+            ...service,
+            autostop: encodeAutostop(service.autostop),
+            autostart: service.autostart ?? true,
+          })),
+        }
+      : {}),
+    restart: { ...restart, policy: restart?.policy ?? MACHINE_DEFAULTS.restartPolicy },
+    dns: dns ?? {},
+    ...(stopSignal !== undefined
+      ? { stop_config: { ...rest.stop_config, signal: signalName(stopSignal) ?? stopSignal } }
+      : {}),
   };
 }
 

@@ -1,0 +1,125 @@
+/**
+ * The runtime steps of a machine: boot, stop, destroy. Each records the state before and after the step,
+ * and a step that fails leaves the machine `failed` with the reason, never half-way. Called only from
+ * inside the machine's queue (MachinesService owns it).
+ */
+import type { ExitInfo, MachineRuntime, MachineSpec } from '../runtime/runtime.js';
+import { failedPrecondition, HangarError } from '../shared/errors.js';
+import type { AppRecord, MachineRecord } from '../store/records.js';
+import type { ReadTx } from '../store/store.js';
+import { isoNow, type PlatformContext } from './context.js';
+import { type EventSource, recordEvent, setMachineState } from './machine-events.js';
+import { NO_RUNTIME_MESSAGE, pinnedImage } from './machine-rules.js';
+import { machineSpec, stopSettings } from './machine-spec.js';
+
+export class MachineLifecycle {
+  constructor(private readonly ctx: PlatformContext) {}
+
+  requireRuntime(): MachineRuntime {
+    if (!this.ctx.runtime) throw new HangarError('runtime_unavailable', NO_RUNTIME_MESSAGE);
+    return this.ctx.runtime;
+  }
+
+  /** Boots the current version: prepare the image, start the workload (or thaw a suspended one). */
+  async boot(machineId: string): Promise<void> {
+    const runtime = this.requireRuntime();
+    const machine = await this.ctx.store.write((tx) => {
+      const current = tx.machines.get(machineId)!;
+      tx.machines.update({ ...current, state: 'starting', updatedAt: isoNow(this.ctx) });
+      return current;
+    });
+    await this.orFail(machineId, 'start', async () => {
+      try {
+        if (machine.state === 'suspended') return await runtime.resume(machine.id);
+        // Derived inside the step, so a spec that cannot be built (a missing secret) fails the machine with its reason.
+        const spec = await this.ctx.store.read((tx) => this.#spec(tx, tx.apps.get(machine.appId)!, machine));
+        const imageRef = await runtime.prepare(spec);
+        if (imageRef.digest !== machine.imageRef?.digest) {
+          await this.ctx.store.write((tx) =>
+            tx.machines.update({ ...tx.machines.get(machineId)!, imageRef }),
+          );
+        }
+        await runtime.start(spec);
+      } catch (error) {
+        // A boot that fails for the machine's own reasons (its command, its image) is the caller's to fix.
+        if (HangarError.is(error)) throw error;
+        throw failedPrecondition(`machine ${machineId} failed to start: ${(error as Error).message}`);
+      }
+    });
+    await setMachineState(this.ctx, machineId, 'started', 'start', 'flyd');
+  }
+
+  /**
+   * Stops the workload with the machine's stop settings (or the caller's), records the exit, and leaves
+   * the machine `stopping`: the caller names the state it ends in.
+   */
+  async stopWorkload(
+    machine: MachineRecord,
+    reason: string,
+    override: { signal?: string | undefined; timeoutMs?: number | undefined } = {},
+  ): Promise<void> {
+    const runtime = this.requireRuntime();
+    const settings = stopSettings(machine.config);
+    await setMachineState(this.ctx, machine.id, 'stopping', reason, 'user');
+    const exit = await this.orFail(machine.id, reason, () =>
+      runtime.stop(machine.id, {
+        signal: override.signal ?? settings.signal,
+        timeoutMs: override.timeoutMs ?? settings.timeoutMs,
+      }),
+    );
+    await this.ctx.store.write((tx) =>
+      recordEvent(this.ctx, tx, machine, 'exit', 'stopped', 'flyd', { exit_event: exitEvent(exit) }),
+    );
+  }
+
+  async destroy(machine: MachineRecord, source: EventSource = 'user'): Promise<void> {
+    // The runtime's destroy is idempotent: it also cleans up after a machine that never booted.
+    const runtime = this.ctx.runtime;
+    if (runtime) {
+      await setMachineState(this.ctx, machine.id, 'destroying', 'destroy', source);
+      await this.orFail(machine.id, 'destroy', () => runtime.destroy(machine.id));
+    }
+    await this.ctx.store.write((tx) => {
+      const current = tx.machines.get(machine.id)!;
+      const destroyed: MachineRecord = { ...current, state: 'destroyed', updatedAt: isoNow(this.ctx) };
+      tx.machines.update(destroyed);
+      for (const volume of tx.volumes.list({ attachedMachineId: machine.id })) {
+        tx.volumes.update({ ...volume, attachedMachineId: null });
+      }
+      tx.leases.delete(machine.id);
+      recordEvent(this.ctx, tx, destroyed, 'destroy', 'destroyed', source);
+    });
+  }
+
+  /** Runs a runtime step; if it throws, the machine is marked failed with the reason, never left mid-way. */
+  async orFail<T>(machineId: string, eventType: string, step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (error) {
+      await setMachineState(this.ctx, machineId, 'failed', eventType, 'flyd', {
+        error: (error as Error).message,
+      });
+      throw error;
+    }
+  }
+
+  #spec(tx: ReadTx, app: AppRecord, machine: MachineRecord): MachineSpec {
+    const secrets = new Map(
+      tx.secrets
+        .list({ appId: app.id })
+        .map((s) => [s.name, this.ctx.vault.unseal(s.sealed, `${app.id}/${s.name}`)] as const),
+    );
+    return machineSpec({ app, machine, image: pinnedImage(machine), secrets });
+  }
+}
+
+/** An exit as Fly's `exit_event` reports it. */
+export function exitEvent(exit: ExitInfo) {
+  return {
+    exit_code: exit.exitCode,
+    signal: exit.signal,
+    oom_killed: exit.oomKilled,
+    requested_stop: exit.requestedStop,
+    exited_at: new Date(exit.exitedAt).toISOString(),
+  };
+}
