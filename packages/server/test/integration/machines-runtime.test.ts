@@ -175,7 +175,12 @@ test('machines run as OCI containers', { skip, timeout: 150_000 }, async (t) => 
       webMachine = await createMachine(f, app, { image: web, guest: { memory_mb: 128 } });
       await waitState(h, app, webMachine, 'started');
       const startMs = Math.round(performance.now() - t0);
-      const answer = await wgetInMachine(webMachine, 5);
+      // `started` means the process runs, not that it listens yet: allow httpd a moment to bind.
+      let answer = await wgetInMachine(webMachine, 5);
+      for (let i = 0; i < 50 && /Connection refused/.test(answer.stderr); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        answer = await wgetInMachine(webMachine, 5);
+      }
       assert.equal(answer.code, 0, answer.stderr);
       assert.equal(answer.stdout, 'hello from the machine\n');
       const machine = await ok(h, 'GET', `/v1/apps/${app}/machines/${webMachine}`);
