@@ -1,7 +1,7 @@
 import { constants } from 'node:os';
 import { z } from 'zod';
-import { parseReference } from '../runtime/images/reference.js';
 import { parseGoDuration } from '../shared/duration.js';
+import { parseReference } from '../shared/image-reference.js';
 
 const isImageReference = (reference: string) => {
   try {
