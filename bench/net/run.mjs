@@ -91,9 +91,9 @@ const log = (line) => {
 register();
 const srcUrl = (path) => new URL(`packages/server/src/${path}`, `file://${ROOT}`).href;
 const { LinuxNetwork } = await import(srcUrl('net/linux-net.ts'));
-const { planAttachment, planNetwork } = await import(srcUrl('net/address-plan.ts'));
+const { planAttachment, planNetwork } = await import(srcUrl('sixpn/address-plan.ts'));
 const { buildRuleset } = await import(srcUrl('net/ruleset.ts'));
-const { flycastAddress } = await import(srcUrl('net/ipv6.ts'));
+const { flycastAddress } = await import(srcUrl('sixpn/ipv6.ts'));
 
 // ---- the namespace of the run ------------------------------------------------------------------------------
 

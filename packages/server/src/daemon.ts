@@ -12,6 +12,7 @@ import { type HostRuntime, startHostRuntime } from './runtime/host-runtime.js';
 import type { MachineRuntime } from './runtime/runtime.js';
 import { hostCanLoopMount, VolumeStorage } from './runtime/volumes/volume-storage.js';
 import { Vault } from './secrets/vault.js';
+import { DNS_PORT, RESOLVER_ADDRESS } from './sixpn/resolver.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
 
 export interface Hangard {
@@ -147,7 +148,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       await hostRuntime.images.gc(inUse);
     }
     if (hostNetwork) {
-      let dnsNote = '.internal DNS on fdaa::3 port 53';
+      let dnsNote = `.internal DNS on ${RESOLVER_ADDRESS} port ${DNS_PORT}`;
       try {
         dns = await startHostDns({
           store,

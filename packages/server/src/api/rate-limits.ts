@@ -1,4 +1,5 @@
 import type { Principal } from '../auth/tokens.js';
+import type { RateLimitConfig } from '../config/rate-limits.js';
 import { HangarError } from '../shared/errors.js';
 import { type BucketLimit, RateLimiter } from '../shared/rate-limiter.js';
 
@@ -7,26 +8,6 @@ import { type BucketLimit, RateLimiter } from '../shared/rate-limiter.js';
  * app-scoped actions); an org-wide bucket on top keeps one tenant from starving the others.
  */
 export type RateClass = 'machine_action' | 'machine_read' | 'app_delete' | 'unlimited';
-
-export interface RateLimitConfig {
-  enabled: boolean;
-  /** Every request of one org. */
-  org: BucketLimit;
-  /** Each mutating action, per machine (or per app when no machine is named): Fly's 1 req/s, burst 3. */
-  machineAction: BucketLimit;
-  /** Reads of one machine or app: Fly's Get Machine limit, 5 req/s, burst 10. */
-  machineRead: BucketLimit;
-  /** App deletions per org: Fly's 100 per minute. */
-  appDelete: BucketLimit;
-}
-
-export const DEFAULT_RATE_LIMITS: RateLimitConfig = {
-  enabled: true,
-  org: { perSecond: 200, burst: 400 },
-  machineAction: { perSecond: 1, burst: 3 },
-  machineRead: { perSecond: 5, burst: 10 },
-  appDelete: { perSecond: 100 / 60, burst: 100 },
-};
 
 export class ApiRateLimits {
   readonly #limiter = new RateLimiter();

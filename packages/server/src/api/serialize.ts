@@ -2,7 +2,7 @@ import type { AppView } from '../machines/apps.js';
 import { displayIp, type IpView } from '../machines/ips.js';
 import type { MachineView } from '../machines/machines.js';
 import type { VolumeView } from '../machines/volumes.js';
-import { parseReference } from '../runtime/images/reference.js';
+import { parseReference } from '../shared/image-reference.js';
 import type {
   ImageRefRecord,
   LeaseRecord,

@@ -1,10 +1,12 @@
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
-import type { Principal } from '../auth/tokens.js';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { RateLimitConfig } from '../config/rate-limits.js';
 import type { Platform } from '../machines/platform.js';
 import { ERROR_HTTP_STATUS, type ErrorCode, HangarError } from '../shared/errors.js';
 import { newUlid } from '../shared/ids.js';
 import { StoreConflictError } from '../store/store.js';
-import { ApiRateLimits, type RateClass, type RateLimitConfig } from './rate-limits.js';
+import { ApiRateLimits } from './rate-limits.js';
+// Also declares what the hooks below read of a request (its principal, the route's rate class).
+import './route-context.js';
 import { appRoutes } from './routes/apps.js';
 import { ipRoutes } from './routes/ips.js';
 import { machineRoutes } from './routes/machines.js';
@@ -13,30 +15,12 @@ import { secretRoutes } from './routes/secrets.js';
 import { tokenRoutes } from './routes/tokens.js';
 import { volumeRoutes } from './routes/volumes.js';
 
-declare module 'fastify' {
-  interface FastifyRequest {
-    principal?: Principal;
-  }
-  interface FastifyContextConfig {
-    /** Which rate-limit bucket the route draws from; omitted means reads of the org only. */
-    rate?: RateClass;
-    /** The action name used in rate-limit keys and messages, e.g. "machine.start". */
-    action?: string;
-  }
-}
-
 export interface ApiOptions {
   platform: Platform;
   rateLimits: RateLimitConfig;
   /** Bodies above this are refused with 413 (secrets and configs are small). */
   bodyLimitBytes?: number;
   logger?: boolean | { level: string };
-}
-
-/** The authenticated caller; every /v1 route runs after the auth hook, so this always holds one. */
-export function principalOf(request: FastifyRequest): Principal {
-  if (!request.principal) throw new HangarError('unauthorized', 'missing token');
-  return request.principal;
 }
 
 /** Builds the Machines REST API. It validates, authorizes and calls the platform, nothing more. */
@@ -112,10 +96,6 @@ export function buildApi(options: ApiOptions): FastifyInstance {
     routes(app, deps);
   }
   return app;
-}
-
-export interface RouteDeps {
-  platform: Platform;
 }
 
 /** Maps any error to Fly's body; unknown errors become a 500 that points at the log, never a stack trace. */

@@ -2,9 +2,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { DEFAULT_RATE_LIMITS } from '../api/rate-limits.js';
-import { parseHostId } from '../net/address-plan.js';
-import { addressInPrefix } from '../net/ipv6.js';
+import { parseHostId } from '../sixpn/address-plan.js';
+import { addressInPrefix } from '../sixpn/ipv6.js';
+import { DEFAULT_RATE_LIMITS } from './rate-limits.js';
 
 const isUsablePrefix = (prefix: string) => {
   try {

@@ -2,7 +2,8 @@ import { randomInt } from 'node:crypto';
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
-import { formatIpv6, parseIpv6 } from '../net/ipv6.js';
+import { formatIpv6, parseIpv6 } from '../sixpn/ipv6.js';
+import { DNS_PORT } from '../sixpn/resolver.js';
 import { questionBytes } from './wire.js';
 
 /**
@@ -46,7 +47,7 @@ export function readResolvConf(path = '/etc/resolv.conf'): DnsEndpoint[] {
   for (const line of text.split('\n')) {
     const [keyword, address] = line.trim().split(/\s+/);
     if (keyword === 'nameserver' && address && net.isIP(address.split('%')[0]!)) {
-      servers.push({ host: address, port: 53 });
+      servers.push({ host: address, port: DNS_PORT });
     }
   }
   return servers;

@@ -3,8 +3,8 @@
  * `fdaa::3` (what every machine's resolv.conf names) and on the `::3` of each network whose bridge is up
  * here, port 53, UDP and TCP.
  */
-import { type NetworkPlan, RESOLVER_ADDRESS } from '../net/address-plan.js';
-import { DNS_PORT } from '../net/ruleset.js';
+import type { NetworkPlan } from '../sixpn/address-plan.js';
+import { DNS_PORT, RESOLVER_ADDRESS } from '../sixpn/resolver.js';
 import type { Store } from '../store/store.js';
 import { DnsServer } from './server.js';
 import { DnsView } from './view.js';

@@ -1,4 +1,4 @@
-import { formatIpv6, networkGroups } from '../net/ipv6.js';
+import { formatIpv6, networkGroups } from '../sixpn/ipv6.js';
 import type { DnsApp, DnsMachine, DnsNetwork, DnsSnapshot } from './view.js';
 
 /**

@@ -1,7 +1,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
-import { networkIdOf } from '../net/address-plan.js';
+import { networkIdOf } from '../sixpn/address-plan.js';
 import { type DnsEndpoint, Forwarder, readResolvConf } from './forward.js';
 import { type DnsRcode, type DnsRecord, isLocalName, resolve } from './resolve.js';
 import type { DnsSnapshot } from './view.js';

@@ -1,4 +1,4 @@
-import { parseIpv6 } from '../net/ipv6.js';
+import { parseIpv6 } from '../sixpn/ipv6.js';
 import type { DnsRecord } from './resolve.js';
 
 /**

@@ -1,6 +1,6 @@
 import type { Principal } from '../auth/tokens.js';
-import { addressInPrefix, flycastAddress } from '../net/ipv6.js';
 import { HangarError, invalidArgument } from '../shared/errors.js';
+import { addressInPrefix, flycastAddress } from '../sixpn/ipv6.js';
 import type { IpAssignmentRecord, IpType, NetworkRecord } from '../store/records.js';
 import { StoreConflictError } from '../store/store.js';
 import { appFor, isoNow, type PlatformContext } from './context.js';

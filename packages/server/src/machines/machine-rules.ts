@@ -2,9 +2,10 @@
  * The rules a machine mutation checks, as functions of records: lookups, names, leases, volume
  * attachment, and what a wait should answer. No I/O but through the transaction they are given.
  */
-import { MAX_ID, machineAddress } from '../net/address-plan.js';
+
 import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
 import { newMachineName } from '../shared/ids.js';
+import { MAX_ID, machineAddress } from '../sixpn/address-plan.js';
 import type { AppRecord, LeaseRecord, MachineRecord } from '../store/records.js';
 import type { ReadTx, WriteTx } from '../store/store.js';
 import type { PlatformContext } from './context.js';

@@ -8,8 +8,8 @@
  * as established connections).
  */
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
-import { netnsName, netnsPath } from '../runtime/machine-paths.js';
-import { type CommandResult, type RunOptions, runCommand } from '../runtime/process.js';
+import { type CommandResult, type RunOptions, runCommand } from '../shared/run.js';
+import { netnsName, netnsPath } from '../sixpn/netns.js';
 
 /** Machine ids are 14 lowercase hex digits; checked so an id can never name another path or namespace. */
 const MACHINE_ID = /^[0-9a-f]{14}$/;

@@ -5,10 +5,16 @@
  * feed (an app deleted, a machine destroyed, an address allocated) and is rebuilt from the store at
  * start; the one call it takes from elsewhere is `attach`, from the runtime, as a machine boots.
  */
-import type { MachineNetworkPlace, NetworkAttacher } from '../runtime/runtime.js';
+
+import {
+  type Attachment,
+  type AttachmentRequest,
+  type NetworkPlan,
+  planAttachment,
+  planNetwork,
+} from '../sixpn/address-plan.js';
 import type { AppRecord, IpAssignmentRecord, MachineRecord } from '../store/records.js';
 import type { ChangeBatch, Store } from '../store/store.js';
-import { type Attachment, type NetworkPlan, planAttachment, planNetwork } from './address-plan.js';
 import { acquireHostNetworkLock, type HostLock, type HostLockOptions } from './host-lock.js';
 import { LinuxNetwork, type ReconcileResult } from './linux-net.js';
 import type { DesiredNetState } from './ruleset.js';
@@ -54,7 +60,11 @@ function isAttachable(machine: MachineRecord, hostId: string): boolean {
   return machine.state !== 'destroyed' && machine.machineNumber !== undefined && machine.hostId === hostId;
 }
 
-export class HostNetwork implements NetworkAttacher {
+/**
+ * It is the runtime's NetworkAttacher (declared in runtime/runtime.ts, which net/ does not import):
+ * daemon.ts hands it to the runtime, and the compiler checks the fit there.
+ */
+export class HostNetwork {
   readonly #options: HostNetworkOptions;
   readonly #linux: LinuxNetwork;
   readonly #lock: HostLock;
@@ -111,7 +121,11 @@ export class HostNetwork implements NetworkAttacher {
   }
 
   /** The runtime's call as a machine boots: its namespace gets its eth0, and the rules admit it. */
-  async attach(machineId: string, netns: string, place: MachineNetworkPlace): Promise<void> {
+  async attach(
+    machineId: string,
+    netns: string,
+    place: Pick<AttachmentRequest, 'networkId' | 'machineNumber'>,
+  ): Promise<void> {
     const network = planNetwork(place.networkId, this.#options.hostId);
     if (!this.#up.has(network.id)) await this.#bringUp(network);
     const attachment = planAttachment({ machineId, hostId: this.#options.hostId, ...place });

@@ -42,9 +42,8 @@
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { netnsName } from '../runtime/machine-paths.js';
-import { type CommandResult, type RunOptions, runCommand } from '../runtime/process.js';
 import { KeyedQueue } from '../shared/keyed-queue.js';
+import { type CommandResult, type RunOptions, runCommand } from '../shared/run.js';
 import {
   type Attachment,
   HOST_BLOCK_PREFIX_LENGTH,
@@ -54,8 +53,9 @@ import {
   type NetworkPlan,
   networkIdOfBridge,
   pendingVethName,
-  RESOLVER_ADDRESS,
-} from './address-plan.js';
+} from '../sixpn/address-plan.js';
+import { netnsName } from '../sixpn/netns.js';
+import { RESOLVER_ADDRESS } from '../sixpn/resolver.js';
 import {
   buildRuleset,
   type DesiredNetState,
@@ -66,7 +66,7 @@ import {
   rulesetState,
 } from './ruleset.js';
 
-/** Runs a tool with an argument array; the default is runtime/process.ts's runCommand. */
+/** Runs a tool with an argument array; the default is shared/run.ts's runCommand. */
 export type CommandRunner = (
   file: string,
   args: readonly string[],

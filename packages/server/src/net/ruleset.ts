@@ -25,18 +25,12 @@
  * keys), so the size is O(networks + machines + Flycast addresses) lines and the kernel's lookups are
  * hash lookups at any scale.
  */
-import {
-  type Attachment,
-  BRIDGE_PREFIX,
-  type NetworkPlan,
-  RESOLVER_ADDRESS,
-  VETH_PREFIX,
-} from './address-plan.js';
-import { flycastAddress, formatIpv6, parseIpv6 } from './ipv6.js';
+import { type Attachment, BRIDGE_PREFIX, type NetworkPlan, VETH_PREFIX } from '../sixpn/address-plan.js';
+import { flycastAddress, formatIpv6, parseIpv6 } from '../sixpn/ipv6.js';
+import { DNS_PORT, RESOLVER_ADDRESS } from '../sixpn/resolver.js';
 
 /** The name of both Hangar tables (inet and bridge families). */
 export const TABLE_NAME = 'hangar';
-export const DNS_PORT = 53;
 /** A network's Flycast addresses are `fdaa:N:N:0:1::/80` (the plan reserves host id 1 for them). */
 export const FLYCAST_PREFIX_LENGTH = 80;
 

@@ -17,15 +17,17 @@ import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { HangarError } from '../shared/errors.js';
 import { MACHINE_DEFAULTS } from '../shared/machine-config.js';
+import { runChecked, runCommand } from '../shared/run.js';
 import { signalName, signalOfNumber } from '../shared/signals.js';
+import { netnsName, netnsPath } from '../sixpn/netns.js';
+import { MACHINE_RESOLV_CONF } from '../sixpn/resolver.js';
 import type { ImageRefRecord } from '../store/records.js';
 import { followLines, rotateIfLarge, tailLines } from './machine-logs.js';
-import { containerId, machineIdOf, machinePaths, netnsName, netnsPath } from './machine-paths.js';
+import { containerId, machineIdOf, machinePaths } from './machine-paths.js';
 import { buildOciConfig, resolveCommand, resolveUser } from './oci/bundle.js';
 import { containerCgroupPath, type MachineCgroups } from './oci/cgroups.js';
 import { INIT_BINARY } from './oci/detect.js';
 import type { OciCli } from './oci/oci-cli.js';
-import { runChecked, runCommand } from './process.js';
 import { processStats } from './process-info.js';
 import type {
   ExecRequest,
@@ -437,7 +439,7 @@ export class LinuxRuntime implements MachineRuntime {
     }`;
     const generated = [
       { guestPath: '/etc/hosts', content: Buffer.from(hosts), mode: 0o644 },
-      { guestPath: '/etc/resolv.conf', content: Buffer.from('nameserver fdaa::3\n'), mode: 0o644 },
+      { guestPath: '/etc/resolv.conf', content: Buffer.from(MACHINE_RESOLV_CONF), mode: 0o644 },
     ];
     const binds: { source: string; destination: string; readonly: boolean }[] = [];
     for (const [index, file] of [...generated, ...spec.files].entries()) {

@@ -29,5 +29,3 @@ export function machinePaths(dataDir: string, machineId: string) {
 export const containerId = (machineId: string) => `hangar-${machineId}`;
 export const machineIdOf = (containerName: string) =>
   containerName.startsWith('hangar-') ? containerName.slice('hangar-'.length) : undefined;
-export const netnsName = (machineId: string) => `hangar-${machineId}`;
-export const netnsPath = (machineId: string) => `/var/run/netns/${netnsName(machineId)}`;

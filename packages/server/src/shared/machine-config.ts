@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { parseReference } from '../runtime/images/reference.js';
 import { parseGoDuration } from './duration.js';
+import { parseReference } from './image-reference.js';
 import { signalName } from './signals.js';
 
 const isImageReference = (reference: string) => {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseIpv6 } from '../../src/net/ipv6.js';
+import { parseIpv6 } from '../../src/sixpn/ipv6.js';
 import { createApp, startTestHangard } from '../helpers/hangard.js';
 
 const config = { image: 'registry.example/app:1', env: { MODE: 'test' }, metadata: { tier: 'free' } };

@@ -9,7 +9,7 @@ import dnsPacket from 'dns-packet';
 import { readResolvConf } from '../../src/dns/forward.js';
 import { DnsServer, type DnsServerOptions } from '../../src/dns/server.js';
 import { DnsView } from '../../src/dns/view.js';
-import { networkIdOf } from '../../src/net/address-plan.js';
+import { networkIdOf } from '../../src/sixpn/address-plan.js';
 import { SqliteStore } from '../../src/store/sqlite/sqlite-store.js';
 import { dataOf, type Endpoint, edns, query, rcodeOf, tcpExchange, udpQuery, udpRaw } from './client.js';
 import { app, IP, machine, network, seededView } from './fixtures.js';

@@ -8,10 +8,10 @@ import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { ImagePullError, ImageStore, type ImageStoreOptions } from '../../src/runtime/images/image-store.js';
-import { parseReference } from '../../src/runtime/images/reference.js';
 import { LocalRegistry } from '../../src/runtime/images/registry.js';
 import { HOST_PLATFORM } from '../../src/runtime/images/resolve-manifest.js';
 import { uidRangeForApp } from '../../src/runtime/uid-range.js';
+import { parseReference } from '../../src/shared/image-reference.js';
 import { buildTestImage, freePort, startTestRegistry } from '../helpers/test-image.js';
 
 /**

@@ -6,7 +6,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
-import { runCommand } from '../../src/runtime/process.js';
+import { runCommand } from '../../src/shared/run.js';
 import { createApp, startTestHangard } from '../helpers/hangard.js';
 import { type Json, NEEDS_ROOT, ok, processesMentioning } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';

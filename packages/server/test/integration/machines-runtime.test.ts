@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
-import { runCommand } from '../../src/runtime/process.js';
+import { runCommand } from '../../src/shared/run.js';
 import { createApp, startTestHangard, type TestHangard } from '../helpers/hangard.js';
 import { type Json, NEEDS_ROOT, ok, pollUntil, processesMentioning, sleep } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';

@@ -7,18 +7,18 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type Hangard, startHangard } from '../../src/daemon.js';
+import { acquireHostNetworkLock, DEFAULT_HOST_LOCK_PATH } from '../../src/net/host-lock.js';
+import { LinuxNetwork } from '../../src/net/linux-net.js';
+import { runCommand } from '../../src/shared/run.js';
 import {
   bridgeName,
   networkIdOf,
-  RESOLVER_ADDRESS,
   sameNetwork,
   serviceAddress,
   vethName,
-} from '../../src/net/address-plan.js';
-import { acquireHostNetworkLock, DEFAULT_HOST_LOCK_PATH } from '../../src/net/host-lock.js';
-import { parseIpv6 } from '../../src/net/ipv6.js';
-import { LinuxNetwork } from '../../src/net/linux-net.js';
-import { runCommand } from '../../src/runtime/process.js';
+} from '../../src/sixpn/address-plan.js';
+import { parseIpv6 } from '../../src/sixpn/ipv6.js';
+import { RESOLVER_ADDRESS } from '../../src/sixpn/resolver.js';
 import { callApi, testConfig } from '../helpers/hangard.js';
 import { NEEDS_ROOT, ok, pollUntil } from '../helpers/integration.js';
 import { ProbeAgent } from '../helpers/probe-agent.js';

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { detectOciRuntime } from '../../src/runtime/oci/detect.js';
 import { OciCli } from '../../src/runtime/oci/oci-cli.js';
-import { runCommand } from '../../src/runtime/process.js';
+import { runCommand } from '../../src/shared/run.js';
 import { type DaemonProcess, daemonHarness } from '../helpers/daemon-process.js';
 import {
   type Json,

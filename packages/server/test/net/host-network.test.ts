@@ -4,9 +4,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
-import { bridgeName, vethName } from '../../src/net/address-plan.js';
 import { acquireHostNetworkLock, HostLockHeldError } from '../../src/net/host-lock.js';
 import { desiredNetState } from '../../src/net/host-network.js';
+import { bridgeName, vethName } from '../../src/sixpn/address-plan.js';
 import type { AppRecord, IpAssignmentRecord, MachineRecord } from '../../src/store/records.js';
 
 const HOST = '0a0b0c0d';

@@ -4,6 +4,11 @@ import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import { after, test } from 'node:test';
+import { netnsPathOf, runInMachineNetns } from '../../src/net/admin.js';
+import { acquireHostNetworkLock, type HostLock } from '../../src/net/host-lock.js';
+import { LinuxNetwork } from '../../src/net/linux-net.js';
+import { type DesiredNetState, deleteRulesetText, flycastBlock } from '../../src/net/ruleset.js';
+import { runCommand } from '../../src/shared/run.js';
 import {
   type Attachment,
   machineAddress,
@@ -11,15 +16,10 @@ import {
   networkIdOf,
   planAttachment,
   planNetwork,
-  RESOLVER_ADDRESS,
   sameNetwork,
-} from '../../src/net/address-plan.js';
-import { netnsPathOf, runInMachineNetns } from '../../src/net/admin.js';
-import { acquireHostNetworkLock, type HostLock } from '../../src/net/host-lock.js';
-import { flycastAddress } from '../../src/net/ipv6.js';
-import { LinuxNetwork } from '../../src/net/linux-net.js';
-import { type DesiredNetState, deleteRulesetText, flycastBlock } from '../../src/net/ruleset.js';
-import { runCommand } from '../../src/runtime/process.js';
+} from '../../src/sixpn/address-plan.js';
+import { flycastAddress } from '../../src/sixpn/ipv6.js';
+import { DNS_PORT, RESOLVER_ADDRESS } from '../../src/sixpn/resolver.js';
 import { NEEDS_ROOT } from '../helpers/integration.js';
 import { ProbeAgent, type ProbeRequest } from '../helpers/probe-agent.js';
 
@@ -47,7 +47,6 @@ const FLYCAST: Partial<Record<NetKey, string>> = {
   b: flycastAddress(NETWORKS.b, 1),
 };
 const MACHINE_BASE = 0x7e570000;
-const DNS_PORT = 53;
 const NETNS_PREFIX = `hgtest${process.pid}-`;
 /** Links the reconcile test plants as leftovers for reconcile to remove. */
 const STRAY_BRIDGE = 'hgn7e57dead';

@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { type Attachment, planAttachment, planNetwork, serviceAddress } from '../../src/net/address-plan.js';
-import { flycastAddress } from '../../src/net/ipv6.js';
 import {
   buildRuleset,
   type DesiredNetState,
@@ -11,7 +9,14 @@ import {
   rulesetDelta,
   rulesetState,
 } from '../../src/net/ruleset.js';
-import { runCommand } from '../../src/runtime/process.js';
+import { runCommand } from '../../src/shared/run.js';
+import {
+  type Attachment,
+  planAttachment,
+  planNetwork,
+  serviceAddress,
+} from '../../src/sixpn/address-plan.js';
+import { flycastAddress } from '../../src/sixpn/ipv6.js';
 
 const HOST = '0a7b007d';
 

@@ -3,15 +3,16 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { ApiRateLimits, DEFAULT_RATE_LIMITS } from '../../src/api/rate-limits.js';
+import { ApiRateLimits } from '../../src/api/rate-limits.js';
 import type { Principal } from '../../src/auth/tokens.js';
 import { mintToken, tokenIdOf, tokensFromHeader, verifyToken } from '../../src/auth/tokens.js';
 import { resolveConfig } from '../../src/config/config.js';
-import { addressInPrefix, flycastAddress, formatIpv6, parseIpv6 } from '../../src/net/ipv6.js';
+import { DEFAULT_RATE_LIMITS } from '../../src/config/rate-limits.js';
 import { Vault } from '../../src/secrets/vault.js';
 import { durationToMs, parseGoDuration, queryDurationToMs } from '../../src/shared/duration.js';
 import { KeyedQueue } from '../../src/shared/keyed-queue.js';
 import { RateLimiter } from '../../src/shared/rate-limiter.js';
+import { addressInPrefix, flycastAddress, formatIpv6, parseIpv6 } from '../../src/sixpn/ipv6.js';
 
 function tempDir(t: import('node:test').TestContext): string {
   const dir = mkdtempSync(join(tmpdir(), 'hangar-unit-'));

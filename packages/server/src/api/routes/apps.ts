@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { invalidArgument } from '../../shared/errors.js';
 import { queryBool, queryString } from '../query.js';
+import { principalOf, type RouteDeps } from '../route-context.js';
 import { CreateAppBody } from '../schemas.js';
 import * as wire from '../serialize.js';
-import { principalOf, type RouteDeps } from '../server.js';
 import { parse } from '../validate.js';
 
 export function appRoutes(app: FastifyInstance, { platform }: RouteDeps): void {

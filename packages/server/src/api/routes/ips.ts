@@ -1,7 +1,7 @@
 import type { FastifyInstance } from 'fastify';
+import { principalOf, type RouteDeps } from '../route-context.js';
 import { AllocateIpBody } from '../schemas.js';
 import * as wire from '../serialize.js';
-import { principalOf, type RouteDeps } from '../server.js';
 import { parse } from '../validate.js';
 
 export function ipRoutes(app: FastifyInstance, { platform }: RouteDeps): void {

@@ -3,6 +3,7 @@ import { WAITABLE_STATES, type WaitableState } from '../../machines/states.js';
 import { queryDurationToMs } from '../../shared/duration.js';
 import { invalidArgument } from '../../shared/errors.js';
 import { leaseNonce, metadataFilters, queryBool, queryInt, queryList, queryString } from '../query.js';
+import { principalOf, type RouteDeps } from '../route-context.js';
 import {
   CreateMachineBody,
   ExecBody,
@@ -14,7 +15,6 @@ import {
   UpdateMachineBody,
 } from '../schemas.js';
 import * as wire from '../serialize.js';
-import { principalOf, type RouteDeps } from '../server.js';
 import { parse } from '../validate.js';
 
 type MachineParams = { app_name: string; machine_id: string };

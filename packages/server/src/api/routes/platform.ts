@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import type { RouteDeps } from '../server.js';
+import type { RouteDeps } from '../route-context.js';
 
 /** One host, one region today; the shape is Fly's (fly-go decodes the capitalised keys). */
 export function platformRoutes(app: FastifyInstance, { platform }: RouteDeps): void {

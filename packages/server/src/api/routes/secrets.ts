@@ -1,9 +1,9 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { HangarError } from '../../shared/errors.js';
 import { queryBool, queryInt } from '../query.js';
+import { principalOf, type RouteDeps } from '../route-context.js';
 import { SetSecretBody, SetSecretsBody } from '../schemas.js';
 import * as wire from '../serialize.js';
-import { principalOf, type RouteDeps } from '../server.js';
 import { parse } from '../validate.js';
 
 const act = (action: string) => ({ config: { rate: 'machine_action' as const, action } });

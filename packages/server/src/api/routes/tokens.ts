@@ -1,9 +1,9 @@
 import type { FastifyInstance } from 'fastify';
 import { invalidArgument } from '../../shared/errors.js';
 import { queryString } from '../query.js';
+import { principalOf, type RouteDeps } from '../route-context.js';
 import { CreateTokenBody, DeployTokenBody } from '../schemas.js';
 import * as wire from '../serialize.js';
-import { principalOf, type RouteDeps } from '../server.js';
 import { parse } from '../validate.js';
 
 /**

@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { principalOf, type RouteDeps } from '../route-context.js';
 import { CreateVolumeBody, ExtendVolumeBody, UpdateVolumeBody } from '../schemas.js';
 import * as wire from '../serialize.js';
-import { principalOf, type RouteDeps } from '../server.js';
 import { parse } from '../validate.js';
 
 type VolumeParams = { app_name: string; volume_id: string };

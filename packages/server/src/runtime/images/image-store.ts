@@ -1,13 +1,13 @@
 import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
+import { formatReference, type ImageReference, parseReference } from '../../shared/image-reference.js';
+import { CommandError, runChecked } from '../../shared/run.js';
 import type { ImageRefRecord } from '../../store/records.js';
 import type { UidMapping } from '../uid-range.js';
 import { type ImageConfig, layoutTags, readLayoutImage, removeLayoutTags } from './oci-layout.js';
 import { ImagePullError, pullErrorFromSkopeo } from './pull-error.js';
-import { formatReference, type ImageReference, parseReference } from './reference.js';
 import { HOST_PLATFORM, resolveManifest } from './resolve-manifest.js';
-import { runTool, ToolError } from './run-tool.js';
 import { ReadWriteLock } from './rw-lock.js';
 import { SharedWork } from './shared-work.js';
 
@@ -294,9 +294,9 @@ export class ImageStore {
         `oci:${this.#layout}:${hexOf(digest)}`,
       ];
       try {
-        await runTool('skopeo', args, { signal });
+        await runChecked('skopeo', args, { signal });
       } catch (error) {
-        if (!(error instanceof ToolError) || error.details.aborted) throw error;
+        if (!(error instanceof CommandError) || error.failure === 'aborted') throw error;
         throw pullErrorFromSkopeo(reference, `image ${formatReference(parsed)}`, error, {
           notFound: this.#notFoundHint(parsed, insecure),
           plainHttp: `add ${parsed.registry} to registry.insecure in hangard's configuration if it is meant to be used without TLS (docs/configuration.md)`,
@@ -384,10 +384,10 @@ export class ImageStore {
 
   async #umoci(args: string[], what: string, reference: string, signal?: AbortSignal): Promise<void> {
     try {
-      await runTool('umoci', args, { signal, umask: 0o022 });
+      await runChecked('umoci', args, { signal, umask: 0o022 });
     } catch (error) {
-      if (!(error instanceof ToolError) || error.details.aborted) throw error;
-      const fix = error.details.notInstalled ? ": install Debian's umoci package" : '';
+      if (!(error instanceof CommandError) || error.failure === 'aborted') throw error;
+      const fix = error.failure === 'not_installed' ? ": install Debian's umoci package" : '';
       throw new ImagePullError('failed', reference, `${what} failed: ${error.message}${fix}`, {
         cause: error,
       });

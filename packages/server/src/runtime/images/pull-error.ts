@@ -1,5 +1,5 @@
 import { type ErrorCode, HangarError } from '../../shared/errors.js';
-import { lastLine, type ToolError } from './run-tool.js';
+import { type CommandError, failureDetail } from '../../shared/run.js';
 
 /** Why an image could not be prepared; tests and callers branch on this, people read the message. */
 export type ImagePullFailure =
@@ -52,17 +52,17 @@ export class ImagePullError extends HangarError {
 export function pullErrorFromSkopeo(
   reference: string,
   what: string,
-  failure: ToolError,
+  failure: CommandError,
   hints: { notFound: string; plainHttp: string },
 ): ImagePullError {
-  if (failure.details.notInstalled) {
+  if (failure.failure === 'not_installed') {
     return new ImagePullError(
       'failed',
       reference,
       `cannot pull ${what}: skopeo is not installed on this host (install Debian's skopeo package)`,
     );
   }
-  const said = lastLine(failure.details.stderr) || failure.message;
+  const said = failureDetail(failure.stderr) || failure.message;
   const make = (reason: ImagePullFailure, text: string) =>
     new ImagePullError(reason, reference, `${text} (skopeo: ${said})`, { cause: failure });
   if (/manifest unknown|name unknown|repository name not known|not found|\b404\b/i.test(said)) {

@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
+import { formatReference, type ImageReference } from '../../shared/image-reference.js';
+import { CommandError, runCheckedBytes } from '../../shared/run.js';
 import { ImagePullError, pullErrorFromSkopeo } from './pull-error.js';
-import { formatReference, type ImageReference } from './reference.js';
-import { runTool, ToolError } from './run-tool.js';
 
 /**
  * Turns a reference into the digest of the single-platform manifest this host will run, before anything
@@ -124,13 +124,12 @@ async function fetchWithSkopeo(
   const args = ['inspect', '--raw', `--tls-verify=${!context.insecure}`];
   args.push(`docker://${ref.registry}/${ref.repository}${separator}${target}`);
   try {
-    const { stdout } = await runTool('skopeo', args, {
+    return await runCheckedBytes('skopeo', args, {
       signal: context.signal,
-      maxStdoutBytes: MAX_MANIFEST_BYTES,
+      maxOutputBytes: MAX_MANIFEST_BYTES,
     });
-    return stdout;
   } catch (error) {
-    if (!(error instanceof ToolError) || error.details.aborted) throw error;
+    if (!(error instanceof CommandError) || error.failure === 'aborted') throw error;
     throw pullErrorFromSkopeo(context.reference, describe(ref), error, {
       notFound: context.notFoundHint,
       plainHttp: `add ${ref.registry} to registry.insecure in hangard's configuration if it is meant to be used without TLS (docs/configuration.md)`,

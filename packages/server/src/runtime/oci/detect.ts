@@ -1,6 +1,6 @@
 import { chmod, chown, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runCommand } from '../process.js';
+import { runCommand } from '../../shared/run.js';
 import { MachineCgroups } from './cgroups.js';
 import { OciCli, type OciRuntimeChoice } from './oci-cli.js';
 

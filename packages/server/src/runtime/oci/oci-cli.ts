@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { type CommandResult, runChecked, runCommand } from '../process.js';
+import { type CommandResult, runChecked, runCommand } from '../../shared/run.js';
 
 /** Which OCI runtime runs machines here, and how it must be invoked (found by detect.ts). */
 export interface OciRuntimeChoice {

@@ -18,7 +18,7 @@ import {
 import { join, resolve } from 'node:path';
 import { failedPrecondition, HangarError, invalidArgument, notFound } from '../../shared/errors.js';
 import { KeyedQueue } from '../../shared/keyed-queue.js';
-import { CommandError, runChecked } from '../process.js';
+import { CommandError, runChecked } from '../../shared/run.js';
 
 /**
  * Volumes as real storage: each volume is an ext4 filesystem in a sparse image file, loop-mounted on the

@@ -1,4 +1,4 @@
-import { invalidArgument } from '../../shared/errors.js';
+import { invalidArgument } from './errors.js';
 
 /**
  * Image references, parsed by Docker's rules so that a name means here what it means to `docker pull`:

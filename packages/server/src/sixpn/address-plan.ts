@@ -11,7 +11,7 @@
  *   fdaa:N:N:H:H::/80        the network's block on one host: the L2 segment of one bridge
  *   fdaa:N:N:H:H::1          the bridge's own address, the machines' default gateway
  *   fdaa:N:N:H:H:M:M:2/112   a machine (Fly's layout; the rest of its /112 is the machine's own)
- *   fdaa::3                  the resolver as machines see it (on the host's loopback, see linux-net.ts)
+ *   fdaa::3                  the resolver as machines see it (resolver.ts; on the host's loopback)
  *
  * Reserved numbers, so that the blocks above never overlap: network 0 (its ::3 would be fdaa::3),
  * host 0 (its /80 holds the service address), host 1 (Flycast uses `fdaa:N:N:0:1::/80`), machine 0 (its
@@ -40,8 +40,6 @@ export const MAX_ID = 0xffff_ffff;
 export const NETWORK_PREFIX_LENGTH = 48;
 export const HOST_BLOCK_PREFIX_LENGTH = 80;
 export const MACHINE_PREFIX_LENGTH = 112;
-/** What machines use as their DNS server, whatever their network (Fly's `fdaa::3`). */
-export const RESOLVER_ADDRESS = 'fdaa::3';
 /** The first group of every 6PN address. */
 const ULA_6PN = 0xfdaa;
 

@@ -19,7 +19,7 @@ import {
   sameNetwork,
   serviceAddress,
   vethName,
-} from '../../src/net/address-plan.js';
+} from '../../src/sixpn/address-plan.js';
 
 const HOST = '0a7b007d';
 
