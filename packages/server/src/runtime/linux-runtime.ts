@@ -22,7 +22,7 @@ import { signalName, signalOfNumber } from '../shared/signals.js';
 import { netnsName, netnsPath } from '../sixpn/netns.js';
 import { MACHINE_RESOLV_CONF } from '../sixpn/resolver.js';
 import type { ImageRefRecord } from '../store/records.js';
-import { followLines, rotateIfLarge, tailLines } from './machine-logs.js';
+import { followLines, readTail, rotateIfLarge, tailLines } from './machine-logs.js';
 import { containerId, machineIdOf, machinePaths } from './machine-paths.js';
 import { buildOciConfig, resolveCommand, resolveUser } from './oci/bundle.js';
 import { containerCgroupPath, type MachineCgroups } from './oci/cgroups.js';
@@ -350,16 +350,9 @@ export class LinuxRuntime implements MachineRuntime {
     options: { tailLines: number; follow: boolean; signal: AbortSignal },
   ): AsyncIterable<string> {
     const logFile = machinePaths(this.#options.dataDir, machineId).log;
-    // Start following before reading the tail, so no line falls between the two.
-    const follow = options.follow ? followLines(logFile, options.signal) : undefined;
-    const first = follow?.next();
-    for (const line of await tailLines(logFile, options.tailLines)) yield line;
-    if (!follow || !first) return;
-    let next = await first;
-    while (!next.done) {
-      yield next.value;
-      next = await follow.next();
-    }
+    const tail = await readTail(logFile, options.tailLines);
+    for (const line of tail.lines) yield line;
+    if (options.follow) yield* followLines(logFile, options.signal, tail.endOffset);
   }
 
   async recover(known: { machineId: string; state: string }[]): Promise<RecoveredMachine[]> {

@@ -20,25 +20,35 @@ export async function rotateIfLarge(logFile: string, maxBytes: number): Promise<
 
 /** The last `count` lines of the rotated and current files together. */
 export async function tailLines(logFile: string, count: number): Promise<string[]> {
-  if (count <= 0) return [];
-  const text = [
-    await readFile(`${logFile}.1`, 'utf8').catch(() => ''),
-    await readFile(logFile, 'utf8').catch(() => ''),
-  ].join('');
-  const lines = text.split('\n');
-  if (lines.at(-1) === '') lines.pop();
-  return lines.slice(-count);
+  return (await readTail(logFile, count)).lines;
 }
 
 /**
- * Lines appended to the file after this call, until `signal` aborts. Notices growth through inotify,
- * with a slow poll as a safety net; a truncation (rotation) restarts reading from the file's start.
+ * The last `count` lines, and the offset in the current file where they end: following from exactly
+ * there neither repeats nor skips a line written while the tail was read.
  */
-export async function* followLines(logFile: string, signal: AbortSignal): AsyncGenerator<string> {
-  let offset = await stat(logFile).then(
-    (s) => s.size,
-    () => 0,
-  );
+export async function readTail(
+  logFile: string,
+  count: number,
+): Promise<{ lines: string[]; endOffset: number }> {
+  const current = await readFile(logFile).catch(() => Buffer.alloc(0));
+  if (count <= 0) return { lines: [], endOffset: current.length };
+  const text = (await readFile(`${logFile}.1`, 'utf8').catch(() => '')) + current.toString('utf8');
+  const lines = text.split('\n');
+  if (lines.at(-1) === '') lines.pop();
+  return { lines: lines.slice(-count), endOffset: current.length };
+}
+
+/**
+ * Lines appended to the file from byte `offset` on, until `signal` aborts. Notices growth through
+ * inotify, with a slow poll as a safety net; a truncation (rotation) restarts reading from the file's start.
+ */
+export async function* followLines(
+  logFile: string,
+  signal: AbortSignal,
+  from: number,
+): AsyncGenerator<string> {
+  let offset = from;
   let partial = '';
   let wake: (() => void) | undefined;
   const nudge = () => wake?.();

@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { rotateIfLarge, tailLines } from '../../src/runtime/machine-logs.js';
+import { followLines, readTail, rotateIfLarge, tailLines } from '../../src/runtime/machine-logs.js';
 import { buildOciConfig, INIT_PATH, resolveCommand, resolveUser } from '../../src/runtime/oci/bundle.js';
 import { decodeAddress } from '../../src/runtime/process-info.js';
 import { uidRangeForApp } from '../../src/runtime/uid-range.js';
@@ -92,6 +92,28 @@ test('logs: rotation keeps one older file; tail reads across both', async (t) =>
   assert.deepEqual(await tailLines(log, 2), ['three', 'four']);
   assert.deepEqual(await tailLines(log, 10), ['one', 'two', 'three', 'four']);
   assert.deepEqual(await tailLines(join(dir, 'none'), 3), []);
+});
+
+test('logs: following from where the tail ended repeats and skips no line written in between', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'hangar-logs-'));
+  const abort = new AbortController();
+  t.after(() => {
+    abort.abort();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const log = join(dir, 'log');
+  writeFileSync(log, '1\n2\n');
+  const tail = await readTail(log, 10);
+  assert.deepEqual(tail.lines, ['1', '2']);
+  // Written after the tail was read and before following began: the gap where lines used to repeat.
+  writeFileSync(log, '3\n4\n', { flag: 'a' });
+  const follow = followLines(log, abort.signal, tail.endOffset);
+  const seen: string[] = [];
+  for await (const line of follow) {
+    seen.push(line);
+    if (seen.length === 2) break;
+  }
+  assert.deepEqual(seen, ['3', '4']);
 });
 
 test('ps: /proc/net addresses decode', () => {
