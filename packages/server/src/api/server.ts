@@ -103,7 +103,10 @@ function describeError(
   error: unknown,
   requestId: string,
 ): { status: number; code: ErrorCode; message: string } {
-  if (HangarError.is(error)) return { status: error.httpStatus, code: error.code, message: error.message };
+  // An internal error's message can name host paths and tools: it stays in the log, the client gets the request id.
+  if (HangarError.is(error) && error.code !== 'internal') {
+    return { status: error.httpStatus, code: error.code, message: error.message };
+  }
   if (error instanceof StoreConflictError) {
     return { status: ERROR_HTTP_STATUS.name_taken, code: 'name_taken', message: error.message };
   }

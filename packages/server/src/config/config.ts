@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
+import { HangarError } from '../shared/errors.js';
 import { parseHostId } from '../sixpn/address-plan.js';
 import { addressInPrefix } from '../sixpn/ipv6.js';
 import { DEFAULT_RATE_LIMITS } from './rate-limits.js';
@@ -121,14 +122,19 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
 }
 
 function onOff(name: string, value: string): boolean {
-  if (value !== 'on' && value !== 'off') throw new Error(`${name} must be "on" or "off", got "${value}"`);
+  if (value !== 'on' && value !== 'off')
+    throw new HangarError('invalid_argument', `${name} must be "on" or "off", got "${value}"`);
   return value === 'on';
 }
 
 /** `host:port`, `[v6]:port` or a bare port. */
 export function parseListen(text: string): { host: string; port: number } {
   const match = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text) ?? /^()()(\d+)$/.exec(text);
-  if (!match) throw new Error(`listen address "${text}" is not host:port (e.g. 127.0.0.1:4280)`);
+  if (!match)
+    throw new HangarError(
+      'invalid_argument',
+      `listen address "${text}" is not host:port (e.g. 127.0.0.1:4280)`,
+    );
   return { host: match[1] || match[2] || '127.0.0.1', port: Number(match[3]) };
 }
 
@@ -139,15 +145,22 @@ export function resolveConfig(sources: ConfigSources = {}): ResolvedConfig {
     try {
       text = readFileSync(sources.file, 'utf8');
     } catch (error) {
-      throw new Error(`cannot read config file ${sources.file}: ${(error as Error).message}`);
+      throw new HangarError(
+        'invalid_argument',
+        `cannot read config file ${sources.file}: ${(error as Error).message}`,
+      );
     }
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
     } catch (error) {
-      throw new Error(`config file ${sources.file} is not valid JSON: ${(error as Error).message}`);
+      throw new HangarError(
+        'invalid_argument',
+        `config file ${sources.file} is not valid JSON: ${(error as Error).message}`,
+      );
     }
-    if (!isObject(parsed)) throw new Error(`config file ${sources.file} must hold a JSON object`);
+    if (!isObject(parsed))
+      throw new HangarError('invalid_argument', `config file ${sources.file} must hold a JSON object`);
     layered = merge(layered, parsed);
   }
   layered = merge(layered, fromEnv(sources.env ?? process.env));
@@ -155,7 +168,10 @@ export function resolveConfig(sources: ConfigSources = {}): ResolvedConfig {
   const result = ConfigSchema.safeParse(layered);
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    throw new Error(`invalid configuration at ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+    throw new HangarError(
+      'invalid_argument',
+      `invalid configuration at ${issue.path.join('.') || '(root)'}: ${issue.message}`,
+    );
   }
   return { ...result.data, hostId: hostIdIn(result.data.dataDir) };
 }
@@ -176,7 +192,10 @@ function hostIdIn(dataDir: string): string {
     writeFileSync(file, `${id}\n`, { mode: 0o600 });
   }
   if (!isUsableHostId(id)) {
-    throw new Error(`${file} holds "${id}", not a usable host id (8 hex digits, not 00000000 or 00000001)`);
+    throw new HangarError(
+      'invalid_argument',
+      `${file} holds "${id}", not a usable host id (8 hex digits, not 00000000 or 00000001)`,
+    );
   }
   return id;
 }

@@ -1,6 +1,7 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
+import { HangarError } from '../shared/errors.js';
 import { networkIdOf } from '../sixpn/address-plan.js';
 import { type DnsEndpoint, Forwarder, readResolvConf } from './forward.js';
 import { type DnsRcode, type DnsRecord, isLocalName, resolve } from './resolve.js';
@@ -98,7 +99,8 @@ export class DnsServer {
 
   constructor(options: DnsServerOptions) {
     for (const { host } of options.addresses) {
-      if (!net.isIP(host)) throw new Error(`DNS listen address "${host}" is not an IP address`);
+      if (!net.isIP(host))
+        throw new HangarError('invalid_argument', `DNS listen address "${host}" is not an IP address`);
     }
     this.#view = options.view;
     this.#addresses = options.addresses;
@@ -112,7 +114,7 @@ export class DnsServer {
   }
 
   async start(): Promise<void> {
-    if (this.#closed) throw new Error('the DNS server is closed');
+    if (this.#closed) throw new HangarError('internal', 'the DNS server is closed');
     if (this.#started) return;
     this.#started = true;
     try {
@@ -128,12 +130,13 @@ export class DnsServer {
    * (Networks are never deleted, so there is no removal.) Returns the endpoint as bound.
    */
   async addAddress(address: DnsEndpoint): Promise<DnsEndpoint> {
-    if (!this.#started || this.#closed) throw new Error('the DNS server is not running');
-    if (!net.isIP(address.host)) throw new Error(`DNS listen address "${address.host}" is not an IP address`);
+    if (!this.#started || this.#closed) throw new HangarError('internal', 'the DNS server is not running');
+    if (!net.isIP(address.host))
+      throw new HangarError('invalid_argument', `DNS listen address "${address.host}" is not an IP address`);
     const listener = await this.#listen(address);
     if (this.#closed) {
       await closeListener(listener);
-      throw new Error('the DNS server was closed while it bound a new address');
+      throw new HangarError('internal', 'the DNS server was closed while it bound a new address');
     }
     this.#listeners.push(listener);
     return { host: listener.host, port: listener.port };

@@ -1,3 +1,4 @@
+import { HangarError } from '../shared/errors.js';
 import type {
   AppRecord,
   IpAssignmentRecord,
@@ -108,7 +109,7 @@ export class DnsView {
    * one the read already saw is harmless, and replaying in commit order ends at the newest state.
    */
   async start(): Promise<void> {
-    if (this.#closed) throw new Error('the DNS view is closed');
+    if (this.#closed) throw new HangarError('internal', 'the DNS view is closed');
     if (this.#started) return;
     this.#started = true;
     let held: ChangeBatch[] | undefined = [];

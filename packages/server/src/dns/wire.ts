@@ -1,3 +1,4 @@
+import { HangarError } from '../shared/errors.js';
 import { parseIpv6 } from '../sixpn/ipv6.js';
 import type { DnsRecord } from './resolve.js';
 
@@ -48,7 +49,7 @@ function ipv6Bytes(address: string): Buffer {
   let bytes = addressBytes.get(address);
   if (!bytes) {
     const groups = parseIpv6(address);
-    if (!groups) throw new Error(`"${address}" is not an IPv6 address`);
+    if (!groups) throw new HangarError('internal', `"${address}" is not an IPv6 address`);
     bytes = Buffer.alloc(16);
     for (const [i, group] of groups.entries()) bytes.writeUInt16BE(group, i * 2);
     if (addressBytes.size >= ADDRESS_CACHE_SIZE) addressBytes.clear();
@@ -95,7 +96,7 @@ class Writer {
   /** One character string: a length byte, then at most 255 bytes. */
   string(text: string): void {
     const length = Buffer.byteLength(text);
-    if (length > 255) throw new Error('a TXT character string is longer than 255 bytes');
+    if (length > 255) throw new HangarError('internal', 'a TXT character string is longer than 255 bytes');
     this.#room(1 + length);
     this.buffer[this.offset++] = length;
     this.offset += this.buffer.write(text, this.offset);
@@ -104,7 +105,8 @@ class Writer {
   name(name: string): void {
     for (const label of trimDot(name).split('.')) {
       if (label === '') continue;
-      if (Buffer.byteLength(label) > 63) throw new Error(`a DNS label in "${name}" is longer than 63 bytes`);
+      if (Buffer.byteLength(label) > 63)
+        throw new HangarError('internal', `a DNS label in "${name}" is longer than 63 bytes`);
       this.string(label);
     }
     this.u8(0);

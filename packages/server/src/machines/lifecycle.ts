@@ -4,7 +4,7 @@
  * inside the machine's queue (MachinesService owns it).
  */
 import type { ExitInfo, MachineRuntime, MachineSpec } from '../runtime/runtime.js';
-import { failedPrecondition, HangarError } from '../shared/errors.js';
+import { HangarError } from '../shared/errors.js';
 import type { AppRecord, MachineRecord } from '../store/records.js';
 import type { ReadTx } from '../store/store.js';
 import { isoNow, type PlatformContext } from './context.js';
@@ -41,9 +41,16 @@ export class MachineLifecycle {
         }
         await runtime.start(spec);
       } catch (error) {
-        // A boot that fails for the machine's own reasons (its command, its image) is the caller's to fix.
+        // The lower layers say whose fault a failure is: the machine's own (its image, its command: 412)
+        // or the host's (a tool that failed: 500). Anything uncoded (a file system error) is the host's.
         if (HangarError.is(error)) throw error;
-        throw failedPrecondition(`machine ${machineId} failed to start: ${(error as Error).message}`);
+        throw new HangarError(
+          'internal',
+          `machine ${machineId} failed to start: ${(error as Error).message}`,
+          {
+            cause: error,
+          },
+        );
       }
     });
     await setMachineState(this.ctx, machineId, 'started', 'start', 'flyd');

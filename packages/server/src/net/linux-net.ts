@@ -42,6 +42,7 @@
 import { existsSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { HangarError } from '../shared/errors.js';
 import { KeyedQueue } from '../shared/keyed-queue.js';
 import { type CommandResult, type RunOptions, runCommand } from '../shared/run.js';
 import {
@@ -341,7 +342,7 @@ export class LinuxNetwork {
         timeoutMs: this.#timeoutMs,
       });
       if (result.code !== 0 && !/Cannot assign|not found/i.test(result.stderr)) {
-        throw new Error(`removing ${RESOLVER_ADDRESS} from lo: ${result.stderr.trim()}`);
+        throw new HangarError('internal', `removing ${RESOLVER_ADDRESS} from lo: ${result.stderr.trim()}`);
       }
       this.#resolverReady = false;
     });
@@ -356,7 +357,7 @@ export class LinuxNetwork {
   // ---- internals ------------------------------------------------------------------------------------
 
   #checkOpen(): void {
-    if (this.#closed) throw new Error('LinuxNetwork is closed');
+    if (this.#closed) throw new HangarError('internal', 'LinuxNetwork is closed');
   }
 
   #links<T>(task: () => Promise<T>): Promise<T> {
@@ -375,7 +376,7 @@ export class LinuxNetwork {
       const what = lines
         ? `${args.join(' ')} (${lines.length} commands, first: ${lines[0]})`
         : args.join(' ');
-      throw new Error(`ip ${what} failed: ${(result.stderr || result.stdout).trim()}`);
+      throw new HangarError('internal', `ip ${what} failed: ${(result.stderr || result.stdout).trim()}`);
     }
   }
 
@@ -391,7 +392,7 @@ export class LinuxNetwork {
     });
     if (result.code !== 0) {
       const detail = (result.stderr || result.stdout).trim().split('\n').slice(-5).join(' | ');
-      throw new Error(`${file} ${args.join(' ')} failed (exit ${result.code}): ${detail}`);
+      throw new HangarError('internal', `${file} ${args.join(' ')} failed (exit ${result.code}): ${detail}`);
     }
     return result.stdout;
   }
@@ -400,7 +401,7 @@ export class LinuxNetwork {
     const result = await this.#run('ip', ['link', 'show', 'dev', name], { timeoutMs: this.#timeoutMs });
     if (result.code === 0) return true;
     if (GONE.test(result.stderr)) return false;
-    throw new Error(`ip link show dev ${name} failed: ${result.stderr.trim()}`);
+    throw new HangarError('internal', `ip link show dev ${name} failed: ${result.stderr.trim()}`);
   }
 
   async #listLinks(kind: 'bridge' | 'veth'): Promise<LinkInfo[]> {
@@ -439,7 +440,8 @@ export class LinuxNetwork {
     if (result.code === 0) return;
     const left = [];
     for (const name of names) if (await this.#linkExists(name)) left.push(name);
-    if (left.length > 0) throw new Error(`could not delete ${left.join(', ')}: ${result.stderr.trim()}`);
+    if (left.length > 0)
+      throw new HangarError('internal', `could not delete ${left.join(', ')}: ${result.stderr.trim()}`);
   }
 
   async #createBridges(networks: readonly NetworkPlan[]): Promise<void> {
@@ -485,7 +487,10 @@ export class LinuxNetwork {
 
   async #attachNew(machineNetns: string, a: Attachment): Promise<void> {
     if (!existsSync(join(this.#netnsDir, machineNetns))) {
-      throw new Error(`attaching machine ${a.machineId}: network namespace ${machineNetns} does not exist`);
+      throw new HangarError(
+        'internal',
+        `attaching machine ${a.machineId}: network namespace ${machineNetns} does not exist`,
+      );
     }
     // Under a temporary name until the machine's end is configured, then renamed: an hgv… link always
     // stands for a finished attach, and reconcile removes any hgw… an interrupted one left.
@@ -525,9 +530,13 @@ export class LinuxNetwork {
       );
     } catch (error) {
       await this.#deleteLinks([pending, a.veth]).catch(() => {});
-      throw new Error(`attaching machine ${a.machineId} to ${a.bridge}: ${(error as Error).message}`, {
-        cause: error,
-      });
+      throw new HangarError(
+        'internal',
+        `attaching machine ${a.machineId} to ${a.bridge}: ${(error as Error).message}`,
+        {
+          cause: error,
+        },
+      );
     }
   }
 

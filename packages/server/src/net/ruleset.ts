@@ -1,3 +1,4 @@
+import { HangarError } from '../shared/errors.js';
 /**
  * The whole nftables rule set of Hangar's networks, as text for one `nft -f -` transaction: built from
  * the desired state only, so applying it twice gives the same kernel state (no duplicates by
@@ -70,7 +71,7 @@ const MAC = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
 /** Every token that goes into the text is checked, so a bad record cannot change the rules' meaning. */
 function ifname(name: string, hangar = true): string {
   if (!(hangar ? HANGAR_IFNAME : IFNAME).test(name))
-    throw new Error(`"${name}" is not a valid interface name`);
+    throw new HangarError('internal', `"${name}" is not a valid interface name`);
   return `"${name}"`;
 }
 
@@ -82,12 +83,12 @@ function ifname(name: string, hangar = true): string {
 const IPV6_TEXT = /^[0-9a-f]{0,4}(:[0-9a-f]{0,4}){2,7}$/;
 
 function address(text: string): string {
-  if (!IPV6_TEXT.test(text)) throw new Error(`"${text}" is not an IPv6 address`);
+  if (!IPV6_TEXT.test(text)) throw new HangarError('internal', `"${text}" is not an IPv6 address`);
   return text;
 }
 
 function mac(text: string): string {
-  if (!MAC.test(text)) throw new Error(`"${text}" is not a MAC address`);
+  if (!MAC.test(text)) throw new HangarError('internal', `"${text}" is not a MAC address`);
   return text;
 }
 
@@ -111,11 +112,11 @@ function set(name: string, type: string, elements: readonly string[], comment: s
  */
 function flycastIn({ networkId, address: text }: FlycastEntry): string {
   const groups = parseIpv6(address(text));
-  if (!groups) throw new Error(`"${text}" is not an IPv6 address`);
+  if (!groups) throw new HangarError('internal', `"${text}" is not an IPv6 address`);
   const block = parseIpv6(flycastAddress(networkId, 0))!;
   if (groups.slice(0, FLYCAST_PREFIX_LENGTH / 16).some((group, i) => group !== block[i])) {
     const where = `network ${networkId}'s block ${flycastBlock(networkId)}`;
-    throw new Error(`Flycast address ${text} is not in ${where}`);
+    throw new HangarError('internal', `Flycast address ${text} is not in ${where}`);
   }
   // One text per address, so that the elements of two states compare equal (rulesetDelta).
   return formatIpv6(groups);
@@ -124,21 +125,23 @@ function flycastIn({ networkId, address: text }: FlycastEntry): string {
 function checkDesired(desired: DesiredNetState): void {
   const networks = new Set<number>();
   for (const network of desired.networks) {
-    if (networks.has(network.id)) throw new Error(`network ${network.id} is listed twice`);
+    if (networks.has(network.id)) throw new HangarError('internal', `network ${network.id} is listed twice`);
     networks.add(network.id);
   }
   const veths = new Set<string>();
   const addresses = new Set<string>();
   for (const attachment of desired.attachments) {
     if (!networks.has(attachment.networkId)) {
-      throw new Error(
+      throw new HangarError(
+        'internal',
         `machine ${attachment.machineId} is attached to network ${attachment.networkId}, which is not in the desired state`,
       );
     }
-    if (veths.has(attachment.veth)) throw new Error(`veth ${attachment.veth} is used twice`);
+    if (veths.has(attachment.veth))
+      throw new HangarError('internal', `veth ${attachment.veth} is used twice`);
     veths.add(attachment.veth);
     const key = address(attachment.address);
-    if (addresses.has(key)) throw new Error(`address ${key} is given to two machines`);
+    if (addresses.has(key)) throw new HangarError('internal', `address ${key} is given to two machines`);
     addresses.add(key);
   }
 }
@@ -161,7 +164,10 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
   const bridgeOf = new Map(networks.map((n) => [n.id, n.bridge]));
   for (const a of attachments) {
     if (bridgeOf.get(a.networkId) !== a.bridge) {
-      throw new Error(`machine ${a.machineId}: bridge ${a.bridge} is not network ${a.networkId}'s`);
+      throw new HangarError(
+        'internal',
+        `machine ${a.machineId}: bridge ${a.bridge} is not network ${a.networkId}'s`,
+      );
     }
   }
   const uplinks = [...new Set(host.uplinks)].sort().map((name) => ifname(name, false));

@@ -216,11 +216,14 @@ export class LinuxRuntime implements MachineRuntime {
       if (existsSync(paths.exit)) {
         const lines = await tailLines(paths.log, 5);
         await this.#collectExit(id);
-        throw new Error(`the machine's process exited at once: ${lines.join(' | ') || 'no output'}`);
+        throw new HangarError(
+          'failed_precondition',
+          `the machine's process exited at once: ${lines.join(' | ') || 'no output'}`,
+        );
       }
       if (existsSync(paths.pid)) return;
       if (Date.now() > deadline)
-        throw new Error(`the container did not start within ${START_TIMEOUT_MS / 1000}s`);
+        throw new HangarError('internal', `the container did not start within ${START_TIMEOUT_MS / 1000}s`);
       await new Promise((resolve) => setTimeout(resolve, 1));
     }
   }
@@ -265,7 +268,8 @@ export class LinuxRuntime implements MachineRuntime {
 
   async signal(machineId: string, signal: string): Promise<void> {
     const result = await this.#options.cli.kill(containerId(machineId), signal);
-    if (result.code !== 0) throw new Error(`sending ${signal} failed: ${result.stderr.trim()}`);
+    if (result.code !== 0)
+      throw new HangarError('failed_precondition', `sending ${signal} failed: ${result.stderr.trim()}`);
   }
 
   async suspend(machineId: string): Promise<void> {
@@ -448,7 +452,11 @@ export class LinuxRuntime implements MachineRuntime {
   async #mountVolumes(spec: MachineSpec) {
     if (spec.mounts.length === 0) return [];
     const volumes = this.#options.volumes;
-    if (!volumes) throw new Error('this host has no volume storage (loop devices as root are needed)');
+    if (!volumes)
+      throw new HangarError(
+        'runtime_unavailable',
+        'this host has no volume storage (loop devices as root are needed)',
+      );
     const binds = [];
     for (const mount of spec.mounts) {
       binds.push({ source: await volumes.mount(mount.volumeId), destination: mount.path, readonly: false });

@@ -1,3 +1,4 @@
+import { HangarError } from '../shared/errors.js';
 /**
  * Every app gets its own range of 65,536 host uids and gids for its machines' user namespaces: root in a
  * machine is uid `hostId` on the host, which owns nothing outside that app's rootfs and volumes, and is
@@ -19,7 +20,10 @@ export function uidRangeForApp(appInternalNumericId: number): UidMapping {
     appInternalNumericId < 1 ||
     appInternalNumericId > MAX_APPS
   ) {
-    throw new Error(`app number ${appInternalNumericId} has no uid range (1 to ${MAX_APPS} are available)`);
+    throw new HangarError(
+      'failed_precondition',
+      `app number ${appInternalNumericId} has no uid range (1 to ${MAX_APPS} are available)`,
+    );
   }
   return { hostId: FIRST_HOST_ID + appInternalNumericId * UID_RANGE_SIZE, size: UID_RANGE_SIZE };
 }

@@ -9,6 +9,7 @@ import {
   statSync,
   writeSync,
 } from 'node:fs';
+import { HangarError } from '../shared/errors.js';
 
 const KEY_BYTES = 32; // AES-256
 const IV_BYTES = 12; // GCM's recommended nonce size
@@ -49,7 +50,8 @@ export class Vault {
       renameSync(temporary, keyFile);
     }
     if (key.length !== KEY_BYTES) {
-      throw new Error(
+      throw new HangarError(
+        'internal',
         `the secrets key file ${keyFile} is damaged (${key.length} bytes, expected ${KEY_BYTES})`,
       );
     }

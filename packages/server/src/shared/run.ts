@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { HangarError } from './errors.js';
 
 /**
  * Hangar's one way to run a host tool (ip, nft, crun, mount, skopeo, umoci...): an argument array, never
@@ -9,7 +10,8 @@ import { spawn } from 'node:child_process';
 /** Why a run failed: `exit` is a non-zero status, the others mean the tool never finished on its own. */
 export type CommandFailure = 'exit' | 'not_installed' | 'spawn' | 'timeout' | 'aborted' | 'output_too_large';
 
-export class CommandError extends Error {
+/** A host tool that failed is a fault of the host, not of the request: code `internal` (500). */
+export class CommandError extends HangarError {
   constructor(
     /** The program and its first arguments, for messages. */
     readonly command: string,
@@ -21,7 +23,7 @@ export class CommandError extends Error {
     readonly stderr: string,
     options: { cause?: unknown } = {},
   ) {
-    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    super('internal', message, options);
     this.name = 'CommandError';
   }
 }

@@ -1,3 +1,4 @@
+import { HangarError } from '../shared/errors.js';
 /** Small IPv6 helpers: 6PN and Flycast addresses are built from numbers, so only these are needed. */
 
 /** Parses an IPv6 address into 8 16-bit groups; undefined when it is not one. */
@@ -55,7 +56,7 @@ export function addressInPrefix(prefix: string, n: number): string {
   const groups = address ? parseIpv6(address) : undefined;
   const length = Number(lengthText);
   if (!groups || !Number.isInteger(length) || length < 16 || length > 96) {
-    throw new Error(`"${prefix}" is not an IPv6 prefix of length 16 to 96`);
+    throw new HangarError('invalid_argument', `"${prefix}" is not an IPv6 prefix of length 16 to 96`);
   }
   return formatIpv6([...groups.slice(0, 6), Math.floor(n / 0x10000) & 0xffff, n & 0xffff]);
 }

@@ -73,3 +73,14 @@ test('error catalogue: every code the server throws is documented', () => {
     'codes thrown but not in docs/errors.md',
   );
 });
+
+test('error catalogue: no server code throws an uncoded Error', () => {
+  const bare = sourceFiles(src).flatMap((file) =>
+    readFileSync(file, 'utf8')
+      .split('\n')
+      .flatMap((line, index) =>
+        /\bnew Error\(/.test(line) ? [`${file.slice(root.length)}:${index + 1}`] : [],
+      ),
+  );
+  assert.deepEqual(bare, [], 'throw HangarError(code, message) instead, with a code from docs/errors.md');
+});

@@ -1,6 +1,7 @@
 import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
+import { HangarError } from '../../shared/errors.js';
 import { formatReference, type ImageReference, parseReference } from '../../shared/image-reference.js';
 import { CommandError, runChecked } from '../../shared/run.js';
 import type { ImageRefRecord } from '../../store/records.js';
@@ -103,7 +104,10 @@ export class ImageStore {
   constructor(options: ImageStoreOptions) {
     this.dir = isAbsolute(options.dir) ? options.dir : resolve(options.dir);
     if (this.dir.includes(':')) {
-      throw new Error(`the image directory ${this.dir} contains ':', which skopeo and umoci cannot handle`);
+      throw new HangarError(
+        'invalid_argument',
+        `the image directory ${this.dir} contains ':', which skopeo and umoci cannot handle`,
+      );
     }
     this.#layout = join(this.dir, 'oci');
     this.#unpackedDir = join(this.dir, 'unpacked');
@@ -214,7 +218,7 @@ export class ImageStore {
   /** Stops pulls and unpacks under way (their callers get ImagePullError) and refuses new ones. */
   async close(): Promise<void> {
     this.#closed = true;
-    const reason = new Error('the image store is closing');
+    const reason = new HangarError('unavailable', 'the image store is closing');
     await Promise.all([this.#unpacks.abortAll(reason), this.#copies.abortAll(reason)]);
   }
 

@@ -1,5 +1,6 @@
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { HangarError } from '../../shared/errors.js';
 
 /**
  * Reads (and trims) the image store's OCI image layout: index.json → manifest → config blob, as in the
@@ -47,7 +48,10 @@ async function readIndex(layout: string): Promise<IndexJson> {
 async function readBlobJson(layout: string, digest: unknown): Promise<Record<string, unknown>> {
   const hex = typeof digest === 'string' ? DIGEST.exec(digest)?.[1] : undefined;
   if (hex === undefined)
-    throw new Error(`the OCI layout ${layout} refers to an invalid digest ${String(digest)}`);
+    throw new HangarError(
+      'failed_precondition',
+      `the OCI layout ${layout} refers to an invalid digest ${String(digest)}`,
+    );
   return JSON.parse(await readFile(join(layout, 'blobs', 'sha256', hex), 'utf8')) as Record<string, unknown>;
 }
 
@@ -63,7 +67,8 @@ export async function layoutTags(layout: string): Promise<Set<string>> {
 export async function readLayoutImage(layout: string, tag: string): Promise<LayoutImage> {
   const index = await readIndex(layout);
   const entry = (index.manifests ?? []).find((m) => m.annotations?.[REF_NAME] === tag);
-  if (entry === undefined) throw new Error(`the OCI layout ${layout} has no image tagged ${tag}`);
+  if (entry === undefined)
+    throw new HangarError('failed_precondition', `the OCI layout ${layout} has no image tagged ${tag}`);
   const manifest = await readBlobJson(layout, entry.digest);
   const blob = await readBlobJson(layout, (manifest.config as { digest?: unknown } | undefined)?.digest);
   return {

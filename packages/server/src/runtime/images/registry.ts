@@ -5,6 +5,7 @@ import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile }
 import { createServer } from 'node:net';
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { HangarError } from '../../shared/errors.js';
 
 /**
  * Hangar's own OCI registry, so users can push images to the host that runs them: Debian's
@@ -80,7 +81,10 @@ export class LocalRegistry {
   }
 
   start(): Promise<void> {
-    if (this.#closing) return Promise.reject(new Error('the image registry was closed; create a new one'));
+    if (this.#closing)
+      return Promise.reject(
+        new HangarError('unavailable', 'the image registry was closed; create a new one'),
+      );
     this.#starting ??= this.#start().catch(async (error: unknown) => {
       await this.#stopChild();
       // A failed start may be retried (after freeing the port, installing the binary…).
@@ -120,11 +124,15 @@ export class LocalRegistry {
       child.once('error', (error: NodeJS.ErrnoException) =>
         reject(
           error.code === 'ENOENT'
-            ? new Error(
+            ? new HangarError(
+                'runtime_unavailable',
                 `cannot start the image registry: ${this.#binary} is not installed ` +
                   "(install Debian's docker-registry package: apt-get install docker-registry)",
               )
-            : new Error(`cannot start the image registry (${this.#binary}): ${error.message}`),
+            : new HangarError(
+                'runtime_unavailable',
+                `cannot start the image registry (${this.#binary}): ${error.message}`,
+              ),
         ),
       );
     });
@@ -138,7 +146,8 @@ export class LocalRegistry {
     let last = 'no answer yet';
     while (Date.now() < deadline) {
       if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(
+        throw new HangarError(
+          'runtime_unavailable',
           `the image registry exited during start (${child.exitCode ?? child.signalCode}); ` +
             `see ${this.logFile}: ${await this.#logTail(logStart)}`,
         );
@@ -153,7 +162,8 @@ export class LocalRegistry {
       }
       await sleep(POLL_MS);
     }
-    throw new Error(
+    throw new HangarError(
+      'runtime_unavailable',
       `the image registry did not answer on ${url} within ${this.#readyTimeoutMs / 1000} s (${last}); ` +
         `see ${this.logFile}: ${await this.#logTail(logStart)}`,
     );
@@ -197,7 +207,8 @@ export class LocalRegistry {
     await new Promise<void>((resolve, reject) => {
       server.once('error', (error: NodeJS.ErrnoException) =>
         reject(
-          new Error(
+          new HangarError(
+            'runtime_unavailable',
             error.code === 'EADDRINUSE'
               ? `cannot start the image registry: ${this.address} is already in use by another process ` +
                   '(stop that process or configure another registry port)'

@@ -1,3 +1,4 @@
+import { HangarError } from '../../shared/errors.js';
 import type { UidMapping } from '../uid-range.js';
 import { defaultSeccompProfile } from './seccomp.js';
 
@@ -161,7 +162,8 @@ export function resolveCommand(
   if (init?.exec && init.exec.length > 0) return init.exec;
   const command = [...(init?.entrypoint ?? image.entrypoint), ...(init?.cmd ?? image.cmd)];
   if (command.length === 0) {
-    throw new Error(
+    throw new HangarError(
+      'failed_precondition',
       'the image sets no command and the machine config has none: set config.init.cmd or config.init.exec',
     );
   }
@@ -178,7 +180,8 @@ export function resolveUser(spec: string, passwd: string, group: string): { uid:
       .map((line) => line.split(':'))
       .find((fields) => fields[0] === name)?.[idField];
   const uidText = /^\d+$/.test(userPart) ? userPart : lookup(passwd, userPart, 2);
-  if (uidText === undefined) throw new Error(`the image's user "${userPart}" is not in its /etc/passwd`);
+  if (uidText === undefined)
+    throw new HangarError('failed_precondition', `the image's user "${userPart}" is not in its /etc/passwd`);
   const uid = Number(uidText);
   let gid: number;
   if (groupPart === undefined) {
@@ -189,7 +192,11 @@ export function resolveUser(spec: string, passwd: string, group: string): { uid:
     gid = passwdGid === undefined ? uid : Number(passwdGid);
   } else {
     const gidText = /^\d+$/.test(groupPart) ? groupPart : lookup(group, groupPart, 2);
-    if (gidText === undefined) throw new Error(`the image's group "${groupPart}" is not in its /etc/group`);
+    if (gidText === undefined)
+      throw new HangarError(
+        'failed_precondition',
+        `the image's group "${groupPart}" is not in its /etc/group`,
+      );
     gid = Number(gidText);
   }
   return { uid, gid };

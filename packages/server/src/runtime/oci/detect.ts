@@ -1,5 +1,6 @@
 import { chmod, chown, copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { HangarError } from '../../shared/errors.js';
 import { runCommand } from '../../shared/run.js';
 import { MachineCgroups } from './cgroups.js';
 import { OciCli, type OciRuntimeChoice } from './oci-cli.js';
@@ -36,7 +37,10 @@ export async function detectOciRuntime(scratchDir: string, stateRoot: string): P
     const rootfs = join(bundle, 'rootfs');
     await mkdir(rootfs);
     await copyFile(INIT_BINARY, join(rootfs, 'init')).catch(() => {
-      throw new Error(`${INIT_BINARY} is missing: install Debian's tini package (scripts/install.sh does)`);
+      throw new HangarError(
+        'runtime_unavailable',
+        `${INIT_BINARY} is missing: install Debian's tini package (scripts/install.sh does)`,
+      );
     });
     await chmod(join(rootfs, 'init'), 0o755);
     const paths = [rootfs, join(rootfs, 'init'), join(rootfs, 'proc'), join(rootfs, 'dev')];
@@ -59,7 +63,7 @@ export async function detectOciRuntime(scratchDir: string, stateRoot: string): P
       const why = (result.stderr || result.stdout).trim().split('\n').pop() ?? `exit ${result.code}`;
       refused.push(`${choice.binary}${choice.hideUnifiedCgroup ? ' (cgroup2 hidden)' : ''}: ${why}`);
     }
-    throw new Error(`no OCI runtime works on this host: ${refused.join('; ')}`);
+    throw new HangarError('runtime_unavailable', `no OCI runtime works on this host: ${refused.join('; ')}`);
   } finally {
     await rm(bundle, { recursive: true, force: true });
   }

@@ -1,4 +1,5 @@
 import Database from 'better-sqlite3';
+import { HangarError } from '../../shared/errors.js';
 import {
   type Change,
   type ChangeBatch,
@@ -68,7 +69,8 @@ export class SqliteStore implements Store {
   #migrate(): void {
     const applied = this.#db.pragma('user_version', { simple: true }) as number;
     if (applied > MIGRATIONS.length) {
-      throw new Error(
+      throw new HangarError(
+        'internal',
         `the database schema (version ${applied}) is newer than this hangard understands (${MIGRATIONS.length}); upgrade hangard`,
       );
     }
@@ -99,7 +101,7 @@ export class SqliteStore implements Store {
       const fields = Object.keys(filter).filter((f) => (filter as Record<string, unknown>)[f] !== undefined);
       for (const field of fields) {
         if (!spec.indexes.includes(field as keyof T & string)) {
-          throw new Error(`${name}: cannot filter on unindexed field ${field}`);
+          throw new HangarError('internal', `${name}: cannot filter on unindexed field ${field}`);
         }
       }
       const clauses = fields.map((f) =>
@@ -115,7 +117,7 @@ export class SqliteStore implements Store {
       this.#pending.push({ collection: name, key, doc });
     };
     const assertWritable = () => {
-      if (!writable) throw new Error('write attempted inside a read transaction');
+      if (!writable) throw new HangarError('internal', 'write attempted inside a read transaction');
     };
     const write = (doc: T, verb: 'INSERT' | 'UPDATE') => {
       assertWritable();
@@ -130,7 +132,8 @@ export class SqliteStore implements Store {
         } else {
           const sets = ['doc = ?', ...columns.map((c) => `${c} = ?`)].join(', ');
           const result = this.#prepare(`UPDATE ${table} SET ${sets} WHERE key = ?`).run(...values, key);
-          if (result.changes === 0) throw new Error(`${name}: no document with key ${key} to update`);
+          if (result.changes === 0)
+            throw new HangarError('internal', `${name}: no document with key ${key} to update`);
         }
       } catch (error) {
         const conflict = constraintFields(error);
@@ -182,7 +185,7 @@ export class SqliteStore implements Store {
       Object.defineProperty(tx, name, { get: () => this.#collection(name, writable), enumerable: true });
     }
     tx.nextSequence = (sequence: string) => {
-      if (!writable) throw new Error('write attempted inside a read transaction');
+      if (!writable) throw new HangarError('internal', 'write attempted inside a read transaction');
       const row = this.#prepare(
         'INSERT INTO sequences (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1 RETURNING value',
       ).get(sequence) as { value: number };
@@ -243,7 +246,7 @@ export class SqliteStore implements Store {
   }
 
   #assertOpen(): void {
-    if (this.#closed) throw new Error('the store is closed');
+    if (this.#closed) throw new HangarError('internal', 'the store is closed');
   }
 
   close(): void {
