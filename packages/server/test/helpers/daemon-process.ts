@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type ApiResponse, type CallOptions, callApi } from './hangard.js';
+import { freePort } from './ports.js';
 
 /**
  * Runs hangard as production does: a child `node --import tsx packages/server/src/main.ts` on a data
@@ -70,19 +70,6 @@ export function daemonHarness(t: TestContext): DaemonHarness {
       return daemon;
     },
   };
-}
-
-/** A port nobody listens on right now: bind port 0, read it, close. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 async function spawnDaemon(
