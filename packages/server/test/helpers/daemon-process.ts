@@ -92,6 +92,9 @@ async function spawnDaemon(
         HANGAR_RATE_LIMITS: 'off',
         // A SIGKILLed daemon could not remove bridges and rules: only the network tests turn them on.
         HANGAR_NETWORK: 'off',
+        // A runtime starts the image registry on the default port, one port for every daemon of every
+        // test file running at once: the tests that run machines ask for it with their own registry port.
+        HANGAR_RUNTIME: 'off',
         ...env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
