@@ -162,6 +162,11 @@ async function startHttpFloor(bodyFile) {
 
 // ---- the client: node:http with a keep-alive agent, N workers in a closed loop -------------------------
 
+/**
+ * @param {import('node:http').Agent} agent
+ * @param {{ host: string, port: number, token: string }} target
+ * @param {{ method: string, path: string, body?: string }} request
+ */
 function send(agent, target, { method, path, body }) {
   return new Promise((resolve, reject) => {
     const headers = { accept: 'application/json' };

@@ -9,8 +9,12 @@ import { join } from 'node:path';
 const dataset = JSON.parse(readFileSync(process.env.BENCH_DNS_DATA, 'utf8'));
 const code = process.env.BENCH_DNS_CODE;
 const ext = process.env.BENCH_DNS_EXT;
+// The types name the source modules, so that the bench type-check notices when one moves.
+/** @type {typeof import('../../packages/server/src/store/sqlite/sqlite-store.ts')} */
 const { SqliteStore } = await import(join(code, `store/sqlite/sqlite-store.${ext}`));
+/** @type {typeof import('../../packages/server/src/dns/view.ts')} */
 const { DnsView } = await import(join(code, `dns/view.${ext}`));
+/** @type {typeof import('../../packages/server/src/dns/server.ts')} */
 const { DnsServer } = await import(join(code, `dns/server.${ext}`));
 
 const AT = '2026-01-01T00:00:00.000Z';

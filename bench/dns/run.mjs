@@ -211,7 +211,7 @@ function percentile(sorted, p) {
  */
 async function load(port, names, { durationMs, maxQueries, expectedAnswers }) {
   const socket = dgram.createSocket('udp4');
-  await new Promise((resolve) => socket.bind(0, '127.0.0.1', resolve));
+  await new Promise((resolve) => socket.bind(0, '127.0.0.1', () => resolve(undefined)));
   const templates = names.map((name) =>
     dnsPacket.encode({
       type: 'query',

@@ -28,12 +28,13 @@ export function serverCode(mode) {
   return { kind: 'tsx', nodeArgs: ['--import', 'tsx'], dir: join(SERVER, 'src'), ext: 'ts' };
 }
 
+/** @returns {Promise<number>} */
 export function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
+      const { port } = /** @type {import('node:net').AddressInfo} */ (server.address());
       server.close(() => resolve(port));
     });
   });
@@ -54,9 +55,16 @@ export function positive(name, text, { max = Number.POSITIVE_INFINITY, integer =
   return value;
 }
 
-/** The flags (node:util parseArgs options, plus -h/--help); a bad flag or --help prints `help` and exits. */
+/**
+ * The flags (node:util parseArgs options, plus -h/--help); a bad flag or --help prints `help` and exits.
+ * @template {NonNullable<import('node:util').ParseArgsConfig['options']>} T
+ * @param {T} options
+ * @param {string} help
+ * @returns {ReturnType<typeof parseArgs<{ options: T }>>['values']}
+ */
 export function parseFlags(options, help) {
-  let values;
+  /** @type {Record<string, unknown>} */
+  let values = {};
   try {
     ({ values } = parseArgs({
       options: { ...options, help: { type: 'boolean', short: 'h', default: false } },
@@ -69,7 +77,7 @@ export function parseFlags(options, help) {
     process.stdout.write(help);
     process.exit(0);
   }
-  return values;
+  return /** @type {any} */ (values);
 }
 
 /**

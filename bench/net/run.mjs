@@ -90,9 +90,14 @@ const log = (line) => {
 
 register();
 const srcUrl = (path) => new URL(`packages/server/src/${path}`, `file://${ROOT}`).href;
+// The types name the same modules, so that the bench type-check notices when one moves.
+/** @type {typeof import('../../packages/server/src/net/linux-net.ts')} */
 const { LinuxNetwork } = await import(srcUrl('net/linux-net.ts'));
+/** @type {typeof import('../../packages/server/src/sixpn/address-plan.ts')} */
 const { planAttachment, planNetwork } = await import(srcUrl('sixpn/address-plan.ts'));
+/** @type {typeof import('../../packages/server/src/net/ruleset.ts')} */
 const { buildRuleset } = await import(srcUrl('net/ruleset.ts'));
+/** @type {typeof import('../../packages/server/src/sixpn/ipv6.ts')} */
 const { flycastAddress } = await import(srcUrl('sixpn/ipv6.ts'));
 
 // ---- the namespace of the run ------------------------------------------------------------------------------

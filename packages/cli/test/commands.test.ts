@@ -162,8 +162,14 @@ test('machine run builds the config from flags and waits for started', async (t)
   const wait = server.requests[1];
   assert.equal(wait?.path, `/v1/apps/acme/machines/${MACHINE.id}/wait`);
   assert.equal(wait?.url.searchParams.get('state'), 'started');
-  assert.match(result.stdout, /Machine 1857156b526dd8 \(aged-thunder-7371\) created in region local/);
-  assert.match(result.stdout, /State: started/);
+  // One line each, in order, all on stdout (the waiting line once ran into `State: started`).
+  assert.equal(
+    result.stdout,
+    'Machine 1857156b526dd8 (aged-thunder-7371) created in region local\n' +
+      'Waiting for 1857156b526dd8 to start...\n' +
+      'State: started\n',
+  );
+  assert.equal(result.stderr, '');
 });
 
 test('machine stop passes signal and timeout; several ids are handled in order', async (t) => {

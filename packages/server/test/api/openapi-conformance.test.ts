@@ -49,7 +49,7 @@ test('responses conform to the Machines OpenAPI spec', async (t) => {
   await t.test('App, ListAppsResponse and a 422 for a taken name', async () => {
     const created = await h.call('POST', '/v1/apps', { app_name: app, org_slug: 'personal' });
     expectStatus(created, 201, 'create app');
-    // The spec's 201 has no body; Hangar returns the App object as flyctl expects (fly-semantics §1.2).
+    // The spec's 201 has no body; Hangar returns the App object as flyctl expects.
     assertMatchesSchema('App', created.body, 'create app');
 
     expectError(

@@ -1,11 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { type ApiResponse, type CallOptions, callApi } from './hangard.js';
+import { freePort } from './ports.js';
 
 /**
  * Runs hangard as production does: a child `node --import tsx packages/server/src/main.ts` on a data
@@ -72,19 +72,6 @@ export function daemonHarness(t: TestContext): DaemonHarness {
   };
 }
 
-/** A port nobody listens on right now: bind port 0, read it, close. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
 async function spawnDaemon(
   dataDir: string,
   env: Record<string, string>,
@@ -105,6 +92,9 @@ async function spawnDaemon(
         HANGAR_RATE_LIMITS: 'off',
         // A SIGKILLed daemon could not remove bridges and rules: only the network tests turn them on.
         HANGAR_NETWORK: 'off',
+        // A runtime starts the image registry on the default port, one port for every daemon of every
+        // test file running at once: the tests that run machines ask for it with their own registry port.
+        HANGAR_RUNTIME: 'off',
         ...env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],

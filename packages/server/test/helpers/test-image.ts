@@ -1,11 +1,11 @@
 import { execFile } from 'node:child_process';
 import { chmod, copyFile, mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { promisify } from 'node:util';
 import { LocalRegistry } from '../../src/runtime/images/registry.js';
+import { freePort } from './ports.js';
 
 /**
  * Small images for tests, built without a daemon: umoci lays out an empty image, the host's static busybox
@@ -126,15 +126,8 @@ async function umoci(...args: string[]): Promise<void> {
   await run('umoci', args);
 }
 
-/** A loopback port nobody listens on right now. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (address === null || typeof address === 'string') throw new Error('no port');
-  return address.port;
-}
+/** Re-exported for the tests that build images for a registry of their own. */
+export { freePort };
 
 /** A LocalRegistry on a free loopback port in a temp dir; closed and removed after the test. */
 export async function startTestRegistry(t: TestContext): Promise<LocalRegistry> {

@@ -55,7 +55,9 @@ export default defineVerb<Opts>({
     });
     if (!out.json) out.line(`Machine ${machine.id} (${machine.name}) created in region ${machine.region}`);
     if (!opts.skipLaunch && !opts.detach) {
-      if (!out.json) out.note(`Waiting for ${machine.id} to start...`);
+      // On stdout with the lines around it: a reader that captures the two streams apart and joins them
+      // saw `State: started` glued to this line, out of order. With --json, stdout stays pure JSON.
+      if (!out.json) out.line(`Waiting for ${machine.id} to start...`);
       await api.waitForState(appName, machine.id, 'started', {
         timeoutMs: waitMs,
         instanceId: machine.instance_id,

@@ -177,10 +177,16 @@ export class LocalRegistry {
     } catch {
       return;
     }
-    if (Number.isInteger(pid) && pid > 0 && (await this.#isOurRegistry(pid))) {
-      signalPid(pid, 'SIGTERM');
-      if (!(await waitForExit(pid, STOP_GRACE_MS))) {
-        signalPid(pid, 'SIGKILL');
+    if (Number.isInteger(pid) && pid > 0) {
+      if (await this.#isOurRegistry(pid)) {
+        signalPid(pid, 'SIGTERM');
+        if (!(await waitForExit(pid, STOP_GRACE_MS))) {
+          signalPid(pid, 'SIGKILL');
+          await waitForExit(pid, STOP_GRACE_MS);
+        }
+      } else if (await isExiting(pid)) {
+        // A registry killed a moment ago has already lost its command line (so it is not recognized
+        // above) while its threads may still hold the listening port: wait until it is gone.
         await waitForExit(pid, STOP_GRACE_MS);
       }
     }
@@ -330,6 +336,21 @@ async function isAlive(pid: number): Promise<boolean> {
     const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
     if (state !== 'Z' && state !== 'X') return true;
     return (await readdir(`/proc/${pid}/task`)).length > 1;
+  } catch {
+    return false;
+  }
+}
+
+/** linux/sched.h: set on a process from the moment it begins to exit. */
+const PF_EXITING = 0x4;
+
+/** Whether the process is on its way out: its memory is released before its threads close its files. */
+async function isExiting(pid: number): Promise<boolean> {
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    // After the command name: state ppid pgrp session tty_nr tpgid flags …
+    const flags = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[6]);
+    return Number.isInteger(flags) && (flags & PF_EXITING) !== 0;
   } catch {
     return false;
   }
