@@ -16,6 +16,8 @@ const { SqliteStore } = await import(join(code, `store/sqlite/sqlite-store.${ext
 const { DnsView } = await import(join(code, `dns/view.${ext}`));
 /** @type {typeof import('../../packages/server/src/dns/server.ts')} */
 const { DnsServer } = await import(join(code, `dns/server.${ext}`));
+/** @type {typeof import('../../packages/server/src/shared/machine-config.ts')} */
+const { normalizeMachineConfig } = await import(join(code, `shared/machine-config.${ext}`));
 
 const AT = '2026-01-01T00:00:00.000Z';
 const store = new SqliteStore({ path: ':memory:' });
@@ -42,7 +44,10 @@ await store.write((tx) => {
         hostId: 'bench',
         state: 'started',
         instanceId: '01HEPA330HZ37A78TK080NAK1M',
-        config: { image: 'registry.example/bench:1', metadata: { fly_process_group: 'app' } },
+        config: normalizeMachineConfig({
+          image: 'registry.example/bench:1',
+          metadata: { fly_process_group: 'app' },
+        }),
         imageRef: null,
         privateIp: machine.ip,
         cordoned: false,
