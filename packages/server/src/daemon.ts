@@ -3,11 +3,12 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from './api/server.js';
 import { mintToken } from './auth/tokens.js';
-import type { ResolvedConfig } from './config/config.js';
+import { type ResolvedConfig, registryPolicyOf } from './config/config.js';
 import { type HostDns, startHostDns } from './dns/host-dns.js';
 import { createPlatform, type Platform } from './machines/platform.js';
 import type { HostLockOptions } from './net/host-lock.js';
 import { HostNetwork } from './net/host-network.js';
+import { RegistryProxy } from './registry/registry-proxy.js';
 import { type HostRuntime, startHostRuntime } from './runtime/host-runtime.js';
 import type { MachineRuntime } from './runtime/runtime.js';
 import { hostCanLoopMount, VolumeStorage } from './runtime/volumes/volume-storage.js';
@@ -49,6 +50,11 @@ export interface StartOptions {
   hostLock?: HostLockOptions;
   /** Where conditions the operator should know of go; default stderr (unless logLevel is silent). */
   onWarning?: (message: string) => void;
+  /**
+   * Where host-side details that tenants must not see go (why a pull failed, with addresses and tool
+   * output); default stderr unless logLevel is silent.
+   */
+  onDetail?: (message: string) => void;
 }
 
 export const dataFiles = (dataDir: string) => ({
@@ -58,8 +64,8 @@ export const dataFiles = (dataDir: string) => ({
 });
 
 /**
- * Composition root: store → volumes → private networks → machine runtime → platform → reconcile →
- * DNS → api, in that order; close() undoes it in reverse.
+ * Composition root: store → volumes → private networks → machine runtime (and the registry's public
+ * address) → platform → reconcile → DNS → api, in that order; close() undoes it in reverse.
  */
 export async function startHangard(config: ResolvedConfig, options: StartOptions = {}): Promise<Hangard> {
   const files = dataFiles(config.dataDir);
@@ -68,10 +74,16 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     ((message: string) => {
       if (config.logLevel !== 'silent') process.stderr.write(`hangard: warning: ${message}\n`);
     });
+  const detail =
+    options.onDetail ??
+    ((message: string) => {
+      if (config.logLevel !== 'silent') process.stderr.write(`hangard: ${message}\n`);
+    });
   const store = new SqliteStore({ path: files.database, synchronous: config.databaseSync });
   let api: FastifyInstance | undefined;
   let volumeStorage: VolumeStorage | undefined;
   let hostRuntime: HostRuntime | undefined;
+  let registryProxy: RegistryProxy | undefined;
   let hostNetwork: HostNetwork | undefined;
   let dns: HostDns | undefined;
   try {
@@ -103,12 +115,22 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         }
       }
       try {
-        hostRuntime = await startHostRuntime(config, volumeStorage, hostNetwork);
+        hostRuntime = await startHostRuntime(config, volumeStorage, hostNetwork, detail);
+        // Tenants reach the registry only through this authenticating proxy on its public address.
+        registryProxy = await RegistryProxy.listen({
+          host: '127.0.0.1',
+          port: config.registry.port,
+          upstreamSocket: hostRuntime.registry.socket!,
+          internalCredential: hostRuntime.registryCredential,
+          log: detail,
+        });
         runtime = hostRuntime.runtime;
         runtimeStatus = { description: hostRuntime.description };
       } catch (error) {
         if (config.runtime === 'required') throw error;
         runtimeStatus = { missing: (error as Error).message };
+        await hostRuntime?.close();
+        hostRuntime = undefined;
         await hostNetwork?.close();
         hostNetwork = undefined;
       }
@@ -123,8 +145,11 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       hostId: config.hostId,
       region: config.region,
       ips: config.ips,
+      registryPolicy: registryPolicyOf(config),
       now: options.now ?? Date.now,
     });
+    // Before reconcile, whose restarts may pull from it.
+    registryProxy?.serve(platform);
     let createdToken: string | undefined;
     if (await platform.tokens.needsBootstrap()) {
       const minted = mintToken();
@@ -189,6 +214,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
               const ids = await store.read((tx) => tx.machines.list().map((m) => m.id));
               for (const id of ids) await runtime.destroy(id);
             }
+            await registryProxy?.close();
             await (hostRuntime ?? runtime)?.close();
             await dns?.close();
             // Bridges and rules stay for the machines that keep running, unless none is left.
@@ -204,6 +230,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     };
   } catch (error) {
     await api?.close();
+    await registryProxy?.close().catch(() => undefined);
     await dns?.close().catch(() => undefined);
     await hostRuntime?.close().catch(() => undefined);
     await hostNetwork?.close().catch(() => undefined);

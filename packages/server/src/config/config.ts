@@ -3,6 +3,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { HangarError } from '../shared/errors.js';
+import type { RegistryPolicy } from '../shared/registry-policy.js';
 import { parseHostId } from '../sixpn/address-plan.js';
 import { addressInPrefix } from '../sixpn/ipv6.js';
 import { DEFAULT_RATE_LIMITS } from './rate-limits.js';
@@ -20,6 +21,7 @@ const isUsablePrefix = (prefix: string) => {
  * hangard's configuration: defaults, then a JSON file, then HANGAR_* environment variables, then flags.
  * Every key is validated strictly: a typo is an error at start, never a silently ignored setting.
  */
+const registryHost = z.string().regex(/^[^/\s@]+$/, 'a registry as host or host:port');
 const bucket = z.strictObject({ perSecond: z.number().positive(), burst: z.number().int().min(1) });
 
 export const ConfigSchema = z.strictObject({
@@ -52,11 +54,18 @@ export const ConfigSchema = z.strictObject({
     /** Machines may open connections to the outside world through the host (masqueraded). */
     egress: z.boolean(),
   }),
-  /** Hangar's own image registry, on loopback. */
+  /** Hangar's own image registry (on loopback), and which other registries machines may pull from. */
   registry: z.strictObject({
     port: z.number().int().min(1).max(65535),
     /** Other registries (`host:port`) reached over plain HTTP without TLS checks, e.g. a LAN registry. */
-    insecure: z.array(z.string().regex(/^[^/\s]+$/, 'a registry as host or host:port')),
+    insecure: z.array(registryHost),
+    /**
+     * Registries allowed whatever address they resolve to (a LAN or loopback registry); public ones
+     * need no entry. `host` allows every port of that host, `host:port` one.
+     */
+    allowed: z.array(registryHost),
+    /** Allow registries on private addresses (RFC 1918, unique-local except 6PN, CGNAT). */
+    allowPrivate: z.boolean(),
   }),
   /** FULL: an acknowledged write survives power loss. NORMAL: faster, survives a crash of hangard. */
   databaseSync: z.enum(['FULL', 'NORMAL']),
@@ -79,10 +88,28 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
   ips: { sharedV4: '127.0.0.1', publicV6Prefix: 'fd68:616e:6761:7200::/64' },
   runtime: 'auto',
   network: { mode: 'auto', egress: false },
-  registry: { port: 4281, insecure: [] },
+  registry: { port: 4281, insecure: [], allowed: [], allowPrivate: false },
   databaseSync: 'FULL',
   rateLimits: DEFAULT_RATE_LIMITS,
 };
+
+/**
+ * The spellings of Hangar's own registry in image references: its public address on loopback, by
+ * number and by name.
+ */
+export function ownRegistryAddresses(config: Pick<ResolvedConfig, 'registry'>): string[] {
+  return [`127.0.0.1:${config.registry.port}`, `localhost:${config.registry.port}`];
+}
+
+/** The pull policy of shared/registry-policy.ts, as this configuration sets it. */
+export function registryPolicyOf(config: Pick<ResolvedConfig, 'registry'>): RegistryPolicy {
+  return {
+    own: ownRegistryAddresses(config),
+    // Registries the operator names as plain-HTTP ones are registries the operator allows.
+    allowed: [...config.registry.allowed, ...config.registry.insecure],
+    allowPrivate: config.registry.allowPrivate,
+  };
+}
 
 export interface ConfigSources {
   file?: string;

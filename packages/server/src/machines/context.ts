@@ -3,6 +3,7 @@ import type { MachineRuntime } from '../runtime/runtime.js';
 import type { VolumeStorage } from '../runtime/volumes/volume-storage.js';
 import type { Vault } from '../secrets/vault.js';
 import { HangarError } from '../shared/errors.js';
+import type { RegistryPolicy } from '../shared/registry-policy.js';
 import type { AppRecord, OrgRecord } from '../store/records.js';
 import type { ReadTx, Store } from '../store/store.js';
 
@@ -18,6 +19,8 @@ export interface PlatformContext {
   hostId: string;
   region: string;
   ips: { sharedV4: string; publicV6Prefix: string };
+  /** Where machines' images may come from (Hangar's registry and the operator's pull policy). */
+  registryPolicy: RegistryPolicy;
   now: () => number;
 }
 

@@ -8,6 +8,7 @@ import { HangarError } from '../shared/errors.js';
 import type { AppRecord, MachineRecord } from '../store/records.js';
 import type { ReadTx } from '../store/store.js';
 import { isoNow, type PlatformContext } from './context.js';
+import { checkOwnRegistrySpace } from './image-rules.js';
 import { type EventSource, recordEvent, setMachineState } from './machine-events.js';
 import { NO_RUNTIME_MESSAGE, pinnedImage } from './machine-rules.js';
 import { machineSpec, stopSettings } from './machine-spec.js';
@@ -32,7 +33,12 @@ export class MachineLifecycle {
       try {
         if (machine.state === 'suspended') return await runtime.resume(machine.id);
         // Derived inside the step, so a spec that cannot be built (a missing secret) fails the machine with its reason.
-        const spec = await this.ctx.store.read((tx) => this.#spec(tx, tx.apps.get(machine.appId)!, machine));
+        const spec = await this.ctx.store.read((tx) => {
+          const app = tx.apps.get(machine.appId)!;
+          // Again at boot: the image of a machine made before these rules, or a pinned digest, is checked too.
+          checkOwnRegistrySpace(machine.config.image, app.name, this.ctx.registryPolicy);
+          return this.#spec(tx, app, machine);
+        });
         const imageRef = await runtime.prepare(spec);
         if (imageRef.digest !== machine.imageRef?.digest) {
           await this.ctx.store.write((tx) =>

@@ -16,6 +16,7 @@ import type {
 import type { ReadTx } from '../store/store.js';
 import { appFor, isoNow, type PlatformContext } from './context.js';
 import { ExitHandler } from './exits.js';
+import { checkMachineImage } from './image-rules.js';
 import { Leases } from './leases.js';
 import { MachineLifecycle } from './lifecycle.js';
 import { recordEvent, setMachineState } from './machine-events.js';
@@ -180,6 +181,9 @@ export class MachinesService {
     }
     const leaseTtlSec = checkLeaseTtl(input.leaseTtlSec, 'lease_ttl');
     const launch = !input.skipLaunch;
+    // Access first, so that only a caller who may use the app learns what the image rules say.
+    const owner = await this.ctx.store.read((tx) => appFor(tx, principal, appName, 'write'));
+    await checkMachineImage(config.image, owner.name, this.ctx.registryPolicy);
     const view = await this.ctx.store.write((tx) => {
       const app = appFor(tx, principal, appName, 'write');
       checkSecretsVersion(app, input.minSecretsVersion);
@@ -251,6 +255,7 @@ export class MachinesService {
         throw invalidArgument(`region: a machine's region cannot change (it is "${machine.region}")`);
       }
       checkSecretsVersion(app, input.minSecretsVersion);
+      await checkMachineImage(config.image, app.name, this.ctx.registryPolicy);
       const wasRunning = machine.state === 'started';
       // A suspended machine's frozen workload belongs to the old version: it goes too.
       if (wasRunning || machine.state === 'suspended') await this.#lifecycle.stopWorkload(machine, 'update');

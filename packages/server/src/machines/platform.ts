@@ -2,6 +2,7 @@ import { AppsService } from './apps.js';
 import type { PlatformContext } from './context.js';
 import { IpsService } from './ips.js';
 import { MachinesService } from './machines.js';
+import { RegistryAccessService } from './registry-access.js';
 import { SecretsService } from './secrets.js';
 import { TokensService } from './tokens.js';
 import { VolumesService } from './volumes.js';
@@ -14,6 +15,8 @@ export interface Platform {
   secrets: SecretsService;
   ips: IpsService;
   tokens: TokensService;
+  /** Who may pull and push which space of Hangar's registry. */
+  registry: RegistryAccessService;
   /** The region this host serves. */
   region: string;
 }
@@ -28,6 +31,7 @@ export function createPlatform(ctx: PlatformContext): Platform {
     secrets: new SecretsService(ctx),
     ips: new IpsService(ctx),
     tokens: new TokensService(ctx),
+    registry: new RegistryAccessService(ctx),
     region: ctx.region,
   };
 }

@@ -57,7 +57,10 @@ export interface TestImageConfig {
 export interface TestImageOptions {
   /** `host:port` of a registry that speaks plain HTTP. */
   registry: string;
+  /** In Hangar's registry, `<app>/<name>`: repositories live in their app's space. */
   repository: string;
+  /** A Hangar token that may push to the repository's app (Hangar's registry wants one). */
+  token?: string;
   tag?: string;
   /** Extra files, by absolute path in the image; a string is written with mode 0644. */
   files?: Record<string, string | { content: string; mode: number }>;
@@ -113,6 +116,8 @@ export async function buildTestImage(options: TestImageOptions): Promise<string>
       'copy',
       '--quiet',
       '--dest-tls-verify=false',
+      // Any user name and the token as password, as with Fly's registry.
+      ...(options.token ? ['--dest-creds', `hangar:${options.token}`] : ['--dest-no-creds']),
       `oci:${image}`,
       `docker://${reference}`,
     ]);

@@ -111,12 +111,14 @@ test('isolation: machines cannot reach other apps or the host', { skip, timeout:
   await createApp(h, 'iso-b', 'net-b');
   const imageA = await buildTestImage({
     registry,
-    repository: 'iso-a',
+    token: h.token,
+    repository: 'iso-a/web',
     files: { '/www/index.html': 'app A\n', '/a-image-only': 'A\n' },
   });
   const imageB = await buildTestImage({
     registry,
-    repository: 'iso-b',
+    token: h.token,
+    repository: 'iso-b/web',
     files: { '/www/index.html': 'app B\n' },
   });
   const volume = await ok(h, 'POST', '/v1/apps/iso-a/volumes', { name: 'a_data', size_gb: 1 });

@@ -163,7 +163,8 @@ test('machines run as OCI containers', { skip, timeout: 150_000 }, async (t) => 
   const app = 'rt-app';
   const web = await buildTestImage({
     registry: f.registry,
-    repository: 'rt-web',
+    token: f.h.token,
+    repository: 'rt-app/rt-web',
     files: { '/www/index.html': 'hello from the machine\n' },
   });
   let webMachine = '';
@@ -186,7 +187,7 @@ test('machines run as OCI containers', { skip, timeout: 150_000 }, async (t) => 
       const machine = await ok(h, 'GET', `/v1/apps/${app}/machines/${webMachine}`);
       assert.equal(machine.state, 'started');
       assert.equal(machine.image_ref.registry, f.registry);
-      assert.equal(machine.image_ref.repository, 'rt-web');
+      assert.equal(machine.image_ref.repository, 'rt-app/rt-web');
       assert.equal(machine.image_ref.tag, 'latest');
       assert.match(machine.image_ref.digest, /^sha256:[0-9a-f]{64}$/);
       const kinds = machine.events.map((e: Json) => `${e.type}:${e.status}`);
@@ -214,7 +215,8 @@ test('machines run as OCI containers', { skip, timeout: 150_000 }, async (t) => 
   await t.test('(b) stop with a signal the app traps: exit code passes through, logs show it', async () => {
     const trapImage = await buildTestImage({
       registry: f.registry,
-      repository: 'rt-trap',
+      token: f.h.token,
+      repository: 'rt-app/rt-trap',
       config: {
         cmd: script("trap 'echo got TERM; exit 7' TERM; echo ready; while true; do sleep 1 & wait; done"),
       },
@@ -248,7 +250,8 @@ test('machines run as OCI containers', { skip, timeout: 150_000 }, async (t) => 
 
     const stubborn = await buildTestImage({
       registry: f.registry,
-      repository: 'rt-stubborn',
+      token: f.h.token,
+      repository: 'rt-app/rt-stubborn',
       config: { cmd: script("trap '' TERM; echo ignoring; while true; do sleep 1 & wait; done") },
     });
     const id2 = await createMachine(f, app, {
@@ -303,7 +306,8 @@ test('machines run as OCI containers', { skip, timeout: 150_000 }, async (t) => 
   await t.test('(d) memory limit: the main process is OOM-killed and the exit event says so', async () => {
     const hungry = await buildTestImage({
       registry: f.registry,
-      repository: 'rt-hungry',
+      token: f.h.token,
+      repository: 'rt-app/rt-hungry',
       config: {
         cmd: script(
           "sleep 1; echo allocating; x=$(head -c 300000000 /dev/zero | tr '\\0' a); echo survived; sleep 1000",
@@ -397,7 +401,8 @@ test('machines run as OCI containers', { skip, timeout: 150_000 }, async (t) => 
   await t.test('(g) exec: stdout, stderr, exit code, stdin; logs: tail and follow', async () => {
     const chatty = await buildTestImage({
       registry: f.registry,
-      repository: 'rt-chatty',
+      token: f.h.token,
+      repository: 'rt-app/rt-chatty',
       config: { cmd: script('i=0; while true; do echo "line-$i"; i=$((i+1)); sleep 0.2; done') },
     });
     const id = await createMachine(f, app, { image: chatty });
@@ -457,12 +462,14 @@ test('machines run as OCI containers', { skip, timeout: 150_000 }, async (t) => 
     async () => {
       const failing = await buildTestImage({
         registry: f.registry,
-        repository: 'rt-failing',
+        token: f.h.token,
+        repository: 'rt-app/rt-failing',
         config: { cmd: script('echo booted; sleep 1; exit 1') },
       });
       const ending = await buildTestImage({
         registry: f.registry,
-        repository: 'rt-ending',
+        token: f.h.token,
+        repository: 'rt-app/rt-ending',
         config: { cmd: script('sleep 1; exit 0') },
       });
       const onFailure = await createMachine(f, app, {

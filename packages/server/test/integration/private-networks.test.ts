@@ -152,16 +152,18 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
     callApi(live!.hangard.url, token, method, path, body);
   const api = { call };
 
-  const image = await buildTestImage({
-    registry: `127.0.0.1:${registryPort}`,
-    repository: 'pn-probe',
-    config: { cmd: SERVE_ID },
-  });
   for (const key of ['a', 'b', 'd'] as const) {
     await ok(api, 'POST', '/v1/apps', {
       app_name: APPS[key],
       org_slug: 'personal',
       ...(key === 'd' ? {} : { network: NETWORK_NAMES[key] }),
+    });
+    // Each app runs the probe from its own space of Hangar's registry.
+    const image = await buildTestImage({
+      registry: `127.0.0.1:${registryPort}`,
+      token,
+      repository: `${APPS[key]}/probe`,
+      config: { cmd: SERVE_ID },
     });
     for (let i = 0; i < 2; i++) {
       const body = await ok(api, 'POST', `/v1/apps/${APPS[key]}/machines`, {
@@ -446,8 +448,9 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
     });
     await ok(api, 'POST', '/v1/apps', { app_name: 'pn-app-c', org_slug: 'personal', network: 'pn-net-c' });
     const probe = async (app: string) => {
+      // Never launched: the image needs to name the app's own space, not to exist.
       const body = await ok(api, 'POST', `/v1/apps/${app}/machines`, {
-        config: { image },
+        config: { image: `127.0.0.1:${registryPort}/${app}/probe` },
         skip_launch: true,
       });
       return networkIdOf(body.private_ip)!;

@@ -150,13 +150,14 @@ test('kill -9 of hangard: machines keep running, the next hangard re-adopts and 
 
   // 1. A hangard with four running machines, one of them suspended.
   const first = await startDaemon();
-  const image = await buildTestImage({
-    registry: `127.0.0.1:${registryPort}`,
-    repository: 'reconcile-web',
-    files: { '/www/index.html': 'still here\n' },
-  });
   const created = await first.call('POST', '/v1/apps', { app_name: 'rec', org_slug: 'personal' });
   assert.equal(created.status, 201, JSON.stringify(created.body));
+  const image = await buildTestImage({
+    registry: `127.0.0.1:${registryPort}`,
+    token: first.token,
+    repository: 'rec/web',
+    files: { '/www/index.html': 'still here\n' },
+  });
   const create = async (config: Record<string, unknown>) => {
     const body = await ok(first, 'POST', '/v1/apps/rec/machines', { config: { image, ...config } });
     ids.add(body.id);

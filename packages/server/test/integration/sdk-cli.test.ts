@@ -62,7 +62,9 @@ async function apiError(work: () => Promise<unknown>): Promise<MachinesApiError>
 test('the SDK and the CLI drive a real hangard', { skip: NEEDS_ROOT, timeout: 120_000 }, async (t) => {
   const registryPort = await freePort();
   const h = await startTestHangard(t, { config: { runtime: 'required', registry: { port: registryPort } } });
-  const image = await buildTestImage({ registry: `127.0.0.1:${registryPort}`, repository: 'sdk-cli' });
+  // Images live in their app's space of Hangar's registry: each app gets its own, pushed once it exists.
+  const pushImage = (app: string) =>
+    buildTestImage({ registry: `127.0.0.1:${registryPort}`, token: h.token, repository: `${app}/web` });
   // Retries off: an error must show up at once, as the server sent it.
   const client = new MachinesClient({ baseUrl: h.url, token: h.token, rateLimit: false, retries: false });
 
@@ -80,6 +82,7 @@ test('the SDK and the CLI drive a real hangard', { skip: NEEDS_ROOT, timeout: 12
       );
       assert.equal((await client.apps.get(app)).name, app);
 
+      const image = await pushImage(app);
       const launched = await client.machines.launch(app, {
         config: { image, guest: { cpu_kind: 'shared', cpus: 1, memory_mb: 128 } },
       });
@@ -173,6 +176,7 @@ test('the SDK and the CLI drive a real hangard', { skip: NEEDS_ROOT, timeout: 12
       );
       assert.ok(!secrets.stdout.includes('s3cr3t'), 'secret values are not listed');
 
+      const image = await pushImage(app);
       const run = await hangar(h, ['machine', 'run', image, '-a', app, '--memory', '128']);
       expectSuccess(run, 'machine run');
       const id = /^Machine (\w+) \(/.exec(run.stdout)?.[1];

@@ -26,7 +26,7 @@ const LEVELS: { rooms: string[]; siblings?: boolean }[] = [
   // What the runtime needs of the network is an interface the runtime declares, wired in daemon.ts.
   { rooms: ['runtime', 'net', 'dns'], siblings: true },
   { rooms: ['machines'] },
-  { rooms: ['api', 'proxy'] },
+  { rooms: ['api', 'proxy', 'registry'] },
   { rooms: ['daemon.ts', 'main.ts'] },
 ];
 

@@ -1,14 +1,15 @@
-import { chmodSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import { HangarError } from '../../shared/errors.js';
 import { formatReference, type ImageReference, parseReference } from '../../shared/image-reference.js';
+import { checkRegistryHost, type Lookup, type RegistryPolicy } from '../../shared/registry-policy.js';
 import { CommandError, runChecked } from '../../shared/run.js';
 import type { ImageRefRecord } from '../../store/records.js';
 import type { UidMapping } from '../uid-range.js';
 import { type ImageConfig, layoutTags, readLayoutImage, removeLayoutTags } from './oci-layout.js';
-import { ImagePullError, pullErrorFromSkopeo } from './pull-error.js';
-import { HOST_PLATFORM, resolveManifest } from './resolve-manifest.js';
+import { ImagePullError, PULL_MESSAGES, pullErrorFromSkopeo } from './pull-error.js';
+import { HOST_PLATFORM, resolveManifest, skopeoAuthArgs } from './resolve-manifest.js';
 import { ReadWriteLock } from './rw-lock.js';
 import { SharedWork } from './shared-work.js';
 
@@ -41,13 +42,27 @@ export interface PreparedImage {
 export interface ImageStoreOptions {
   /** `<dataDir>/images`. Must not contain `:` (skopeo and umoci split image names on it). */
   dir: string;
-  /** `host:port` of registries reached over plain HTTP without TLS checks (Hangar's own registry). */
+  /**
+   * Hangar's own registry: its `host:port` spellings (reached over plain HTTP) and the credential only
+   * hangard holds, with which it may pull any repository (the api decided which ones a machine may use).
+   */
+  ownRegistry?: { addresses: string[]; credential: string };
+  /** `host:port` of other registries reached over plain HTTP without TLS checks (the operator's). */
   insecureRegistries?: string[];
+  /**
+   * Which registries may be pulled from, checked again right before each pull. Default: Hangar's own
+   * and the insecure ones, nothing private.
+   */
+  policy?: RegistryPolicy;
+  /** Name resolution for the policy (tests replace it). */
+  lookup?: Lookup;
+  /** Where the host-side detail of a failed pull goes (hangard's log); tenants see only the message. */
+  log?: (line: string) => void;
   /** Bound on one prepare(): resolving, copying and unpacking. */
   pullTimeoutMs?: number;
   /**
-   * Resolve tags on insecure registries with one direct HTTP request (a few ms, so a cache hit stays fast)
-   * instead of `skopeo inspect` (~30 ms). On by default; off sends everything through skopeo.
+   * Resolve tags on Hangar's own registry with one direct HTTP request (a few ms, so a cache hit stays
+   * fast) instead of `skopeo inspect` (~30 ms). On by default; off sends everything through skopeo.
    */
   directManifestFetch?: boolean;
 }
@@ -89,6 +104,14 @@ export class ImageStore {
   readonly #unpackedDir: string;
   readonly #tmpDir: string;
   readonly #insecure: Set<string>;
+  readonly #own: Set<string>;
+  /** `Basic …` with hangard's own credential, for direct requests to Hangar's registry. */
+  readonly #ownAuthorization: string | undefined;
+  /** An auth file (0600) with hangard's credential for Hangar's registry, for skopeo. */
+  readonly #ownAuthFile: string | undefined;
+  readonly #policy: RegistryPolicy;
+  readonly #lookup: Lookup | undefined;
+  readonly #log: (line: string) => void;
   readonly #timeoutMs: number;
   readonly #direct: boolean;
   /** Index digest → this host's manifest digest. Digests never change meaning, so this is never stale. */
@@ -112,7 +135,16 @@ export class ImageStore {
     this.#layout = join(this.dir, 'oci');
     this.#unpackedDir = join(this.dir, 'unpacked');
     this.#tmpDir = join(this.dir, 'tmp');
-    this.#insecure = new Set((options.insecureRegistries ?? []).flatMap(loopbackAliases));
+    const own = options.ownRegistry;
+    this.#own = new Set((own?.addresses ?? []).flatMap(loopbackAliases));
+    this.#insecure = new Set([...(options.insecureRegistries ?? []).flatMap(loopbackAliases), ...this.#own]);
+    this.#policy = options.policy ?? {
+      own: [...this.#own],
+      allowed: [...this.#insecure],
+      allowPrivate: false,
+    };
+    this.#lookup = options.lookup;
+    this.#log = options.log ?? (() => undefined);
     this.#timeoutMs = options.pullTimeoutMs ?? 120_000;
     this.#direct = options.directManifestFetch ?? true;
     // Anything in tmp/ is an unpack that a crash interrupted; nothing refers to it.
@@ -124,6 +156,15 @@ export class ImageStore {
     for (const path of [this.dir, this.#unpackedDir]) {
       mkdirSync(path, { recursive: true });
       chmodSync(path, TRAVERSE_ONLY);
+    }
+    if (own) {
+      const auth = Buffer.from(`hangard:${own.credential}`).toString('base64');
+      this.#ownAuthorization = `Basic ${auth}`;
+      // A file rather than --src-creds: a command line is readable by every user of the host.
+      this.#ownAuthFile = join(this.dir, 'own-registry-auth.json');
+      const auths = Object.fromEntries([...this.#own].map((address) => [address, { auth }]));
+      rmSync(this.#ownAuthFile, { force: true });
+      writeFileSync(this.#ownAuthFile, JSON.stringify({ auths }), { mode: 0o600 });
     }
   }
 
@@ -155,13 +196,25 @@ export class ImageStore {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     const deadline = signal ? AbortSignal.any([signal, timeout]) : timeout;
     try {
-      const insecure = this.#insecure.has(parsed.registry.toLowerCase());
+      const registry = parsed.registry.toLowerCase();
+      const own = this.#own.has(registry);
+      if (!own) {
+        // Again here, not only when the machine was created: what a name resolves to can change.
+        await checkRegistryHost(parsed.registry, this.#policy, this.#lookup).catch((error: unknown) => {
+          throw HangarError.is(error) && error.code === 'forbidden'
+            ? new ImagePullError('refused', reference, error.message, { cause: error })
+            : error;
+        });
+      }
       const resolved = await resolveManifest(parsed, {
         reference,
-        insecure,
-        direct: this.#direct,
+        insecure: this.#insecure.has(registry),
+        ...(own && this.#direct && this.#ownAuthorization
+          ? { direct: { authorization: this.#ownAuthorization } }
+          : {}),
+        authArgs: skopeoAuthArgs(own ? this.#ownAuthFile : undefined, 'inspect'),
         signal: deadline,
-        notFoundHint: this.#notFoundHint(parsed, insecure),
+        notFoundHint: this.#notFoundHint(parsed, own),
       });
       this.#stats.resolves++;
       if (resolved.referencedDigest !== resolved.digest) {
@@ -180,7 +233,11 @@ export class ImageStore {
       );
       return this.#prepared(parsed, meta);
     } catch (error) {
-      throw this.#explain(error, reference, { cancelled: signal, timedOut: timeout });
+      const explained = this.#explain(error, reference, { cancelled: signal, timedOut: timeout });
+      this.#log(
+        `pulling image ${reference} failed (${explained.reason}): ${explained.detail || explained.message}`,
+      );
+      throw explained;
     }
   }
 
@@ -286,14 +343,16 @@ export class ImageStore {
   async #copy(parsed: ImageReference, reference: string, digest: string, signal: AbortSignal): Promise<void> {
     await this.#layoutLock.write(async () => {
       if ((await this.#layoutTagsOrReset()).has(hexOf(digest))) return;
-      const insecure = this.#insecure.has(parsed.registry.toLowerCase());
+      const registry = parsed.registry.toLowerCase();
+      const own = this.#own.has(registry);
       // By digest, not tag: the tag may have moved since it was resolved, and skopeo's docker transport
       // refuses a name with both.
       const source = `docker://${parsed.registry}/${parsed.repository}@${digest}`;
       const args = [
         'copy',
         '--quiet',
-        `--src-tls-verify=${!insecure}`,
+        `--src-tls-verify=${!this.#insecure.has(registry)}`,
+        ...skopeoAuthArgs(own ? this.#ownAuthFile : undefined, 'src'),
         source,
         `oci:${this.#layout}:${hexOf(digest)}`,
       ];
@@ -302,8 +361,7 @@ export class ImageStore {
       } catch (error) {
         if (!(error instanceof CommandError) || error.failure === 'aborted') throw error;
         throw pullErrorFromSkopeo(reference, `image ${formatReference(parsed)}`, error, {
-          notFound: this.#notFoundHint(parsed, insecure),
-          plainHttp: `add ${parsed.registry} to registry.insecure in hangard's configuration if it is meant to be used without TLS (docs/configuration.md)`,
+          notFound: this.#notFoundHint(parsed, own),
         });
       }
       this.#stats.copies++;
@@ -392,16 +450,20 @@ export class ImageStore {
     } catch (error) {
       if (!(error instanceof CommandError) || error.failure === 'aborted') throw error;
       const fix = error.failure === 'not_installed' ? ": install Debian's umoci package" : '';
-      throw new ImagePullError('failed', reference, `${what} failed: ${error.message}${fix}`, {
+      throw new ImagePullError('failed', reference, `${what} failed on the host`, {
         cause: error,
+        detail: `${error.message}${fix}`,
       });
     }
   }
 
-  #notFoundHint(parsed: ImageReference, insecure: boolean): string {
-    if (!insecure) return 'check the name and tag';
+  #notFoundHint(parsed: ImageReference, own: boolean): string {
+    if (!own) return 'check the name and tag';
     const target = `docker://${parsed.registry}/${parsed.repository}:${parsed.tag || 'latest'}`;
-    return `check the name and tag, or push it first with skopeo copy --dest-tls-verify=false oci:<layout>:<tag> ${target}`;
+    return (
+      'check the name and tag, or push it first with skopeo copy --dest-tls-verify=false ' +
+      `--dest-creds x:<deploy token> oci:<layout>:<tag> ${target}`
+    );
   }
 
   /** Aborts become timeout or cancelled errors; anything else unexpected becomes a `failed` ImagePullError. */
@@ -422,15 +484,19 @@ export class ImageStore {
         reference,
         `pulling image ${reference} took longer than ${this.#timeoutMs / 1000} s: the registry is slow or ` +
           'unreachable; check it and try again',
-        { cause: error },
+        { cause: error, detail: error instanceof ImagePullError ? error.detail : errorText(error) },
       );
     }
     if (error instanceof ImagePullError) return error;
-    const message = error instanceof Error ? error.message : String(error);
-    return new ImagePullError('failed', reference, `preparing image ${reference} failed: ${message}`, {
+    return new ImagePullError('failed', reference, PULL_MESSAGES.failed(`image ${reference}`), {
       cause: error,
+      detail: errorText(error),
     });
   }
+}
+
+function errorText(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }
 
 function hexOf(digest: string): string {

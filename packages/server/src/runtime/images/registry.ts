@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { get as httpGet } from 'node:http';
 import { createServer } from 'node:net';
 import { basename, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -9,12 +10,15 @@ import { HangarError } from '../../shared/errors.js';
 
 /**
  * Hangar's own OCI registry, so users can push images to the host that runs them: Debian's
- * `docker-registry` (distribution 2.8) as a child process, storage on the local filesystem, no auth,
- * listening on loopback by default.
+ * `docker-registry` (distribution 2.8) as a child process, storage on the local filesystem, no auth of
+ * its own. hangard runs it on a unix socket that only root can open (`registry.sock`) and serves the
+ * public registry address itself, as an authenticating proxy (src/registry/); given a `port`, it listens
+ * on that loopback TCP port instead, as a plain registry for tests of the image store.
  *
  * Files under `dir` (`<dataDir>/registry`):
  *   config.yml    rewritten at every start (edits are lost); keeps its random http.secret across starts
  *   data/         the registry's storage
+ *   registry.sock its socket (without `port`)
  *   registry.log  the registry's stdout and stderr, appended; emptied at start once it exceeds 10 MiB
  *   registry.pid  the pid of the running registry
  *
@@ -28,7 +32,8 @@ export interface LocalRegistryOptions {
   /** `<dataDir>/registry`. */
   dir: string;
   host?: string;
-  port: number;
+  /** A loopback TCP port instead of the unix socket (tests of the image store). */
+  port?: number;
   /** How long the registry may take to answer `GET /v2/`. */
   readyTimeoutMs?: number;
   /** The registry binary; the default is Debian's. */
@@ -42,7 +47,7 @@ const POLL_MS = 20;
 export class LocalRegistry {
   readonly dir: string;
   readonly host: string;
-  readonly port: number;
+  readonly port: number | undefined;
   readonly #readyTimeoutMs: number;
   readonly #binary: string;
   #child: ChildProcess | undefined;
@@ -58,9 +63,20 @@ export class LocalRegistry {
     this.#binary = options.binary ?? 'docker-registry';
   }
 
-  /** `host:port`, as image references name this registry. */
+  /** `host:port`, as image references name this registry when it listens on TCP. */
   get address(): string {
+    if (this.port === undefined) throw new TypeError('this registry listens on a unix socket, not TCP');
     return `${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
+  }
+
+  /** The unix socket the registry listens on, or undefined when it listens on TCP. */
+  get socket(): string | undefined {
+    return this.port === undefined ? join(this.dir, 'registry.sock') : undefined;
+  }
+
+  /** Where it listens, for people: an address or a socket path. */
+  get where(): string {
+    return this.socket ?? this.address;
   }
 
   get configFile(): string {
@@ -105,7 +121,10 @@ export class LocalRegistry {
   async #start(): Promise<void> {
     await mkdir(join(this.dir, 'data'), { recursive: true, mode: 0o700 });
     await this.#stopLeftover();
-    await this.#checkPortFree();
+    const socket = this.socket;
+    // A socket file left by a registry that was killed: listening fails while it exists.
+    if (socket !== undefined) await rm(socket, { force: true });
+    else await this.#checkPortFree();
     await this.#writeConfig();
     const logStart = await this.#openLog();
 
@@ -141,7 +160,7 @@ export class LocalRegistry {
   }
 
   async #waitReady(child: ChildProcess, logStart: number): Promise<void> {
-    const url = `http://${this.address}/v2/`;
+    const url = `http://${this.where}/v2/`;
     const deadline = Date.now() + this.#readyTimeoutMs;
     let last = 'no answer yet';
     while (Date.now() < deadline) {
@@ -153,12 +172,11 @@ export class LocalRegistry {
         );
       }
       try {
-        const response = await fetch(url, { signal: AbortSignal.timeout(1_000) });
-        await response.body?.cancel();
-        if (response.status === 200) return;
-        last = `GET /v2/ answered ${response.status}`;
+        const status = await this.#ping();
+        if (status === 200) return;
+        last = `GET /v2/ answered ${status}`;
       } catch (error) {
-        last = error instanceof Error && error.cause instanceof Error ? error.cause.message : String(error);
+        last = error instanceof Error ? error.message : String(error);
       }
       await sleep(POLL_MS);
     }
@@ -253,13 +271,30 @@ export class LocalRegistry {
       '  cache:',
       '    blobdescriptor: inmemory',
       'http:',
-      `  addr: ${q(this.address)}`,
+      ...(this.socket === undefined ? [] : ['  net: unix']),
+      `  addr: ${q(this.socket ?? this.address)}`,
+      // Upload locations relative to the request, so they stay right behind hangard's proxy.
+      '  relativeurls: true',
       `  secret: ${q(secret)}`,
       '  headers:',
       '    X-Content-Type-Options: [nosniff]',
       '',
     ].join('\n');
     await writeAtomically(this.configFile, yaml, 0o600);
+  }
+
+  /** The status of `GET /v2/`, over the socket or TCP. */
+  #ping(): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const target =
+        this.socket === undefined ? { host: this.host, port: this.port } : { socketPath: this.socket };
+      const request = httpGet({ ...target, path: '/v2/', timeout: 1_000 }, (response) => {
+        response.resume();
+        resolve(response.statusCode ?? 0);
+      });
+      request.once('timeout', () => request.destroy(new HangarError('deadline_exceeded', 'no answer')));
+      request.once('error', reject);
+    });
   }
 
   /** Empties an oversized log, and returns the offset this run's output starts at. */

@@ -1,16 +1,16 @@
 import { createHash } from 'node:crypto';
 import { formatReference, type ImageReference } from '../../shared/image-reference.js';
 import { CommandError, runCheckedBytes } from '../../shared/run.js';
-import { ImagePullError, pullErrorFromSkopeo } from './pull-error.js';
+import { ImagePullError, PULL_MESSAGES, pullErrorFromSkopeo } from './pull-error.js';
 
 /**
  * Turns a reference into the digest of the single-platform manifest this host will run, before anything
  * is copied, so that a cached image is found without a pull. Tags always go to the registry (they move);
  * an image index (multi-platform) resolves to its entry for this host's platform.
  *
- * Registries reached over plain HTTP (Hangar's own, on loopback) are asked directly with one HTTP request
- * (a few ms); all others through `skopeo inspect --raw` (~30 ms), which brings the host's credentials,
- * certificates and registries.conf with it.
+ * Hangar's own registry is asked directly with one HTTP request (a few ms), with hangard's own
+ * credential; all others through `skopeo inspect --raw` (~30 ms), which brings the host's certificates
+ * and registries.conf with it, but never the host's saved credentials (see `skopeoAuthArgs`).
  */
 export interface ResolvedManifest {
   /** `sha256:…` of the single-platform manifest: what gets copied, unpacked and cached. */
@@ -24,8 +24,10 @@ export interface ResolveContext {
   reference: string;
   /** Reach the registry over plain HTTP without TLS verification. */
   insecure: boolean;
-  /** Ask an insecure registry directly instead of through skopeo. */
-  direct: boolean;
+  /** Hangar's own registry: the Authorization header to ask it directly with, instead of through skopeo. */
+  direct?: { authorization: string };
+  /** skopeo's credential arguments for this registry (`skopeoAuthArgs`). */
+  authArgs: string[];
   signal: AbortSignal;
   /** What to tell the user when the image is missing. */
   notFoundHint: string;
@@ -49,10 +51,9 @@ export async function resolveManifest(
   context: ResolveContext,
 ): Promise<ResolvedManifest> {
   const target = ref.digest || ref.tag;
-  const raw =
-    context.insecure && context.direct
-      ? await fetchDirect(ref, target, context)
-      : await fetchWithSkopeo(ref, target, context);
+  const raw = context.direct
+    ? await fetchDirect(ref, target, context, context.direct.authorization)
+    : await fetchWithSkopeo(ref, target, context);
   const digest = `sha256:${createHash('sha256').update(raw).digest('hex')}`;
   const what = describe(ref);
   const fail = (reason: 'failed' | 'unsupported', message: string) =>
@@ -121,7 +122,7 @@ async function fetchWithSkopeo(
   context: ResolveContext,
 ): Promise<Buffer> {
   const separator = target.startsWith('sha256:') ? '@' : ':';
-  const args = ['inspect', '--raw', `--tls-verify=${!context.insecure}`];
+  const args = ['inspect', '--raw', `--tls-verify=${!context.insecure}`, ...context.authArgs];
   args.push(`docker://${ref.registry}/${ref.repository}${separator}${target}`);
   try {
     return await runCheckedBytes('skopeo', args, {
@@ -130,29 +131,39 @@ async function fetchWithSkopeo(
     });
   } catch (error) {
     if (!(error instanceof CommandError) || error.failure === 'aborted') throw error;
-    throw pullErrorFromSkopeo(context.reference, describe(ref), error, {
-      notFound: context.notFoundHint,
-      plainHttp: `add ${ref.registry} to registry.insecure in hangard's configuration if it is meant to be used without TLS (docs/configuration.md)`,
-    });
+    throw pullErrorFromSkopeo(context.reference, describe(ref), error, { notFound: context.notFoundHint });
   }
 }
 
-async function fetchDirect(ref: ImageReference, target: string, context: ResolveContext): Promise<Buffer> {
+/**
+ * skopeo's credential arguments: an auth file hangard wrote for this registry, or none at all. Without
+ * `--no-creds` skopeo would read the host user's saved logins ($XDG_RUNTIME_DIR/containers/auth.json,
+ * ~/.docker/config.json, REGISTRY_AUTH_FILE), lending the host's credentials to any tenant's image.
+ */
+export function skopeoAuthArgs(authFile: string | undefined, side: 'src' | 'inspect'): string[] {
+  if (authFile === undefined) return [side === 'src' ? '--src-no-creds' : '--no-creds'];
+  return [side === 'src' ? '--src-authfile' : '--authfile', authFile];
+}
+
+async function fetchDirect(
+  ref: ImageReference,
+  target: string,
+  context: ResolveContext,
+  authorization: string,
+): Promise<Buffer> {
   const what = describe(ref);
   const base = `http://${ref.registry}/v2/${ref.repository}`;
   const get = async (url: string, headers: Record<string, string> = {}) => {
     try {
-      return await fetch(url, { headers, signal: context.signal });
+      return await fetch(url, { headers: { ...headers, authorization }, signal: context.signal });
     } catch (error) {
       if (context.signal.aborted) throw error;
       const cause =
         error instanceof Error && error.cause instanceof Error ? error.cause.message : String(error);
-      throw new ImagePullError(
-        'unreachable',
-        context.reference,
-        `the registry of ${what} could not be reached: check that it is running (registry: ${cause})`,
-        { cause: error },
-      );
+      throw new ImagePullError('unreachable', context.reference, PULL_MESSAGES.unreachable(what), {
+        cause: error,
+        detail: `Hangar's registry: ${cause}`,
+      });
     }
   };
 
@@ -170,18 +181,14 @@ async function fetchDirect(ref: ImageReference, target: string, context: Resolve
   }
   const said = registryMessage(await response.text()) || `HTTP ${response.status}`;
   if (response.status === 401 || response.status === 403) {
-    throw new ImagePullError(
-      'unauthorized',
-      context.reference,
-      `${what} may not be pulled without credentials, which Hangar does not send to plain-HTTP registries (registry: ${said})`,
-    );
+    throw new ImagePullError('unauthorized', context.reference, PULL_MESSAGES.unauthorized(what), {
+      detail: `Hangar's registry answered ${response.status}: ${said}`,
+    });
   }
   if (response.status !== 404) {
-    throw new ImagePullError(
-      'failed',
-      context.reference,
-      `pulling ${what} failed: the registry answered ${response.status} (registry: ${said})`,
-    );
+    throw new ImagePullError('failed', context.reference, PULL_MESSAGES.failed(what), {
+      detail: `Hangar's registry answered ${response.status}: ${said}`,
+    });
   }
   // A missing manifest looks the same for an unknown tag and an unknown repository; the tag list tells
   // them apart, which is what the user needs to know to fix the name.
@@ -199,7 +206,10 @@ async function fetchDirect(ref: ImageReference, target: string, context: Resolve
   throw new ImagePullError(
     'not_found',
     context.reference,
-    `${what} was not found in its registry: ${problem}; ${context.notFoundHint} (registry: ${said})`,
+    PULL_MESSAGES.notFound(what, `${problem}; ${context.notFoundHint}`),
+    {
+      detail: `Hangar's registry: ${said}`,
+    },
   );
 }
 
