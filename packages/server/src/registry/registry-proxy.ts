@@ -50,8 +50,8 @@ const NOT_FORWARDED = new Set([
   'trailer',
   'upgrade',
 ]);
-/** More than any one host's registry holds; the catalog is filtered here, so it is read whole. */
-const CATALOG_LIMIT = 100_000;
+/** The registry's largest catalog page (distribution's default `maxentries`). */
+const CATALOG_PAGE = 1_000;
 
 export class RegistryProxy {
   readonly #options: RegistryProxyOptions;
@@ -181,11 +181,18 @@ export class RegistryProxy {
 
   async #catalog(principal: Principal, response: ServerResponse): Promise<void> {
     const apps = await this.#accessOrWait().registry.visibleApps(principal);
-    const body = await this.#upstreamJson(`/v2/_catalog?n=${CATALOG_LIMIT}`);
-    const all = (body as { repositories?: unknown }).repositories;
-    const repositories = (Array.isArray(all) ? all : []).filter(
-      (name): name is string => typeof name === 'string' && apps.has(name.split('/')[0]!),
-    );
+    // The catalog is filtered here, so it is read whole, page by page, and answered as one page.
+    const repositories: string[] = [];
+    let last = '';
+    for (;;) {
+      const query = `n=${CATALOG_PAGE}${last ? `&last=${encodeURIComponent(last)}` : ''}`;
+      const body = await this.#upstreamJson(`/v2/_catalog?${query}`);
+      const page = (body as { repositories?: unknown }).repositories;
+      const names = (Array.isArray(page) ? page : []).filter((name) => typeof name === 'string');
+      repositories.push(...names.filter((name) => apps.has(name.split('/')[0]!)));
+      if (names.length < CATALOG_PAGE) break;
+      last = names[names.length - 1]!;
+    }
     send(response, 200, { repositories });
   }
 

@@ -96,23 +96,24 @@ export async function checkRegistryHost(
       `image registry ${registry} is refused: ${why}; images come from public registries, Hangar's own ` +
         'registry, or registries the operator allows (registry.allowed in the configuration)',
     );
-  if (host === 'localhost' || host.endsWith('.localhost')) throw refuse('it names this host');
   if (isIP(host) !== 0) {
     const why = addressRefusal(host, policy.allowPrivate);
     if (why) throw refuse(why);
     return;
   }
-  let addresses: string[];
+  let addresses: string[] = [];
   try {
     addresses = await withTimeout(resolve(host), LOOKUP_TIMEOUT_MS);
   } catch {
-    return;
+    // Unresolvable now: nothing to connect to; the check before the pull resolves it again.
   }
   for (const address of addresses) {
     if (addressRefusal(address, policy.allowPrivate)) {
       throw refuse('its name resolves to a loopback, link-local, private-network or reserved address');
     }
   }
+  // Names of this host by definition (RFC 6761), whatever this host's resolver says of them.
+  if (host === 'localhost' || host.endsWith('.localhost')) throw refuse('it names this host');
 }
 
 async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
