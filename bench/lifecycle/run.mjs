@@ -345,11 +345,14 @@ async function buildImage(registry) {
   await runChecked('umoci', config);
   await runChecked('umoci', ['gc', '--layout', layout]);
   rmSync(bundle, { recursive: true, force: true });
-  const reference = `${registry}/${APP}:bench`;
+  // In the app's space, pushed with hangard's org token as the password (any user name).
+  const reference = `${registry}/${APP}/web:bench`;
   await runChecked('skopeo', [
     'copy',
     '--quiet',
     '--dest-tls-verify=false',
+    '--dest-creds',
+    `bench:${created.target.token}`,
     `oci:${image}`,
     `docker://${reference}`,
   ]);
@@ -989,10 +992,11 @@ async function main() {
   log(
     `bench: hangard (${code.kind}) on ${created.target.host}:${created.target.port}, registry on ${registry}`,
   );
+  // The app first: Hangar's registry keeps images in the space of an app that exists.
+  await api('POST', '/v1/apps', { app_name: APP, org_slug: 'personal' });
   const built = now();
   const { reference, layoutImage } = await buildImage(registry);
   log(`bench: image ${reference} built and pushed in ${(now() - built).toFixed(0)} ms`);
-  await api('POST', '/v1/apps', { app_name: APP, org_slug: 'personal' });
 
   // Warm-up, not recorded: the first create pulls and unpacks the image; both sides' code paths warm up.
   let mapping;
