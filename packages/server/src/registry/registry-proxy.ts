@@ -124,7 +124,8 @@ export class RegistryProxy {
       await this.#authorize(caller, route);
       if (route.kind === 'catalog' && !caller.internal)
         return await this.#catalog(caller.principal, response);
-      this.#forward(request, response);
+      // The normalized path (`..` resolved), so that the registry serves exactly what was authorized.
+      this.#forward(request, response, `${url.pathname}${url.search}`);
     } catch (error) {
       if (HangarError.is(error) && error.code === 'unauthorized') {
         return sendError(response, 401, 'UNAUTHORIZED', error.message);
@@ -196,12 +197,12 @@ export class RegistryProxy {
     send(response, 200, { repositories });
   }
 
-  #forward(request: IncomingMessage, response: ServerResponse): void {
+  #forward(request: IncomingMessage, response: ServerResponse, path: string): void {
     const upstream = httpRequest(
       {
         socketPath: this.#options.upstreamSocket,
         method: request.method,
-        path: request.url,
+        path,
         headers: forwardable(request.headers),
       },
       (answer) => {

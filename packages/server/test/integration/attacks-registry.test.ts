@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { createServer, type IncomingHttpHeaders } from 'node:http';
+import { createServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { type DaemonProcess, daemonHarness } from '../helpers/daemon-process.js';
@@ -59,6 +59,30 @@ async function registryCall(
     // Not JSON: kept as text for the assertion message.
   }
   return { status: response.status, headers: response.headers, body };
+}
+
+/** A GET with the path sent exactly as written (fetch would resolve `..` itself); returns the status. */
+function rawGet(registry: string, path: string, token: string): Promise<number> {
+  const [host, port] = registry.split(':');
+  return new Promise((resolve, reject) => {
+    const request = httpRequest(
+      {
+        host,
+        port: Number(port),
+        path,
+        headers: {
+          authorization: `Basic ${Buffer.from(`x:${token}`).toString('base64')}`,
+          accept: 'application/vnd.oci.image.manifest.v1+json',
+        },
+      },
+      (response) => {
+        response.resume();
+        resolve(response.statusCode ?? 0);
+      },
+    );
+    request.once('error', reject);
+    request.end();
+  });
 }
 
 /**
@@ -198,6 +222,10 @@ test("a hostile tenant gets nothing from Hangar's registry or its pulls", {
       /atk-b\/img: 403 \(Forbidden\)/,
       "A overwrote B's tag",
     );
+    // A path with `..` is authorized and served as the one it resolves to, never as written.
+    const dotted = (path: string) => rawGet(registry, path, tokenA);
+    assert.equal(await dotted(`/v2/${A}/img/../../${B}/img/manifests/1`), 403);
+    assert.equal(await dotted(`/v2/${B}/img/../../${A}/img/manifests/1`), 200, 'positive control');
     const upload = await registryCall(registry, 'POST', `/v2/${B}/evil/blobs/uploads/`, tokenA);
     assert.equal(upload.status, 403);
     const own = await registryCall(registry, 'POST', `/v2/${A}/other/blobs/uploads/`, tokenA);
