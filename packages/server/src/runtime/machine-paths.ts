@@ -9,6 +9,8 @@ export function machinePaths(dataDir: string, machineId: string) {
     /** The overlay mount point: the image underneath, this boot's changes in `upper`. */
     rootfs: join(dir, 'rootfs'),
     upper: join(dir, 'upper'),
+    /** A sysfs mounted from inside the machine's network namespace: the machine's /sys (read-only). */
+    sysfs: join(dir, 'sys'),
     work: join(dir, 'work'),
     /** config.files and the generated /etc files, bind-mounted into the machine. */
     files: join(dir, 'files'),
