@@ -267,8 +267,8 @@ test('kill -9 of hangard: machines keep running, the next hangard re-adopts and 
   assert.deepEqual(await cgroupDirsOf([strayId]), [], 'the stray cgroups are removed');
   assert.deepEqual(
     (await mountsUnder(join(dataDir, 'machines'))).sort(),
-    [join(dataDir, 'machines', survivor, 'rootfs'), join(dataDir, 'machines', frozen, 'rootfs')].sort(),
-    'only the running machines keep their rootfs mounted',
+    [survivor, frozen].flatMap((id) => ['rootfs', 'sys'].map((m) => join(dataDir, 'machines', id, m))).sort(),
+    'only the running machines keep their rootfs and sysfs mounted',
   );
 
   // 5. The survivors are really re-adopted: they answer, resume, and stop with a real exit status.
