@@ -164,7 +164,8 @@ export class LinuxRuntime implements MachineRuntime {
     if (spec.network && this.#options.network) {
       await this.#options.network.attach(id, netnsName(id), spec.network);
     }
-    await this.#mountSysfs(id, paths.sysfs);
+    // The machine's /sys: a sysfs of its network namespace, mounted where only its runtime sees it.
+    await mkdir(paths.sysfs, { recursive: true });
     await this.#options.cgroups.prepare(id, spec.memoryBytes);
     const config = buildOciConfig({
       hostname: id,
@@ -201,7 +202,10 @@ export class LinuxRuntime implements MachineRuntime {
     const log = await open(paths.log, 'a', 0o600);
     let shim: ChildProcess;
     try {
-      const { file, args } = this.#options.cli.runCommandLine(paths.dir, containerId(id), paths.pid);
+      const { file, args } = this.#options.cli.runCommandLine(paths.dir, containerId(id), paths.pid, {
+        netnsPath: netnsPath(id),
+        mountPoint: paths.sysfs,
+      });
       shim = spawn('sh', ['-c', SHIM, 'hangar-shim', paths.exit, file, ...args], {
         detached: true,
         stdio: ['ignore', log.fd, log.fd],
@@ -484,28 +488,6 @@ export class LinuxRuntime implements MachineRuntime {
     });
   }
 
-  /**
-   * The machine's /sys: a sysfs mounted by the host from inside the machine's network namespace, so its
-   * network devices are the machine's own (lo, eth0) and none of the host's bridges and veths. The
-   * container cannot mount it itself: sysfs is tied to the network namespace, which belongs to the
-   * host's user namespace, so root in the machine may not (EPERM). Read-only; unmounted by teardown.
-   */
-  async #mountSysfs(machineId: string, mountPoint: string): Promise<void> {
-    await mkdir(mountPoint, { recursive: true });
-    if (await isMountPoint(mountPoint)) return;
-    await runChecked('nsenter', [
-      `--net=${netnsPath(machineId)}`,
-      '--',
-      'mount',
-      '-t',
-      'sysfs',
-      '-o',
-      'ro,nosuid,nodev,noexec',
-      'sysfs',
-      mountPoint,
-    ]);
-  }
-
   #watch(machineId: string): void {
     const dir = machinePaths(this.#options.dataDir, machineId).dir;
     const previous = this.#running.get(machineId);
@@ -569,7 +551,6 @@ export class LinuxRuntime implements MachineRuntime {
     if (this.#options.cli.hasState(containerId(machineId)))
       await this.#options.cli.delete(containerId(machineId));
     if (await isMountPoint(paths.rootfs)) await runCommand('umount', [paths.rootfs]);
-    if (await isMountPoint(paths.sysfs)) await runCommand('umount', [paths.sysfs]);
     const volumes = JSON.parse(await readFile(paths.volumes, 'utf8').catch(() => '[]')) as string[];
     for (const volumeId of volumes) await this.#options.volumes?.unmount(volumeId);
     await rm(paths.volumes, { force: true });

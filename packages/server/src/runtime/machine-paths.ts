@@ -9,7 +9,10 @@ export function machinePaths(dataDir: string, machineId: string) {
     /** The overlay mount point: the image underneath, this boot's changes in `upper`. */
     rootfs: join(dir, 'rootfs'),
     upper: join(dir, 'upper'),
-    /** A sysfs mounted from inside the machine's network namespace: the machine's /sys (read-only). */
+    /**
+     * Where the machine's sysfs is mounted, in its runtime's own mount namespace only (oci-cli.ts); on
+     * the host an empty dir.
+     */
     sysfs: join(dir, 'sys'),
     work: join(dir, 'work'),
     /** config.files and the generated /etc files, bind-mounted into the machine. */

@@ -14,7 +14,7 @@ export interface BundleInput {
   mapping: UidMapping;
   initBinary: string;
   netnsPath: string;
-  /** The sysfs mounted for this machine from inside its network namespace (linux-runtime.ts). */
+  /** Where the machine's sysfs is mounted for its runtime (oci-cli.ts runCommandLine). */
   sysfs: string;
   cgroupsPath: string;
   /** Set in the config only on cgroup v2; on v1 the machine's parent cgroup holds it (see cgroups.ts). */
