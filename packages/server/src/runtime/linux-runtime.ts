@@ -29,6 +29,7 @@ import { containerCgroupPath, type MachineCgroups } from './oci/cgroups.js';
 import { INIT_BINARY } from './oci/detect.js';
 import type { OciCli } from './oci/oci-cli.js';
 import { processStats } from './process-info.js';
+import { readImageTable } from './rootfs-files.js';
 import type {
   ExecRequest,
   ExecResult,
@@ -163,19 +164,20 @@ export class LinuxRuntime implements MachineRuntime {
     if (spec.network && this.#options.network) {
       await this.#options.network.attach(id, netnsName(id), spec.network);
     }
+    // The machine's /sys: a sysfs of its network namespace, mounted where only its runtime sees it.
+    await mkdir(paths.sysfs, { recursive: true });
     await this.#options.cgroups.prepare(id, spec.memoryBytes);
-    const passwd = await readFile(join(paths.rootfs, 'etc/passwd'), 'utf8').catch(() => '');
-    const group = await readFile(join(paths.rootfs, 'etc/group'), 'utf8').catch(() => '');
     const config = buildOciConfig({
       hostname: id,
       rootfs: paths.rootfs,
       args: resolveCommand(spec.command, prepared.config),
       env,
       cwd: prepared.config.workingDir || '/',
-      user: resolveUser(prepared.config.user, passwd, group),
+      user: await imageUser(paths.rootfs, prepared.config.user),
       mapping: spec.uidMapping,
       initBinary: INIT_BINARY,
       netnsPath: netnsPath(id),
+      sysfs: paths.sysfs,
       cgroupsPath: containerCgroupPath(id),
       memoryBytes: this.#options.cgroups.mode === 'v2' ? spec.memoryBytes : undefined,
       cpus: spec.cpus,
@@ -200,7 +202,10 @@ export class LinuxRuntime implements MachineRuntime {
     const log = await open(paths.log, 'a', 0o600);
     let shim: ChildProcess;
     try {
-      const { file, args } = this.#options.cli.runCommandLine(paths.dir, containerId(id), paths.pid);
+      const { file, args } = this.#options.cli.runCommandLine(paths.dir, containerId(id), paths.pid, {
+        netnsPath: netnsPath(id),
+        mountPoint: paths.sysfs,
+      });
       shim = spawn('sh', ['-c', SHIM, 'hangar-shim', paths.exit, file, ...args], {
         detached: true,
         stdio: ['ignore', log.fd, log.fd],
@@ -470,9 +475,17 @@ export class LinuxRuntime implements MachineRuntime {
   }
 
   async #ensureNetns(machineId: string): Promise<void> {
-    if (existsSync(netnsPath(machineId))) return;
-    await runChecked('ip', ['netns', 'add', netnsName(machineId)]);
-    await runChecked('ip', ['-n', netnsName(machineId), 'link', 'set', 'lo', 'up']);
+    if (!existsSync(netnsPath(machineId))) {
+      await runChecked('ip', ['netns', 'add', netnsName(machineId)]);
+      await runChecked('ip', ['-n', netnsName(machineId), 'link', 'set', 'lo', 'up']);
+    }
+    // Every boot, not only at creation: a namespace made before this setting existed gets it too.
+    // The namespace belongs to the host's user namespace, so the machine's CAP_NET_RAW does not count
+    // in it and raw ICMP sockets are refused; ping sockets (ICMP datagrams, what iputils ping uses, for
+    // IPv4 and IPv6 alike) need the machine's groups in this range. Host gids, so all of them.
+    await runChecked('nsenter', [`--net=${netnsPath(machineId)}`, '--', 'tee', PING_GROUP_RANGE_FILE], {
+      input: PING_GROUP_RANGE_ALL,
+    });
   }
 
   #watch(machineId: string): void {
@@ -551,6 +564,21 @@ export class LinuxRuntime implements MachineRuntime {
       else await rotateIfLarge(paths.log, this.#options.logMaxBytes ?? 1024 * 1024).catch(() => undefined);
     }
   }
+}
+
+const PING_GROUP_RANGE_FILE = '/proc/sys/net/ipv4/ping_group_range';
+const PING_GROUP_RANGE_ALL = '0 2147483647';
+
+/**
+ * The uid and gid of the image's USER. Its /etc/passwd and /etc/group are the tenant's files: read only
+ * inside the rootfs, only as regular files of bounded size (rootfs-files.ts), and only when USER names
+ * anyone but root.
+ */
+async function imageUser(rootfs: string, spec: string): Promise<{ uid: number; gid: number }> {
+  if (spec === '' || spec === 'root') return resolveUser(spec, '', '');
+  const passwd = await readImageTable(rootfs, '/etc/passwd');
+  const group = spec.includes(':') ? await readImageTable(rootfs, '/etc/group') : '';
+  return resolveUser(spec, passwd, group);
 }
 
 /** Whether `path` is a mount point now (read from /proc/self/mountinfo: no process is started). */

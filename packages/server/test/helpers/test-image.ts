@@ -52,6 +52,8 @@ export interface TestImageConfig {
   workingDir?: string;
   stopSignal?: string;
   labels?: Record<string, string>;
+  /** The image's USER (`name`, `uid`, `name:group`...). */
+  user?: string;
 }
 
 export interface TestImageOptions {
@@ -63,7 +65,9 @@ export interface TestImageOptions {
   token?: string;
   tag?: string;
   /** Extra files, by absolute path in the image; a string is written with mode 0644. */
-  files?: Record<string, string | { content: string; mode: number }>;
+  files?: Record<string, string | { content: string | Buffer; mode: number }>;
+  /** Symlinks, by absolute path in the image, to their target as written (nothing is checked). */
+  symlinks?: Record<string, string>;
   /** Without `cmd`, the image serves /www with busybox httpd on port 8080. */
   config?: TestImageConfig;
 }
@@ -97,6 +101,12 @@ export async function buildTestImage(options: TestImageOptions): Promise<string>
       await writeFile(target, content);
       await chmod(target, mode);
     }
+    for (const [path, target] of Object.entries(options.symlinks ?? {})) {
+      if (!path.startsWith('/') || path.split('/').includes('..')) throw new Error(`bad image path ${path}`);
+      await mkdir(dirname(join(rootfs, path)), { recursive: true });
+      await rm(join(rootfs, path), { force: true });
+      await symlink(target, join(rootfs, path));
+    }
     await umoci('repack', '--image', image, bundle);
 
     const config = options.config ?? {};
@@ -108,6 +118,7 @@ export async function buildTestImage(options: TestImageOptions): Promise<string>
       args.push('--config.label', `${key}=${value}`);
     if (config.workingDir !== undefined) args.push('--config.workingdir', config.workingDir);
     if (config.stopSignal !== undefined) args.push('--config.stopsignal', config.stopSignal);
+    if (config.user !== undefined) args.push('--config.user', config.user);
     await umoci(...args);
     await umoci('gc', '--layout', join(work, 'img'));
 

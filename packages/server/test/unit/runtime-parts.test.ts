@@ -5,6 +5,12 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { followLines, readTail, rotateIfLarge, tailLines } from '../../src/runtime/machine-logs.js';
 import { buildOciConfig, INIT_PATH, resolveCommand, resolveUser } from '../../src/runtime/oci/bundle.js';
+import {
+  CLONE_NAMESPACE_FLAGS,
+  CLONE_NAMESPACE_MASK,
+  defaultSeccompProfile,
+  REFUSED_SYSCALLS,
+} from '../../src/runtime/oci/seccomp.js';
 import { decodeAddress } from '../../src/runtime/process-info.js';
 import { uidRangeForApp } from '../../src/runtime/uid-range.js';
 
@@ -51,6 +57,7 @@ test('OCI config: init first, user namespace, limits, the machine netns, no host
     mapping: uidRangeForApp(3),
     initBinary: '/usr/bin/tini-static',
     netnsPath: '/var/run/netns/hangar-m1',
+    sysfs: '/data/machines/m1/sys',
     cgroupsPath: '/hangar/m1/ctr',
     memoryBytes: undefined,
     cpus: 2,
@@ -77,7 +84,74 @@ test('OCI config: init first, user namespace, limits, the machine netns, no host
   assert.deepEqual(config.linux.resources.cpu, { shares: 2048, quota: 200_000, period: 100_000 });
   assert.deepEqual(config.linux.resources.devices, [{ allow: false, access: 'rwm' }]);
   assert.ok(config.mounts.some((m) => m.destination === '/data' && m.source === '/vol'));
-  assert.ok(config.linux.seccomp.syscalls[0]!.names.includes('kexec_load'));
+  assert.deepEqual(
+    config.mounts.find((m) => m.destination === '/sys'),
+    {
+      destination: '/sys',
+      type: 'bind',
+      source: '/data/machines/m1/sys',
+      options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'],
+    },
+    "the machine's own sysfs, never the host's /sys",
+  );
+  const cgroupMount = config.mounts.find((m) => m.destination === '/sys/fs/cgroup');
+  assert.equal(cgroupMount?.type, 'cgroup');
+  assert.ok(cgroupMount?.options?.includes('ro'));
+  assert.ok(config.linux.namespaces.some((n) => n.type === 'cgroup'));
+});
+
+test('seccomp: an allow-list; namespaces refused on clone, clone3 ENOSYS, io_uring and the old deny list EPERM', () => {
+  const profile = defaultSeccompProfile();
+  assert.equal(profile.defaultAction, 'SCMP_ACT_ERRNO');
+  assert.equal(profile.defaultErrnoRet, 38, 'unknown syscalls: ENOSYS, so a newer libc falls back');
+  const rulesFor = (name: string) => profile.syscalls.filter((rule) => rule.names.includes(name));
+  const allowed = (name: string) =>
+    rulesFor(name).some((rule) => rule.action === 'SCMP_ACT_ALLOW' && !('args' in rule));
+  for (const name of ['read', 'openat', 'execve', 'socket', 'futex', 'epoll_wait', 'fork', 'getrandom'])
+    assert.ok(allowed(name), `${name} is allowed`);
+  for (const name of [
+    'kexec_load',
+    'unshare',
+    'setns',
+    'mount',
+    'bpf',
+    'io_uring_setup',
+    'io_uring_enter',
+    'io_uring_register',
+    'ptrace',
+    'keyctl',
+    'userfaultfd',
+    'open_by_handle_at',
+  ]) {
+    assert.deepEqual(
+      rulesFor(name).map((rule) => [rule.action, 'errnoRet' in rule ? rule.errnoRet : undefined]),
+      [['SCMP_ACT_ERRNO', 1]],
+      `${name}: EPERM, and no other rule`,
+    );
+  }
+  assert.deepEqual(
+    rulesFor('clone3').map((rule) => [rule.action, 'errnoRet' in rule ? rule.errnoRet : undefined]),
+    [['SCMP_ACT_ERRNO', 38]],
+  );
+  // clone: allowed only with every namespace flag clear; each flag on its own is EPERM.
+  const clone = rulesFor('clone');
+  const allowRule = clone.find((rule) => rule.action === 'SCMP_ACT_ALLOW');
+  assert.deepEqual('args' in allowRule! ? allowRule.args : undefined, [
+    { index: 0, value: 0x7e02_0000, valueTwo: 0, op: 'SCMP_CMP_MASKED_EQ' },
+  ]);
+  assert.equal(CLONE_NAMESPACE_MASK, 0x7e02_0000);
+  const refusedFlags = clone
+    .filter((rule) => rule.action === 'SCMP_ACT_ERRNO')
+    .map((rule) => ('args' in rule ? rule.args?.[0]?.value : undefined));
+  assert.deepEqual(refusedFlags.sort(), Object.values(CLONE_NAMESPACE_FLAGS).sort());
+  // No syscall is both allowed outright and refused.
+  const allowedNames = new Set(
+    profile.syscalls.filter((r) => r.action === 'SCMP_ACT_ALLOW' && !('args' in r)).flatMap((r) => r.names),
+  );
+  assert.deepEqual(
+    REFUSED_SYSCALLS.filter((name) => allowedNames.has(name)),
+    [],
+  );
 });
 
 test('logs: rotation keeps one older file; tail reads across both', async (t) => {

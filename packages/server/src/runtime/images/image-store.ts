@@ -405,7 +405,12 @@ export class ImageStore {
       const bundle = join(tmp, 'bundle');
       const ids = `0:${mapping.hostId}:${mapping.size}`;
       // umoci chowns every file to the mapped ids itself, so no separate chown pass is needed.
+      // `raw unpack`: the rootfs only. A full `unpack` also generates a config.json, for which umoci
+      // reads the image's /etc/passwd and /etc/group following symlinks on the host (an image could
+      // point them at a FIFO and hang the pull, or at any host file); hangard resolves USER itself.
+      await mkdir(bundle);
       const args = [
+        'raw',
         'unpack',
         '--uid-map',
         ids,
@@ -413,7 +418,7 @@ export class ImageStore {
         ids,
         '--image',
         `${this.#layout}:${hex}`,
-        bundle,
+        join(bundle, 'rootfs'),
       ];
       await this.#umoci(args, `unpacking image ${formatReference(parsed)}`, reference, signal);
       const meta: BundleMeta = {

@@ -14,6 +14,8 @@ export interface BundleInput {
   mapping: UidMapping;
   initBinary: string;
   netnsPath: string;
+  /** Where the machine's sysfs is mounted for its runtime (oci-cli.ts runCommandLine). */
+  sysfs: string;
   cgroupsPath: string;
   /** Set in the config only on cgroup v2; on v1 the machine's parent cgroup holds it (see cgroups.ts). */
   memoryBytes: number | undefined;
@@ -91,11 +93,19 @@ export function buildOciConfig(input: BundleInput) {
         source: 'mqueue',
         options: ['nosuid', 'noexec', 'nodev'],
       },
+      // The machine's own sysfs (its network devices only), read-only; not the host's /sys.
       {
         destination: '/sys',
         type: 'bind',
-        source: '/sys',
+        source: input.sysfs,
         options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'],
+      },
+      // In the machine's cgroup namespace: only its own cgroup, as the root of each hierarchy.
+      {
+        destination: '/sys/fs/cgroup',
+        type: 'cgroup',
+        source: 'cgroup',
+        options: ['nosuid', 'noexec', 'nodev', 'relatime', 'ro'],
       },
       { destination: '/tmp', type: 'tmpfs', source: 'tmpfs', options: ['nosuid', 'nodev', 'mode=1777'] },
       { destination: INIT_PATH, type: 'bind', source: input.initBinary, options: ['bind', 'ro'] },

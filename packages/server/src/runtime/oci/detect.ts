@@ -4,6 +4,7 @@ import { HangarError } from '../../shared/errors.js';
 import { runCommand } from '../../shared/run.js';
 import { MachineCgroups } from './cgroups.js';
 import { OciCli, type OciRuntimeChoice } from './oci-cli.js';
+import { defaultSeccompProfile } from './seccomp.js';
 
 /** Where the static init comes from (Debian's tini package); it is also PID 1 of every machine. */
 export const INIT_BINARY = '/usr/bin/tini-static';
@@ -22,7 +23,7 @@ export interface Detection {
 
 /**
  * Finds an OCI runtime that really works on this host by running a tiny container with the features
- * machines use (user, pid, mount and network namespaces, cgroups). crun first: it starts and deletes
+ * machines use (user, pid, mount and network namespaces, cgroups, the seccomp profile). crun first: it starts and deletes
  * faster, and its exec can enter a machine whose network namespace belongs to the host.
  */
 export async function detectOciRuntime(scratchDir: string, stateRoot: string): Promise<Detection> {
@@ -96,6 +97,8 @@ function probeConfig() {
       ],
       cgroupsPath: `/hangar/probe-${process.pid}`,
       resources: { pids: { limit: 16 } },
+      // A runtime (or libseccomp) that cannot load the machines' profile is no use for them.
+      seccomp: defaultSeccompProfile(),
     },
   };
 }
