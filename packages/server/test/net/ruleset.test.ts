@@ -9,6 +9,7 @@ import {
   rulesetDelta,
   rulesetState,
 } from '../../src/net/ruleset.js';
+import type { PortRange } from '../../src/net/service-ports.js';
 import { runCommand } from '../../src/shared/run.js';
 import {
   type Attachment,
@@ -41,13 +42,13 @@ function desiredState(networks: number, perNetwork: number, egress = false): Des
 }
 
 /** The `n`th Flycast address of a network, as the store allocates it, serving HTTP on port 80. */
-const flycast = (networkId: number, n: number, ports = [tcp(80)]): FlycastEntry => ({
+const flycast = (networkId: number, n: number, ports: PortRange[] = [tcp(80)]): FlycastEntry => ({
   networkId,
   address: flycastAddress(networkId, n),
   ports,
 });
-const tcp = (start: number, end = start) => ({ protocol: 'tcp' as const, start, end });
-const udp = (start: number, end = start) => ({ protocol: 'udp' as const, start, end });
+const tcp = (start: number, end = start): PortRange => ({ protocol: 'tcp', start, end });
+const udp = (start: number, end = start): PortRange => ({ protocol: 'udp', start, end });
 
 /** `state` with one Flycast address in each of its networks. */
 const withFlycast = (state: DesiredNetState): DesiredNetState => ({
@@ -169,7 +170,7 @@ test("ruleset: machines reach their own network's Flycast addresses on the servi
   );
   for (const bad of [tcp(0), tcp(65_536), tcp(90, 80), { protocol: 'icmp', start: 1, end: 1 }, tcp(1.5)]) {
     assert.throws(
-      () => buildRuleset({ ...state, flycast: [flycast(1, 1, [bad as ReturnType<typeof tcp>])] }),
+      () => buildRuleset({ ...state, flycast: [flycast(1, 1, [bad as PortRange])] }),
       /is not a port range/,
       JSON.stringify(bad),
     );
@@ -179,7 +180,8 @@ test("ruleset: machines reach their own network's Flycast addresses on the servi
 test("ruleset: a Flycast address outside its network's block is refused", () => {
   const state = desiredState(2, 1);
   const [a1] = state.attachments as [Attachment];
-  const refused = (entry: FlycastEntry) => () => buildRuleset({ ...state, flycast: [flycast(1, 1), entry] });
+  const refused = (entry: Omit<FlycastEntry, 'ports'>) => () =>
+    buildRuleset({ ...state, flycast: [flycast(1, 1), { ...entry, ports: [tcp(80)] }] });
   // Another network's Flycast address, its machine, its ::3, a 6PN address outside 0:1, fdaa::3.
   for (const address of [flycastAddress(2, 1), a1.address, serviceAddress(1), 'fdaa:0:1:0:2::1', 'fdaa::3']) {
     assert.throws(
