@@ -166,6 +166,7 @@ function desiredState(size, extra = []) {
     }),
   );
   // One Flycast address per network, serving HTTP and HTTPS, as a typical app's services would.
+  /** @type {import('../../packages/server/src/net/service-ports.ts').PortRange[]} */
   const ports = [
     { protocol: 'tcp', start: 80, end: 80 },
     { protocol: 'tcp', start: 443, end: 443 },
