@@ -165,7 +165,13 @@ function desiredState(size, extra = []) {
       hostId: HOST_ID,
     }),
   );
-  const flycast = networks.map((n) => ({ networkId: n.id, address: flycastAddress(n.id, 1) }));
+  // One Flycast address per network, serving HTTP and HTTPS, as a typical app's services would.
+  /** @type {import('../../packages/server/src/net/service-ports.ts').PortRange[]} */
+  const ports = [
+    { protocol: 'tcp', start: 80, end: 80 },
+    { protocol: 'tcp', start: 443, end: 443 },
+  ];
+  const flycast = networks.map((n) => ({ networkId: n.id, address: flycastAddress(n.id, 1), ports }));
   return { networks, attachments: [...residents, ...extra], flycast, egress: false };
 }
 

@@ -73,9 +73,19 @@ export class IpsService {
         let ip: string;
         if (type === 'private_v6') {
           const networkName = input.network;
+          const own = tx.networks.get(String(app.networkId))!;
+          // A deploy token acts for one app, and its reach ends at that app's network: placing the app
+          // in another network exposes it to that network's machines, an org decision. Refused before
+          // the name is looked up, so the answer says nothing about which networks exist.
+          if (networkName !== undefined && networkName !== own.name && principal.appId !== null) {
+            throw new HangarError(
+              'forbidden',
+              `a deploy token may place a Flycast address only in its app's own network "${own.name}", not in "${networkName}"; use an org token`,
+            );
+          }
           network =
             networkName === undefined
-              ? tx.networks.get(String(app.networkId))!
+              ? own
               : (tx.networks.list({ orgId: org.id, name: networkName })[0] ?? null);
           if (!network) {
             throw new HangarError(

@@ -18,6 +18,7 @@ import type { ChangeBatch, Store } from '../store/store.js';
 import { acquireHostNetworkLock, type HostLock, type HostLockOptions } from './host-lock.js';
 import { LinuxNetwork, type ReconcileResult } from './linux-net.js';
 import type { DesiredNetState } from './ruleset.js';
+import { servicePorts } from './service-ports.js';
 
 export interface HostNetworkOptions {
   store: Store;
@@ -49,8 +50,17 @@ export function desiredNetState(
       planAttachment({ machineId: machine.id, machineNumber: machine.machineNumber!, networkId, hostId }),
     ];
   });
+  // A Flycast address opens what its app's machines serve (the proxy's listeners): the services of
+  // every machine of the app that is not destroyed, stopped ones included (the proxy starts them).
+  const configsOfApp = new Map<string, MachineRecord['config'][]>();
+  for (const machine of records.machines) {
+    if (machine.state === 'destroyed') continue;
+    configsOfApp.set(machine.appId, [...(configsOfApp.get(machine.appId) ?? []), machine.config]);
+  }
   const flycast = records.ips.flatMap((ip) =>
-    ip.type === 'private_v6' && ip.networkId !== null ? [{ networkId: ip.networkId, address: ip.ip }] : [],
+    ip.type === 'private_v6' && ip.networkId !== null
+      ? [{ networkId: ip.networkId, address: ip.ip, ports: servicePorts(configsOfApp.get(ip.appId) ?? []) }]
+      : [],
   );
   return { networks: networkIds.map((id) => planNetwork(id, hostId)), attachments, flycast, egress };
 }
@@ -77,6 +87,8 @@ export class HostNetwork {
   #ruled = new Set<string>();
   /** What the change feed last showed, so only changes that matter start a sync. */
   readonly #liveMachines = new Set<string>();
+  /** The service ports of each machine not destroyed, as text: a change reopens its app's Flycast ports. */
+  readonly #servicePorts = new Map<string, string>();
   readonly #apps = new Set<string>();
   /** Syncs asked for and finished, counted: a caller waits for a sync that started after its call. */
   #requested = 0;
@@ -180,6 +192,7 @@ export class HostNetwork {
     for (const app of records.apps) this.#apps.add(app.id);
     for (const machine of records.machines) {
       if (isAttachable(machine, this.#options.hostId)) this.#liveMachines.add(machine.id);
+      this.#noteServicePorts(machine.id, machine);
     }
     return desiredNetState(records, this.#options.hostId, this.#options.egress);
   }
@@ -195,6 +208,7 @@ export class HostNetwork {
         const machine = change.doc as MachineRecord | undefined;
         const live = machine !== undefined && isAttachable(machine, this.#options.hostId);
         relevant = flip(this.#liveMachines, change.key, live) || relevant;
+        relevant = this.#noteServicePorts(change.key, machine) || relevant;
       }
     }
     if (relevant) {
@@ -202,6 +216,16 @@ export class HostNetwork {
         this.#options.onWarning(`private networks: could not follow a change: ${error.message}`),
       );
     }
+  }
+
+  /** Records what a machine serves (nothing once destroyed or gone); whether that changed. */
+  #noteServicePorts(machineId: string, machine: MachineRecord | undefined): boolean {
+    const ports =
+      machine && machine.state !== 'destroyed' ? JSON.stringify(servicePorts([machine.config])) : '[]';
+    const before = this.#servicePorts.get(machineId) ?? '[]';
+    if (ports === '[]') this.#servicePorts.delete(machineId);
+    else this.#servicePorts.set(machineId, ports);
+    return ports !== before;
   }
 
   async #runSyncs(): Promise<void> {

@@ -16,9 +16,10 @@ import { HangarError } from '../shared/errors.js';
  *   address (or its link-local, or `::` for DAD and MLD). Everything else a machine sends (spoofed
  *   sources, router advertisements, IPv4, ARP) is dropped before the bridge switches or delivers it.
  * - `table inet hangar` polices what is routed: from a machine to the host (only DNS to its own
- *   network's ::3 and to fdaa::3, anything to its own network's Flycast addresses, plus neighbour
- *   discovery and replies to connections the host opened), and between interfaces (a bridge to a
- *   different bridge is always dropped; to the uplink only with egress on, masqueraded).
+ *   network's ::3 and to fdaa::3, the service ports of its own network's Flycast addresses, neighbour
+ *   discovery, and the machine's side of connections the host opened; nothing else of the host, on any
+ *   address, IPv4 included), and between interfaces (a bridge to a different bridge is always dropped;
+ *   to the uplink only with egress on, masqueraded).
  *
  * Every base chain has policy accept and only acts on Hangar's interfaces (`hgn…` bridges, `hgv…`
  * ports), so the host's other traffic (Docker, libvirt, the uplink) is not touched. The rule count is
@@ -29,6 +30,7 @@ import { HangarError } from '../shared/errors.js';
 import { type Attachment, BRIDGE_PREFIX, type NetworkPlan, VETH_PREFIX } from '../sixpn/address-plan.js';
 import { flycastAddress, formatIpv6, parseIpv6 } from '../sixpn/ipv6.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from '../sixpn/resolver.js';
+import { mergeRanges, type PortRange } from './service-ports.js';
 
 /** The name of both Hangar tables (inet and bridge families). */
 export const TABLE_NAME = 'hangar';
@@ -42,6 +44,12 @@ export const flycastBlock = (networkId: number) => `${flycastAddress(networkId, 
 export interface FlycastEntry {
   networkId: number;
   address: string;
+  /**
+   * The ports the proxy serves on it: those of the services of the owning app's machines
+   * (service-ports.ts). A machine of the network reaches the address on these and nothing else; none
+   * means the address is closed.
+   */
+  ports: readonly PortRange[];
 }
 
 /** What the host's Hangar networking should look like, computed from the store. */
@@ -50,7 +58,7 @@ export interface DesiredNetState {
   attachments: readonly Attachment[];
   /**
    * The Flycast addresses allocated in each network; a network's machines may reach its own ones on
-   * the host (the proxy), whatever the protocol and port. Entries of networks not in `networks` (no
+   * the host (the proxy), on their service ports only. Entries of networks not in `networks` (no
    * bridge on this host) are ignored.
    */
   flycast: readonly FlycastEntry[];
@@ -106,6 +114,13 @@ function set(name: string, type: string, elements: readonly string[], comment: s
   return lines;
 }
 
+/** A set whose elements may be ranges (ports `8000-8010`); the same layout as set(). */
+function intervalSet(name: string, type: string, elements: readonly string[], comment: string): string[] {
+  const lines = set(name, type, elements, comment);
+  lines.splice(3, 0, '    flags interval');
+  return lines;
+}
+
 /**
  * The Flycast address in the plan's text, once it is known to lie in its network's block: a record
  * pointing anywhere else (another network's block, a machine, a ::3) must not open it to the network.
@@ -120,6 +135,15 @@ function flycastIn({ networkId, address: text }: FlycastEntry): string {
   }
   // One text per address, so that the elements of two states compare equal (rulesetDelta).
   return formatIpv6(groups);
+}
+
+/** `80` or `8000-8010`; a range outside 1..65535 or reversed is a bug upstream, never written. */
+function portRange({ protocol, start, end }: PortRange): string {
+  const valid = (n: number) => Number.isInteger(n) && n >= 1 && n <= 65_535;
+  if ((protocol !== 'tcp' && protocol !== 'udp') || !valid(start) || !valid(end) || start > end) {
+    throw new HangarError('internal', `"${protocol} ${start}-${end}" is not a port range`);
+  }
+  return `${protocol} . ${start === end ? start : `${start}-${end}`}`;
 }
 
 function checkDesired(desired: DesiredNetState): void {
@@ -172,10 +196,18 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
   }
   const uplinks = [...new Set(host.uplinks)].sort().map((name) => ifname(name, false));
   const egress = desired.egress && uplinks.length > 0;
-  const flycast = desired.flycast.flatMap((entry) => {
+  // Per bridge and address, the ports of every entry naming it, merged: an interval set refuses
+  // overlapping elements, and one text per state keeps deltas exact.
+  const flycastPorts = new Map<string, PortRange[]>();
+  for (const entry of desired.flycast) {
     const bridge = bridgeOf.get(entry.networkId);
-    return bridge === undefined ? [] : [`${ifname(bridge)} . ${flycastIn(entry)}`];
-  });
+    if (bridge === undefined) continue;
+    const key = `${ifname(bridge)} . ${flycastIn(entry)}`;
+    flycastPorts.set(key, [...(flycastPorts.get(key) ?? []), ...entry.ports]);
+  }
+  const flycast = [...flycastPorts].flatMap(([key, ports]) =>
+    mergeRanges(ports).map((range) => `${key} . ${portRange(range)}`),
+  );
   const sets = new Map<string, string[]>([
     ['bridge port_macs', attachments.map((a) => `${ifname(a.veth)} . ${mac(a.mac)}`)],
     [
@@ -193,8 +225,7 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
         ),
       ),
     ],
-    // Sorted and deduplicated: the same address listed twice is one element (nft refuses duplicates).
-    ['inet flycast', [...new Set(flycast)].sort()],
+    ['inet flycast', flycast.sort()],
     ['inet same_bridge', networks.map((n) => `${ifname(n.bridge)} . ${ifname(n.bridge)}`)],
   ]);
   return { shape: JSON.stringify({ egress, uplinks }), sets };
@@ -234,7 +265,7 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
   const anyPort = `"${VETH_PREFIX}*"`;
   const networkCount = desired.networks.length;
   const machineCount = desired.attachments.length;
-  const flycastCount = elements('inet flycast').length;
+  const flycastCount = new Set(elements('inet flycast').map((e) => e.split(' . ').slice(0, 2).join())).size;
 
   const lines = [
     `# Hangar 6PN isolation: ${networkCount} networks, ${machineCount} machines, ` +
@@ -281,11 +312,11 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
       elements('inet services'),
       "what machines may reach on the host, per bridge: DNS on their network's ::3 and on fdaa::3",
     ),
-    ...set(
+    ...intervalSet(
       'flycast',
-      'ifname . ipv6_addr',
+      'ifname . ipv6_addr . inet_proto . inet_service',
       elements('inet flycast'),
-      "the Flycast addresses of each bridge's network, routed to the host for the proxy",
+      "the Flycast addresses of each bridge's network with the ports their app's services expose (the proxy's)",
     ),
     ...set(
       'same_bridge',
@@ -301,14 +332,16 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
     `    iifname ${anyBridge} jump machine_to_host`,
     '  }',
     '  chain machine_to_host {',
-    // Replies to what the host opened (health checks, the proxy, admin): conntrack only knows flows the
-    // host started or accepted, and the bridge table already dropped spoofed sources.
-    '    ct state established,related accept',
+    // The machine's side of what the host opened (health checks, the proxy, admin), and nothing more:
+    // only the reply direction. A flow the machine opened is checked packet by packet against the sets
+    // below, so no conntrack entry (established, related, or a mid-stream pickup) is a way to a socket.
+    '    ct direction reply ct state established,related accept',
     '    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept',
     '    iifname . ip6 daddr . meta l4proto . th dport @services accept',
-    // Any protocol and port: the proxy listening there decides. Only the bridge's own network's
-    // addresses: the host routes every network's Flycast block, so another's would be delivered too.
-    '    iifname . ip6 daddr @flycast accept',
+    // Only the service ports, and only the bridge's own network's addresses: the host routes every
+    // network's whole Flycast block to itself, so anything listening on `::` (sshd, hangard, a
+    // database) would otherwise answer on every address of it.
+    '    iifname . ip6 daddr . meta l4proto . th dport @flycast accept',
     '    counter drop comment "machine to host"',
     '  }',
     '  chain forward {',

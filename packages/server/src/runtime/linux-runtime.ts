@@ -143,8 +143,11 @@ export class LinuxRuntime implements MachineRuntime {
       await mkdir(dir, { recursive: true });
     }
     // Root in the machine is an unprivileged host uid: it may pass through, never list, Hangar's dirs.
-    for (const dir of [this.#options.dataDir, dirname(paths.dir), paths.dir, paths.files])
-      await chmod(dir, 0o711);
+    for (const dir of [this.#options.dataDir, dirname(paths.dir), paths.dir]) await chmod(dir, 0o711);
+    // The files (secrets among them) are root's alone on the host: no host user may list the dir or
+    // open a file in it by its predictable name. The machine still gets them, as bind mounts, which
+    // need no way through the source's parent.
+    await chmod(paths.files, 0o700);
     await chown(paths.upper, owner, owner);
     await runChecked('mount', [
       '-t',

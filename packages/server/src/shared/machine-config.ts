@@ -247,7 +247,8 @@ export const MACHINE_DEFAULTS = {
   /** Fly's default stop timeout (fly.toml kill_timeout). The signal's default is the image's STOPSIGNAL, else SIGINT. */
   stopTimeoutMs: 5_000,
   stopSignal: 'SIGINT',
-  fileMode: 0o644,
+  /** Files often carry secrets: readable by the machine's root only, unless the config says otherwise. */
+  fileMode: 0o400,
   processGroup: 'app',
 } as const;
 

@@ -214,6 +214,37 @@ test('ip assignments: v6, shared_v4 and Flycast with its network, each with its 
   assert.equal((await h.call('GET', '/v1/apps/web/ip_assignments')).body.ips.length, 2);
 });
 
+test("Flycast placement: a deploy token only in its app's own network, an org token anywhere in the org", async (t) => {
+  const h = await startTestHangard(t);
+  await createApp(h, 'web', 'net-a');
+  await createApp(h, 'other', 'net-b');
+  const created = await h.call('POST', '/v1/apps/web/deploy_token', { expiry: '1h' });
+  assert.equal(created.status, 200, JSON.stringify(created.body));
+  const deploy = created.body.token as string;
+  const allocate = (body: object, token?: string) =>
+    h.call('POST', '/v1/apps/web/ip_assignments', { type: 'private_v6', ...body }, token ? { token } : {});
+
+  // Into another network, existing or not: 403 with the reason, and nothing written.
+  for (const network of ['net-b', 'nowhere']) {
+    const refused = await allocate({ network }, deploy);
+    assert.equal(refused.status, 403, JSON.stringify(refused.body));
+    assert.equal(refused.body.status, 'forbidden');
+    assert.match(
+      refused.body.error,
+      /only in its app's own network "net-a", not in "[a-z-]+"; use an org token/,
+    );
+  }
+  assert.equal((await h.call('GET', '/v1/apps/web/ip_assignments')).body.ips.length, 0);
+  // Controls: the same token in its own network, by default and by name; the org token into net-b.
+  const own = await allocate({}, deploy);
+  assert.equal(own.status, 200, JSON.stringify(own.body));
+  assert.equal(own.body.network.name, 'net-a');
+  assert.equal((await allocate({ network: 'net-a' }, deploy)).status, 422, 'by name: the same (taken) slot');
+  const placed = await allocate({ network: 'net-b' });
+  assert.equal(placed.status, 200, JSON.stringify(placed.body));
+  assert.equal(placed.body.network.name, 'net-b');
+});
+
 test('requests: bad JSON, unknown routes, request ids, regions', async (t) => {
   const h = await startTestHangard(t);
   await createApp(h, 'req');

@@ -16,6 +16,8 @@ export interface ProbeResult {
   ok: boolean;
   answer?: string;
   detail?: string;
+  /** UDP only: the bytes sendto reported, or its error code (a datagram that never left). */
+  sent?: number | string;
 }
 
 /**

@@ -85,10 +85,11 @@ test('kernel attacks: a tenant in a machine gets nothing', { skip, timeout: 120_
   await createApp(h, 'atk-neighbour');
   const attackerImage = await buildTestImage({
     registry,
-    repository: 'atk',
+    token: h.token,
+    repository: 'atk/probe',
     files: { '/bin/nsprobe': { content: probeBinary, mode: 0o755 } },
   });
-  const neighbourImage = await buildTestImage({ registry, repository: 'atk-neighbour' });
+  const neighbourImage = await buildTestImage({ registry, token: h.token, repository: 'atk-neighbour/img' });
   const boot = async (app: string, image: string) => {
     const machine = await ok(h, 'POST', `/v1/apps/${app}/machines`, { config: { image } });
     machineIds.add(machine.id);
@@ -200,35 +201,40 @@ test('kernel attacks: a tenant in a machine gets nothing', { skip, timeout: 120_
     const images = {
       normal: await buildTestImage({
         registry,
-        repository: 'atk',
+        token: h.token,
+        repository: 'atk/probe',
         tag: 'passwd-normal',
         files: { '/etc/passwd': 'root:x:0:0::/root:/bin/sh\nintruder:x:1000:1000::/:/bin/sh\n' },
         config: { user: 'intruder' },
       }),
       devZero: await buildTestImage({
         registry,
-        repository: 'atk',
+        token: h.token,
+        repository: 'atk/probe',
         tag: 'passwd-dev-zero',
         symlinks: { '/etc/passwd': '/dev/zero' },
         config: { user: 'intruder' },
       }),
       hostFile: await buildTestImage({
         registry,
-        repository: 'atk',
+        token: h.token,
+        repository: 'atk/probe',
         tag: 'passwd-host-file',
         symlinks: { '/etc/passwd': hostPasswd },
         config: { user: 'intruder' },
       }),
       hostFifo: await buildTestImage({
         registry,
-        repository: 'atk',
+        token: h.token,
+        repository: 'atk/probe',
         tag: 'passwd-host-fifo',
         symlinks: { '/etc/passwd': hostFifo, '/etc/group': hostFifo },
         config: { user: 'intruder:intruder' },
       }),
       escape: await buildTestImage({
         registry,
-        repository: 'atk',
+        token: h.token,
+        repository: 'atk/probe',
         tag: 'passwd-escape',
         symlinks: { '/etc/passwd': `../../../../../../../..${hostPasswd}` },
         config: { user: 'intruder' },

@@ -19,6 +19,7 @@ import {
 } from '../../src/sixpn/address-plan.js';
 import { parseIpv6 } from '../../src/sixpn/ipv6.js';
 import { RESOLVER_ADDRESS } from '../../src/sixpn/resolver.js';
+import { enableForwarding, forwardingOn } from '../helpers/forwarding.js';
 import { callApi, testConfig } from '../helpers/hangard.js';
 import { NEEDS_ROOT, ok, pollUntil } from '../helpers/integration.js';
 import { ProbeAgent } from '../helpers/probe-agent.js';
@@ -78,6 +79,14 @@ async function hostNetworking() {
   return { tables, links, resolver, rules };
 }
 
+/** The packets a named drop rule of Hangar's tables has counted so far. */
+async function dropCount(family: 'inet' | 'bridge', chain: string, comment: string): Promise<number> {
+  const text = await must('nft', ['list', 'chain', family, 'hangar', chain]);
+  const match = new RegExp(`counter packets (\\d+) bytes \\d+ drop comment "${comment}"`).exec(text);
+  assert.ok(match, `no "${comment}" counter in ${family} ${chain}:\n${text}`);
+  return Number(match[1]);
+}
+
 /** DNS queries from inside a machine's network namespace (dns-probe.mjs). */
 async function dnsFrom(
   machine: Machine,
@@ -117,7 +126,9 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
   // The hangard that is running; the first one keeps its machines and plumbing when it closes (that is
   // the restart being tested), so cleanup starts a removing one if that is the last that ran.
   let live: { hangard: Hangard; removes: boolean } | undefined;
+  let restoreForwarding: (() => Promise<void>) | undefined;
   t.after(async () => {
+    await restoreForwarding?.();
     for (const machine of machines) await machine.agent?.stop();
     for (const server of hostServers) server.close();
     if (live && !live.removes) {
@@ -152,6 +163,7 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
     callApi(live!.hangard.url, token, method, path, body);
   const api = { call };
 
+  const images: Partial<Record<Machine['net'], string>> = {};
   for (const key of ['a', 'b', 'd'] as const) {
     await ok(api, 'POST', '/v1/apps', {
       app_name: APPS[key],
@@ -165,6 +177,7 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
       repository: `${APPS[key]}/probe`,
       config: { cmd: SERVE_ID },
     });
+    images[key] = image;
     for (let i = 0; i < 2; i++) {
       const body = await ok(api, 'POST', `/v1/apps/${APPS[key]}/machines`, {
         config: { image, guest: { memory_mb: 128 } },
@@ -183,6 +196,12 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
   }
   const byNet = (key: Machine['net']) => machines.filter((m) => m.net === key);
   const networkOf = (key: Machine['net']) => networkIdOf(byNet(key)[0]!.ip)!;
+  // With IPv6 forwarding on for the bridges, the kernel would route between networks: what keeps them
+  // apart below is then the rule set, not the kernel's default (restored in cleanup, even on failure).
+  const bridges = (['a', 'b', 'd'] as const).map((k) => bridgeName(networkOf(k)));
+  const forwarding = await enableForwarding(bridges);
+  restoreForwarding = forwarding.restore;
+  t.diagnostic(`forwarding: ${forwarding.how}`);
 
   await t.test(
     'addresses: one /48 per network, fixed at create, in the machine as FLY_PRIVATE_IP',
@@ -212,6 +231,9 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
   );
 
   await t.test('the isolation matrix: same network reachable, every cross-network pair not', async () => {
+    for (const bridge of bridges) assert.ok(await forwardingOn(bridge), `${bridge} forwards`);
+    const crossBefore = await dropCount('inet', 'leaving_network', 'cross-network or egress off');
+    let crossProbes = 0;
     for (const machine of machines) {
       machine.agent = new ProbeAgent(`hangar-${machine.id}`, machine.id);
       await machine.agent.ready;
@@ -238,6 +260,7 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
       for (const to of machines) {
         if (to === from) continue;
         pairs++;
+        if (to.net !== from.net) crossProbes += 3;
         for (const kind of ['tcp', 'udp', 'icmp'] as const) {
           probes.push(
             expect(from, kind, to.ip, to.net === from.net, `${from.net}:${from.id} → ${to.net}:${to.id}`),
@@ -272,6 +295,14 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
       }
     }
     assert.deepEqual(wrong, []);
+    // Why they failed: routed (forwarding is on) and dropped by the rule between bridges. With
+    // forwarding off the kernel would have dropped them before that rule, and it would count nothing.
+    const crossDropped =
+      (await dropCount('inet', 'leaving_network', 'cross-network or egress off')) - crossBefore;
+    assert.ok(
+      crossDropped >= crossProbes,
+      `the cross-network rule dropped ${crossDropped} packets for ${crossProbes} probes`,
+    );
   });
 
   await t.test('spoofed sources are dropped before they reach anyone', async () => {
@@ -286,6 +317,8 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
     // in that network), and an unused one of its own block (to its peer). A borrowed address is never
     // the target's own: that one would be delivered inside the sender's namespace.
     const claims: { from: Machine; as: string; to: Machine }[] = [];
+    const unsent: string[] = [];
+    const spoofBefore = await dropCount('bridge', 'from_machine', 'spoofed source address');
     for (const from of machines) {
       const peer = machines.find((m) => m.net === from.net && m !== from)!;
       const foreign = machines.find((m) => m.net !== from.net)!;
@@ -300,17 +333,25 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
       const netns = `hangar-${from.id}`;
       for (const { as, to } of plan) {
         await must('ip', ['-n', netns, '-6', 'addr', 'add', `${as}/128`, 'dev', 'eth0', 'nodad']);
-        await from.agent!.probe({ kind: 'udp', to: to.ip, from: as });
+        const result = await from.agent!.probe({ kind: 'udp', to: to.ip, from: as });
         await must('ip', ['-n', netns, '-6', 'addr', 'del', `${as}/128`, 'dev', 'eth0']);
+        // It was sent (a datagram that never left would prove nothing) and got no answer.
+        if (result.sent !== `from ${from.id}`.length || result.ok)
+          unsent.push(`${from.id} as ${as} → ${to.id}: ${JSON.stringify(result)}`);
         claims.push({ from, as, to });
       }
     }
+    assert.deepEqual(unsent, [], 'every spoofed datagram was sent, none answered');
     const arrived: string[] = [];
     for (const machine of machines) {
       for (const source of await machine.agent!.heard()) arrived.push(`${machine.id} heard ${source}`);
     }
-    t.diagnostic(`spoofing: ${claims.length} datagrams with a borrowed source, ${arrived.length} arrived`);
+    const spoofDropped = (await dropCount('bridge', 'from_machine', 'spoofed source address')) - spoofBefore;
+    t.diagnostic(
+      `spoofing: ${claims.length} datagrams with a borrowed source sent, ${spoofDropped} dropped as spoofed, ${arrived.length} arrived`,
+    );
     assert.deepEqual(arrived, []);
+    assert.ok(spoofDropped >= claims.length, 'the anti-spoofing rule dropped them');
   });
 
   await t.test("DNS answers from the caller's network only, on fdaa::3 and its own ::3", async () => {
@@ -361,6 +402,12 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
     hostServers.push(server);
     await new Promise<void>((resolve) => server.listen({ host: '::', port: 0, ipv6Only: true }, resolve));
     const port = (server.address() as net.AddressInfo).port;
+    // App a serves that port (a machine that is never started is enough: the proxy would start it), so
+    // its Flycast addresses open it; every other port stays closed (attacks-network.test.ts).
+    await ok(api, 'POST', `/v1/apps/${APPS.a}/machines`, {
+      config: { image: images.a, services: [{ protocol: 'tcp', internal_port: 8081, ports: [{ port }] }] },
+      skip_launch: true,
+    });
     const own = await ok(api, 'POST', `/v1/apps/${APPS.a}/ip_assignments`, { type: 'private_v6' });
     const inB = await ok(api, 'POST', `/v1/apps/${APPS.a}/ip_assignments`, {
       type: 'private_v6',

@@ -13,9 +13,12 @@ const HOST = '0a0b0c0d';
 
 const app = (id: string, networkId: number) => ({ id, networkId }) as AppRecord;
 const machine = (id: string, appId: string, fields: Partial<MachineRecord>) =>
-  ({ id, appId, hostId: HOST, state: 'started', ...fields }) as MachineRecord;
-const ip = (address: string, type: IpAssignmentRecord['type'], networkId: number | null) =>
-  ({ ip: address, type, networkId }) as IpAssignmentRecord;
+  ({ id, appId, hostId: HOST, state: 'started', config: {}, ...fields }) as MachineRecord;
+const ip = (address: string, type: IpAssignmentRecord['type'], networkId: number | null, appId = 'a') =>
+  ({ ip: address, type, networkId, appId }) as IpAssignmentRecord;
+/** A machine config with these services, as the store keeps it (only what the rules read). */
+const serving = (...services: { protocol: 'tcp' | 'udp'; ports: object[] }[]) =>
+  ({ services: services.map((s) => ({ internal_port: 8080, ...s })) }) as unknown as MachineRecord['config'];
 
 test('desired state: a bridge per network with apps, a veth per live numbered machine of this host', () => {
   const desired = desiredNetState(
@@ -52,10 +55,60 @@ test('desired state: a bridge per network with apps, a veth per live numbered ma
     'stopped machines keep their place; destroyed, unnumbered, foreign and orphaned ones have none',
   );
   assert.deepEqual(desired.flycast, [
-    { networkId: 3, address: 'fdaa:0:3:0:1::1' },
-    { networkId: 7, address: 'fdaa:0:7:0:1::1' },
+    { networkId: 3, address: 'fdaa:0:3:0:1::1', ports: [] },
+    { networkId: 7, address: 'fdaa:0:7:0:1::1', ports: [] },
   ]);
   assert.equal(desired.egress, true);
+});
+
+test("desired state: a Flycast address opens exactly its app's service ports", () => {
+  const desired = desiredNetState(
+    {
+      apps: [app('a', 7), app('b', 7)],
+      machines: [
+        machine('m1', 'a', {
+          machineNumber: 1,
+          config: serving(
+            { protocol: 'tcp', ports: [{ port: 80 }, { port: 443 }] },
+            { protocol: 'udp', ports: [{ start_port: 5000, end_port: 5010 }] },
+          ),
+        }),
+        // Stopped machines count (the proxy starts them); overlapping and adjacent ports merge.
+        machine('m2', 'a', {
+          machineNumber: 2,
+          state: 'stopped',
+          config: serving({ protocol: 'tcp', ports: [{ port: 81 }, { start_port: 440, end_port: 443 }] }),
+        }),
+        // A destroyed machine's services are gone; another app's are not this address's.
+        machine('m3', 'a', {
+          machineNumber: 3,
+          state: 'destroyed',
+          config: serving({ protocol: 'tcp', ports: [{ port: 22 }] }),
+        }),
+        machine('m4', 'b', {
+          machineNumber: 4,
+          config: serving({ protocol: 'tcp', ports: [{ port: 5432 }] }),
+        }),
+        // A service without external ports exposes nothing.
+        machine('m5', 'a', { machineNumber: 5, config: serving({ protocol: 'tcp', ports: [] }) }),
+      ],
+      ips: [ip('fdaa:0:7:0:1::1', 'private_v6', 7, 'a'), ip('fdaa:0:7:0:1::2', 'private_v6', 7, 'c')],
+    },
+    HOST,
+    false,
+  );
+  assert.deepEqual(desired.flycast, [
+    {
+      networkId: 7,
+      address: 'fdaa:0:7:0:1::1',
+      ports: [
+        { protocol: 'tcp', start: 80, end: 81 },
+        { protocol: 'tcp', start: 440, end: 443 },
+        { protocol: 'udp', start: 5000, end: 5010 },
+      ],
+    },
+    { networkId: 7, address: 'fdaa:0:7:0:1::2', ports: [] },
+  ]);
 });
 
 function lockPath(t: TestContext): string {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import dgram from 'node:dgram';
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import net from 'node:net';
 import { after, test } from 'node:test';
 import { netnsPathOf, runInMachineNetns } from '../../src/net/admin.js';
@@ -20,6 +20,7 @@ import {
 } from '../../src/sixpn/address-plan.js';
 import { flycastAddress } from '../../src/sixpn/ipv6.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from '../../src/sixpn/resolver.js';
+import { enableForwarding } from '../helpers/forwarding.js';
 import { NEEDS_ROOT } from '../helpers/integration.js';
 import { ProbeAgent, type ProbeRequest } from '../helpers/probe-agent.js';
 
@@ -113,6 +114,10 @@ const hostServers: { close(): void }[] = [];
 const hostHeard = new Map<string, Set<string>>();
 /** The stand-in Flycast proxy's port, and each connection it accepted as [to, from]. */
 let flycastPort = 0;
+/** A second port the same listener serves that no app's services expose: it must stay closed. */
+let flycastClosedPort = 0;
+/** Undoes the test's forwarding sysctls; run by cleanup (and so on failure too). */
+let restoreForwarding: (() => Promise<void>) | undefined;
 const flycastAccepted: [string, string][] = [];
 const warnings: string[] = [];
 let network: LinuxNetwork | undefined;
@@ -145,9 +150,11 @@ function desired(without: NetKey[] = []): DesiredNetState {
     networks: (Object.keys(plans) as NetKey[]).filter((k) => !without.includes(k)).map((k) => plans[k]),
     attachments: machines.filter((m) => !without.includes(m.net)).map((m) => m.attachment),
     // All of them, even those of networks left out: the rules must ignore what has no bridge here.
+    // Each opens the stand-in proxy's port, as an app whose services expose that port would.
     flycast: Object.entries(FLYCAST).map(([key, address]) => ({
       networkId: NETWORKS[key as NetKey],
       address,
+      ports: [{ protocol: 'tcp' as const, start: flycastPort, end: flycastPort }],
     })),
     // Egress on: the bridges then forward (force_forwarding), the worst case for isolation, where only
     // the rules stand between two networks.
@@ -182,22 +189,27 @@ async function startDnsStandIns(addresses: string[]): Promise<void> {
 }
 
 /**
- * Stand-in Flycast proxy: one TCP listener on the host's `::` (any port), as the proxy will be; it
- * answers with the address it was reached on and the network the caller's source address is in.
+ * Stand-in Flycast proxy: TCP listeners on the host's `::` (any address), as the proxy will be, on the
+ * service port and on one more port no service exposes; each answers with the address it was reached
+ * on and the network the caller's source address is in.
  */
 async function startFlycastStandIn(): Promise<void> {
-  const server = net.createServer((socket) => {
-    socket.on('error', () => {});
-    const [to, from] = [socket.localAddress ?? '', socket.remoteAddress ?? ''];
-    flycastAccepted.push([to, from]);
-    socket.end(`flycast ${to} for network ${networkIdOf(from)}\n`);
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen({ host: '::', port: 0 }, resolve);
-  });
-  flycastPort = (server.address() as net.AddressInfo).port;
-  hostServers.push(server);
+  const ports: number[] = [];
+  for (let i = 0; i < 2; i++) {
+    const server = net.createServer((socket) => {
+      socket.on('error', () => {});
+      const [to, from] = [socket.localAddress ?? '', socket.remoteAddress ?? ''];
+      flycastAccepted.push([to, from]);
+      socket.end(`flycast ${to} for network ${networkIdOf(from)}\n`);
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ host: '::', port: 0 }, resolve);
+    });
+    ports.push((server.address() as net.AddressInfo).port);
+    hostServers.push(server);
+  }
+  [flycastPort, flycastClosedPort] = ports as [number, number];
 }
 
 /** Only with the lock, so never once another process may own the host's Hangar networking. */
@@ -206,6 +218,7 @@ async function cleanup(): Promise<void> {
   await Promise.all(machines.map((m) => m.agent?.stop()));
   for (const server of hostServers.splice(0)) server.close();
   await network?.close().catch(() => {});
+  await restoreForwarding?.();
   // Only what this test made, by name: its namespaces (their eth0 ends take the veths along), its
   // bridges and leftovers, the tables and fdaa::3 (the host had none of them before the test).
   for (const m of machines) await run('ip', ['netns', 'delete', m.netns]);
@@ -282,7 +295,10 @@ async function runCases(cases: Case[]): Promise<string[]> {
   const wrong: string[] = [];
   for (const { c, result } of outcomes) {
     const label = `${c.from.name}${c.source ? ` (spoofing ${c.source})` : ''} → ${c.target} ${c.kind}`;
-    if (result.ok !== c.expect) {
+    // A blocked datagram must have left the machine: one that was never sent proves nothing.
+    if (c.kind === 'udp' && typeof result.sent !== 'number') {
+      wrong.push(`${label}: the datagram was never sent (${result.sent ?? result.detail})`);
+    } else if (result.ok !== c.expect) {
       wrong.push(
         `${label}: expected ${c.expect ? 'success' : 'blocked'}, got ${result.ok ? `answer "${result.answer ?? ''}"` : result.detail}`,
       );
@@ -303,57 +319,55 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
 
   // Control: with the bridges forwarding and no rules yet, the kernel routes between networks. So what
   // blocks the cross-network probes below is the rule set, not a missing route.
-  const forwarding = Object.values(plans).map((p) => `/proc/sys/net/ipv6/conf/${p.bridge}/force_forwarding`);
-  const canForward = forwarding.every((path) => existsSync(path));
-  if (canForward) {
-    for (const path of forwarding) await writeFile(path, '1');
-    const control = await runCases([
-      {
-        from: machine('a1'),
-        target: 'b1',
-        to: machine('b1').attachment.address,
-        kind: 'icmp',
-        expect: true,
-        group: 'control',
-      },
-      {
-        from: machine('b2'),
-        target: 'a2',
-        to: machine('a2').attachment.address,
-        kind: 'tcp',
-        expect: true,
-        answer: 'a2',
-        group: 'control',
-      },
-      {
-        from: machine('a1'),
-        target: `${plans.b.serviceAddress} (::3 of b)`,
-        to: plans.b.serviceAddress,
-        kind: 'udp',
-        port: DNS_PORT,
-        expect: true,
-        group: 'control',
-      },
-      // Every bridge's Flycast block is local to the host: only the rules keep b out of a's.
-      {
-        from: machine('b1'),
-        target: 'Flycast of a',
-        to: FLYCAST.a!,
-        kind: 'tcp',
-        port: flycastPort,
-        expect: true,
-        answer: flycastAnswer(FLYCAST.a!, 'b'),
-        group: 'control',
-      },
-    ]);
-    assert.deepEqual(
-      control,
-      [],
-      'without rules, networks must reach each other (or the matrix proves nothing)',
-    );
-    for (const sources of hostHeard.values()) sources.clear();
-    flycastAccepted.length = 0;
-  }
+  // Forwarding stays on for the whole matrix (restored at cleanup), per bridge where the kernel can.
+  const forwarding = await enableForwarding(Object.values(plans).map((p) => p.bridge));
+  restoreForwarding = forwarding.restore;
+  const control = await runCases([
+    {
+      from: machine('a1'),
+      target: 'b1',
+      to: machine('b1').attachment.address,
+      kind: 'icmp',
+      expect: true,
+      group: 'control',
+    },
+    {
+      from: machine('b2'),
+      target: 'a2',
+      to: machine('a2').attachment.address,
+      kind: 'tcp',
+      expect: true,
+      answer: 'a2',
+      group: 'control',
+    },
+    {
+      from: machine('a1'),
+      target: `${plans.b.serviceAddress} (::3 of b)`,
+      to: plans.b.serviceAddress,
+      kind: 'udp',
+      port: DNS_PORT,
+      expect: true,
+      group: 'control',
+    },
+    // Every bridge's Flycast block is local to the host: only the rules keep b out of a's.
+    {
+      from: machine('b1'),
+      target: 'Flycast of a',
+      to: FLYCAST.a!,
+      kind: 'tcp',
+      port: flycastPort,
+      expect: true,
+      answer: flycastAnswer(FLYCAST.a!, 'b'),
+      group: 'control',
+    },
+  ]);
+  assert.deepEqual(
+    control,
+    [],
+    'without rules, networks must reach each other (or the matrix proves nothing)',
+  );
+  for (const sources of hostHeard.values()) sources.clear();
+  flycastAccepted.length = 0;
 
   const applied = await network.applyRules(desired());
   assert.deepEqual([applied.networks, applied.machines, applied.mode], [3, 6, 'full']);
@@ -403,27 +417,40 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
       }
     }
   }
-  // 3. The Flycast addresses of a and b, any protocol: only the caller's own network's is open (d has
-  //    none, so it reaches neither). The whole block of every network is routed to the host, so an
-  //    address of the caller's own block that was never allocated must be closed too.
+  // 3. The Flycast addresses of a and b: only the caller's own network's is open, and only on the
+  //    service port over TCP (not ICMPv6, not the listener's other port); d has none, so it reaches
+  //    neither. The whole block of every network is routed to the host, so an address of the caller's
+  //    own block that was never allocated must be closed too.
   for (const from of machines) {
     const targets: [string, string, string][] = Object.entries(FLYCAST).map(([key, address]) => [
       address,
       `Flycast of ${key}`,
-      key === from.net ? 'flycast-open' : 'flycast-blocked',
+      key === from.net ? 'flycast-own' : 'flycast-blocked',
     ]);
     targets.push([flycastAddress(NETWORKS[from.net], 2), 'unallocated Flycast', 'flycast-unallocated']);
     for (const [address, target, group] of targets) {
       for (const kind of ['tcp', 'icmp'] as const) {
+        const open = group === 'flycast-own' && kind === 'tcp';
         cases.push({
           from,
           target,
           to: address,
           kind,
           port: flycastPort,
-          expect: group === 'flycast-open',
+          expect: open,
           ...(kind === 'tcp' ? { answer: flycastAnswer(address, from.net) } : {}),
-          group,
+          group: group === 'flycast-own' ? (open ? 'flycast-open' : 'flycast-closed') : group,
+        });
+      }
+      if (group === 'flycast-own') {
+        cases.push({
+          from,
+          target: `${target}, port no service exposes`,
+          to: address,
+          kind: 'tcp',
+          port: flycastClosedPort,
+          expect: false,
+          group: 'flycast-closed',
         });
       }
     }
@@ -533,9 +560,9 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
       `isolation matrix: ${machines.length} machines on 3 networks (2 custom + default), ${cases.length} probes in ${elapsed} ms, protocols TCP, UDP, ICMPv6`,
       `  machine pairs: ${pairs} ordered pairs × 3 protocols = ${pairs * 3} probes: ${count('same')} same-network (must succeed), ${count('cross')} cross-network (must be blocked)`,
       `  host addresses (every network's ::3 and gateway, fdaa::3): ${count('service-open')} DNS probes to the caller's own ::3 and fdaa::3 (must succeed, attributed to the caller's network), ${count('service-blocked')} others (must be blocked)`,
-      `  Flycast (one address in a and one in b, a listener on the host's [::]:${flycastPort}): ${count('flycast-open')} TCP and ICMPv6 probes to the caller's own network's (must succeed, attributed to the caller's network), ${count('flycast-blocked')} to another network's, from d to either, ${count('flycast-unallocated')} to an unallocated address of the caller's own block (must be blocked)`,
+      `  Flycast (one address in a and one in b serving TCP ${flycastPort}, listeners on the host's [::]:${flycastPort} and [::]:${flycastClosedPort}): ${count('flycast-open')} TCP probes to the caller's own network's on the service port (must succeed, attributed to the caller's network), ${count('flycast-closed')} ICMPv6 or other-port probes to it, ${count('flycast-blocked')} to another network's, from d to either, ${count('flycast-unallocated')} to an unallocated address of the caller's own block (must be blocked)`,
       `  spoofed sources (a1 as b and as another a, b1 as a): ${count('spoofed')} probes (must be blocked)`,
-      `  control without rules: ${canForward ? "cross-network traffic got through (so the blocks above are the rules' doing)" : 'skipped (no per-interface force_forwarding on this kernel)'}`,
+      `  control without rules, forwarding on (${forwarding.how}): cross-network traffic got through (so the blocks above are the rules' doing)`,
       `  one-way check: UDP sources heard by the machines and by the host's ${hostHeard.size} stand-in DNS addresses (${heardCount} distinct callers), and the ${flycastAccepted.length} connections the Flycast listener accepted, are all same-network, none spoofed`,
       `  host → each machine over TCP: ${machines.length - hostToMachines.length}/${machines.length} answered`,
       `  mismatches: ${wrong.length}`,
@@ -545,8 +572,8 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
   assert.equal(count('same'), 18);
   assert.equal(count('cross'), 72);
   assert.deepEqual(
-    [count('flycast-open'), count('flycast-blocked'), count('flycast-unallocated')],
-    [8, 16, 12],
+    [count('flycast-open'), count('flycast-closed'), count('flycast-blocked'), count('flycast-unallocated')],
+    [4, 8, 16, 12],
   );
   assert.deepEqual(hostToMachines, [], 'the host reaches every machine (health checks, proxy, admin)');
 

@@ -3,7 +3,9 @@
 // its name so a test knows which machine it reached, and runs probes asked for on stdin, one JSON object a
 // line: {id, kind: "tcp"|"udp"|"icmp", to, port?, from?, timeoutMs?}. `from` picks the source address
 // (the spoofing tests add foreign addresses to eth0). Answers go to stdout, one JSON object a line:
-// {id, ok, answer?, detail?}. The first line is {ready: true} once both servers listen. The kind "heard"
+// {id, ok, answer?, detail?, sent?}; a UDP probe's `sent` is what its sendto reported (bytes, or the error
+// code), so a test can tell a datagram that was sent and dropped from one that never left. TCP probes take
+// IPv4 targets too (the attack tests give the namespace an IPv4 address of its own). The first line is {ready: true} once both servers listen. The kind "heard"
 // answers with the source addresses of every UDP datagram the server received, so a test can tell that
 // a packet never arrived even when no reply could have come back (a spoofed source has no return path).
 import { spawn } from 'node:child_process';
@@ -21,7 +23,8 @@ function answer(line) {
 function probeTcp({ to, port, from, timeoutMs }) {
   return new Promise((resolve) => {
     let data = '';
-    const socket = net.connect({ host: to, port, family: 6, ...(from ? { localAddress: from } : {}) });
+    const family = net.isIPv4(to) ? 4 : 6;
+    const socket = net.connect({ host: to, port, family, ...(from ? { localAddress: from } : {}) });
     const timer = setTimeout(() => {
       socket.destroy();
       resolve({ ok: false, detail: 'timeout' });
@@ -44,15 +47,20 @@ function probeTcp({ to, port, from, timeoutMs }) {
 function probeUdp({ to, port, from, timeoutMs }) {
   return new Promise((resolve) => {
     const socket = dgram.createSocket({ type: 'udp6' });
+    let sent;
     const finish = (result) => {
       clearTimeout(timer);
       socket.close();
-      resolve(result);
+      resolve({ ...result, ...(sent === undefined ? {} : { sent }) });
     };
     const timer = setTimeout(() => finish({ ok: false, detail: 'timeout' }), timeoutMs);
     socket.on('message', (message) => finish({ ok: true, answer: message.toString().trim() }));
     socket.on('error', (error) => finish({ ok: false, detail: error.code ?? error.message }));
-    socket.bind({ address: from ?? '::', port: 0 }, () => socket.send(`from ${name}`, port, to));
+    socket.bind({ address: from ?? '::', port: 0 }, () =>
+      socket.send(`from ${name}`, port, to, (error, bytes) => {
+        sent = error ? (error.code ?? error.message) : bytes;
+      }),
+    );
   });
 }
 

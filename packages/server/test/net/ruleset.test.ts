@@ -9,6 +9,7 @@ import {
   rulesetDelta,
   rulesetState,
 } from '../../src/net/ruleset.js';
+import type { PortRange } from '../../src/net/service-ports.js';
 import { runCommand } from '../../src/shared/run.js';
 import {
   type Attachment,
@@ -40,11 +41,14 @@ function desiredState(networks: number, perNetwork: number, egress = false): Des
   return { networks: plans, attachments, flycast: [], egress };
 }
 
-/** The `n`th Flycast address of a network, as the store allocates it. */
-const flycast = (networkId: number, n: number): FlycastEntry => ({
+/** The `n`th Flycast address of a network, as the store allocates it, serving HTTP on port 80. */
+const flycast = (networkId: number, n: number, ports: PortRange[] = [tcp(80)]): FlycastEntry => ({
   networkId,
   address: flycastAddress(networkId, n),
+  ports,
 });
+const tcp = (start: number, end = start): PortRange => ({ protocol: 'tcp', start, end });
+const udp = (start: number, end = start): PortRange => ({ protocol: 'udp', start, end });
 
 /** `state` with one Flycast address in each of its networks. */
 const withFlycast = (state: DesiredNetState): DesiredNetState => ({
@@ -112,43 +116,72 @@ test('ruleset: machines reach the host only for DNS on their own ::3 and fdaa::3
   // The only other way in before the drop is the Flycast set (next test).
   assert.match(
     text,
-    /iifname \. ip6 daddr \. meta l4proto \. th dport @services accept\n\s+iifname \. ip6 daddr @flycast accept\n\s+counter drop/,
+    /iifname \. ip6 daddr \. meta l4proto \. th dport @services accept\n\s+iifname \. ip6 daddr \. meta l4proto \. th dport @flycast accept\n\s+counter drop/,
   );
 });
 
-test("ruleset: machines reach their own network's Flycast addresses, any protocol and port", () => {
+test('ruleset: conntrack lets through only the machine side of flows the host opened', () => {
+  const text = buildRuleset(desiredState(1, 1));
+  const chain = /chain machine_to_host \{\n([\s\S]*?)\n {2}\}/.exec(text)![1]!;
+  const established = chain.split('\n').filter((line) => line.includes('ct state'));
+  // A flow the machine opens is original-direction: it never matches, and each of its packets meets
+  // the port checks. Without `ct direction reply`, a mid-stream pickup would be a way to any socket.
+  assert.deepEqual(established, ['    ct direction reply ct state established,related accept']);
+  assert.match(chain, /counter drop comment "machine to host"$/);
+});
+
+test("ruleset: machines reach their own network's Flycast addresses on the service ports only", () => {
   const state = desiredState(2, 1);
   const text = buildRuleset({
     ...state,
     flycast: [
-      flycast(1, 1),
-      flycast(2, 0x10002),
-      // Written another way and listed twice: one element, in the plan's text.
-      { networkId: 1, address: 'fdaa:0:1:0:1:0:0:1' },
+      flycast(1, 1, [tcp(80), tcp(443), udp(5000, 5010)]),
+      flycast(2, 0x10002, [tcp(8000, 8010)]),
+      // Written another way and listed twice: its ports join the first entry's, merged (80-81).
+      { networkId: 1, address: 'fdaa:0:1:0:1:0:0:1', ports: [tcp(81), tcp(443)] },
+      // Allocated, but no machine serves anything: no element, the address is closed.
+      flycast(1, 2, []),
       // Network 9 has no bridge on this host (no app here): nothing to open, not an error.
       flycast(9, 1),
     ],
   });
   assert.equal(flycastBlock(1), 'fdaa:0:1:0:1::/80');
-  assert.match(
+  const elements = [
+    '"hgn1" . fdaa:0:1:0:1::1 . tcp . 443',
+    '"hgn1" . fdaa:0:1:0:1::1 . tcp . 80-81',
+    '"hgn1" . fdaa:0:1:0:1::1 . udp . 5000-5010',
+    '"hgn2" . fdaa:0:2:0:1:0:1:2 . tcp . 8000-8010',
+  ];
+  assert.ok(
+    text.includes(
+      `  set flycast {\n    type ifname . ipv6_addr . inet_proto . inet_service\n    flags interval\n    elements = {\n      ${elements.join(',\n      ')}\n    }\n  }`,
+    ),
     text,
-    /set flycast \{\n\s+type ifname \. ipv6_addr\n\s+elements = \{\n\s+"hgn1" \. fdaa:0:1:0:1::1,\n\s+"hgn2" \. fdaa:0:2:0:1:0:1:2\n\s+\}/,
   );
+  assert.ok(!text.includes('fdaa:0:1:0:1::2'), 'an address nothing serves on opens nothing');
   assert.ok(!text.includes('fdaa:0:9:'), 'a network without a bridge here opens nothing');
   assert.ok(!text.includes('"hgn1" . fdaa:0:2:'), "no bridge may reach another network's Flycast address");
-  // No port or protocol in the key: the proxy listening on the address decides.
-  assert.match(text, /^\s+iifname \. ip6 daddr @flycast accept$/m);
+  assert.match(text, /^\s+iifname \. ip6 daddr \. meta l4proto \. th dport @flycast accept$/m);
+  assert.match(text, /# Hangar 6PN isolation: 2 networks, 2 machines, 2 Flycast addresses/);
   assert.match(
     buildRuleset(state),
-    /set flycast \{\n\s+type ifname \. ipv6_addr\n\s+\}/,
+    /set flycast \{\n\s+type ifname \. ipv6_addr \. inet_proto \. inet_service\n\s+flags interval\n\s+\}/,
     'none: an empty set',
   );
+  for (const bad of [tcp(0), tcp(65_536), tcp(90, 80), { protocol: 'icmp', start: 1, end: 1 }, tcp(1.5)]) {
+    assert.throws(
+      () => buildRuleset({ ...state, flycast: [flycast(1, 1, [bad as PortRange])] }),
+      /is not a port range/,
+      JSON.stringify(bad),
+    );
+  }
 });
 
 test("ruleset: a Flycast address outside its network's block is refused", () => {
   const state = desiredState(2, 1);
   const [a1] = state.attachments as [Attachment];
-  const refused = (entry: FlycastEntry) => () => buildRuleset({ ...state, flycast: [flycast(1, 1), entry] });
+  const refused = (entry: Omit<FlycastEntry, 'ports'>) => () =>
+    buildRuleset({ ...state, flycast: [flycast(1, 1), { ...entry, ports: [tcp(80)] }] });
   // Another network's Flycast address, its machine, its ::3, a 6PN address outside 0:1, fdaa::3.
   for (const address of [flycastAddress(2, 1), a1.address, serviceAddress(1), 'fdaa:0:1:0:2::1', 'fdaa::3']) {
     assert.throws(
@@ -265,7 +298,7 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
 
   // A Flycast address allocated in network 2, then released: one element each way.
   const allocated = { ...base, flycast: [...base.flycast, flycast(2, 2)] };
-  const element = '{ "hgn2" . fdaa:0:2:0:1::2 }';
+  const element = '{ "hgn2" . fdaa:0:2:0:1::2 . tcp . 80 }';
   assert.equal(rulesetDelta(before, rulesetState(allocated)), `add element inet hangar flycast ${element}\n`);
   assert.equal(
     rulesetDelta(rulesetState(allocated), before),
@@ -290,7 +323,21 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
     ],
   );
   assert.ok(removed.includes('"hgn3" . fdaa:0:3::3 . udp . 53') && !removed.includes('add element'));
-  assert.ok(removed.includes('"hgn3" . fdaa:0:3:0:1::1'));
+  assert.ok(removed.includes('"hgn3" . fdaa:0:3:0:1::1 . tcp . 80'));
+
+  // A machine's services change: the address's ports follow, as element deletes and adds.
+  const widened = {
+    ...base,
+    flycast: base.flycast.map((f) => (f.networkId === 1 ? { ...f, ports: [tcp(80, 81), udp(53)] } : f)),
+  };
+  assert.equal(
+    rulesetDelta(before, rulesetState(widened)),
+    [
+      'delete element inet hangar flycast { "hgn1" . fdaa:0:1:0:1::1 . tcp . 80 }',
+      'add element inet hangar flycast { "hgn1" . fdaa:0:1:0:1::1 . tcp . 80-81, "hgn1" . fdaa:0:1:0:1::1 . udp . 53 }',
+      '',
+    ].join('\n'),
+  );
 
   // Egress (or its uplinks) changes rules, not only elements: no delta, a full replace.
   assert.equal(
@@ -305,6 +352,10 @@ test('ruleset: nft accepts the text and the deltas (checked in a throwaway netwo
   skip: process.getuid?.() === 0 ? false : 'needs root for nft -c',
 }, async () => {
   const grown = withFlycast(desiredState(4, 2));
+  const widened = {
+    ...grown,
+    flycast: grown.flycast.map((f) => ({ ...f, ports: [tcp(79, 81), tcp(8000, 8080), udp(53)] })),
+  };
   const shrunk = { ...grown, networks: grown.networks.slice(1), attachments: grown.attachments.slice(2) };
   // A full rule set followed by a delta, checked as one transaction: the delta's deletes must name
   // elements the full text created.
@@ -316,6 +367,8 @@ test('ruleset: nft accepts the text and the deltas (checked in a throwaway netwo
     buildRuleset(withFlycast(desiredState(1000, 1, true)), { uplinks: ['eth0'] }),
     buildRuleset(grown) + delta,
     buildRuleset(shrunk) + growBack,
+    // Ranges replacing single ports they overlap, in one transaction (deletes first).
+    buildRuleset(grown) + rulesetDelta(rulesetState(grown), rulesetState(widened))!,
   ]) {
     // unshare -n: a fresh namespace, so the check never sees or touches the host's rule set.
     const result = await runCommand('unshare', ['-n', 'nft', '-c', '-f', '-'], {

@@ -101,7 +101,7 @@ test('machine spec: resources in bytes, command, env precedence, files, mounts, 
   assert.deepEqual(
     spec.files.map((f) => [f.guestPath, f.content.toString(), f.mode]),
     [
-      ['/etc/cert.pem', 'pem', 0o644],
+      ['/etc/cert.pem', 'pem', 0o400],
       ['/etc/motd', 'hi', 0o600],
     ],
   );
