@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
+import net from 'node:net';
 
 /** Integration tests with real containers need root; elsewhere they are skipped with this reason. */
 export const NEEDS_ROOT =
@@ -61,4 +62,19 @@ export async function mountsUnder(dir: string): Promise<string[]> {
     .split('\n')
     .map((line) => line.split(' ')[4] ?? '')
     .filter((point) => point.startsWith(dir));
+}
+
+/** Connects from the host to `[address]:port` and reads until the peer closes: its text, or `error <why>`. */
+export function readFromHost(address: string, port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: address, port, timeout: 2000 });
+    let data = '';
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk) => {
+      data += chunk;
+    });
+    socket.on('end', () => resolve(data.trim()));
+    socket.on('timeout', () => socket.destroy(new Error('timeout')));
+    socket.on('error', (error) => resolve(`error ${error.message}`));
+  });
 }

@@ -11,7 +11,7 @@ import { runCommand } from '../../src/shared/run.js';
 import { bridgeName, networkIdOf, serviceAddress } from '../../src/sixpn/address-plan.js';
 import { RESOLVER_ADDRESS } from '../../src/sixpn/resolver.js';
 import { startTestHangard, type TestHangard } from '../helpers/hangard.js';
-import { NEEDS_ROOT, ok, pollUntil } from '../helpers/integration.js';
+import { NEEDS_ROOT, ok, pollUntil, readFromHost } from '../helpers/integration.js';
 import { ProbeAgent } from '../helpers/probe-agent.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
 
@@ -114,21 +114,6 @@ async function ipv4Listener(t: TestContext): Promise<HostListener> {
   listener.port = (server.address() as net.AddressInfo).port;
   t.after(() => server.close());
   return listener;
-}
-
-/** The host's side: connects to `[address]:port` from the host itself, the answer or the error. */
-function fromHost(address: string, port: number): Promise<string> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host: address, port, timeout: 2000 });
-    let data = '';
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk) => {
-      data += chunk;
-    });
-    socket.on('end', () => resolve(data.trim()));
-    socket.on('timeout', () => socket.destroy(new Error('timeout')));
-    socket.on('error', (error) => resolve(`error ${error.message}`));
-  });
 }
 
 /** The host's own addresses a machine could aim at: every global IPv6 and IPv4 address it has. */
@@ -260,7 +245,7 @@ test('a hostile tenant gets nothing of the host', { skip, timeout: 120_000 }, as
       for (const { to, port, kind, control } of blocked) {
         if (kind !== 'tcp' || control === false) continue;
         assert.equal(
-          await fromHost(to, port),
+          await readFromHost(to, port),
           `host socket ${to}:${port}`,
           `control: the host reaches ${to}:${port}`,
         );
@@ -350,7 +335,7 @@ test('a hostile tenant gets nothing of the host', { skip, timeout: 120_000 }, as
       const v4Targets = hostV4;
       assert.ok(v4Targets.length > 0, 'the host has an IPv4 address to aim at');
       for (const address of v4Targets) {
-        assert.equal(await fromHost(address, v4.port), `host socket ${address}`, `control: ${address}`);
+        assert.equal(await readFromHost(address, v4.port), `host socket ${address}`, `control: ${address}`);
         await must('ip', ['-n', netns, '-4', 'route', 'replace', `${address}/32`, 'dev', 'eth0']);
         await must('ip', [
           '-n',

@@ -21,7 +21,7 @@ import {
 import { flycastAddress } from '../../src/sixpn/ipv6.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from '../../src/sixpn/resolver.js';
 import { enableForwarding } from '../helpers/forwarding.js';
-import { NEEDS_ROOT } from '../helpers/integration.js';
+import { NEEDS_ROOT, readFromHost } from '../helpers/integration.js';
 import { ProbeAgent, type ProbeRequest } from '../helpers/probe-agent.js';
 
 /**
@@ -539,17 +539,7 @@ test('isolation matrix: same network reachable, every cross-network pair blocked
   //    filtered and the replies come back as established connections.
   const hostToMachines: string[] = [];
   for (const m of machines) {
-    const answer = await new Promise<string>((resolve) => {
-      const socket = net.connect({ host: m.attachment.address, port: 8080, timeout: 2000 });
-      let data = '';
-      socket.setEncoding('utf8');
-      socket.on('data', (chunk) => {
-        data += chunk;
-      });
-      socket.on('end', () => resolve(data.trim()));
-      socket.on('timeout', () => socket.destroy(new Error('timeout')));
-      socket.on('error', (error) => resolve(error.message));
-    });
+    const answer = await readFromHost(m.attachment.address, 8080);
     if (answer !== m.name) hostToMachines.push(`host → ${m.name}: ${answer}`);
   }
 
