@@ -3,11 +3,12 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from './api/server.js';
 import { mintToken } from './auth/tokens.js';
-import type { ResolvedConfig } from './config/config.js';
+import { parseListen, type ResolvedConfig } from './config/config.js';
 import { type HostDns, startHostDns } from './dns/host-dns.js';
 import { createPlatform, type Platform } from './machines/platform.js';
 import type { HostLockOptions } from './net/host-lock.js';
 import { HostNetwork } from './net/host-network.js';
+import { HangarProxy } from './proxy/proxy.js';
 import { type HostRuntime, startHostRuntime } from './runtime/host-runtime.js';
 import type { MachineRuntime } from './runtime/runtime.js';
 import { hostCanLoopMount, VolumeStorage } from './runtime/volumes/volume-storage.js';
@@ -26,6 +27,10 @@ export interface Hangard {
   runtime: Status;
   /** Private networks and DNS, and why there are none when there are none. */
   network: Status;
+  /** The proxy, and why it is not running when it is not. */
+  proxy: Status;
+  /** Base URL of the proxy's public HTTP listener, when it runs. */
+  proxyUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -74,6 +79,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
   let hostRuntime: HostRuntime | undefined;
   let hostNetwork: HostNetwork | undefined;
   let dns: HostDns | undefined;
+  let proxy: HangarProxy | undefined;
   try {
     if ((options.realVolumes ?? true) && (await hostCanLoopMount())) {
       volumeStorage = new VolumeStorage({ dir: join(config.dataDir, 'volumes') });
@@ -165,6 +171,28 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         description: `private networks on (${hostNetwork.networksUp().length} up), ${dnsNote}, egress ${egress}`,
       };
     }
+    let proxyStatus: Status = { missing: 'proxy.mode is "off"' };
+    if (config.proxy.mode === 'on' && !runtime) {
+      proxyStatus = { missing: 'no machines run on this host' };
+    } else if (config.proxy.mode === 'on') {
+      const listenAt = parseListen(config.proxy.http);
+      proxy = new HangarProxy({
+        store,
+        orchestrator: platform.machines,
+        region: config.region,
+        domain: config.proxy.domain,
+        http: listenAt,
+        idleStopMs: config.proxy.idleStopMs,
+        autostopIntervalMs: config.proxy.autostopIntervalMs,
+        wakeTimeoutMs: config.proxy.wakeTimeoutMs,
+        queueTimeoutMs: config.proxy.queueTimeoutMs,
+        onLog: (line) => {
+          if (config.logLevel !== 'silent') process.stderr.write(`hangard: ${line}\n`);
+        },
+      });
+      await proxy.start();
+      proxyStatus = { description: `proxy on ${config.proxy.http} for *.${config.proxy.domain}` };
+    }
     api = buildApi({
       platform,
       rateLimits: config.rateLimits,
@@ -180,8 +208,12 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       tokenFile: files.token,
       runtime: runtimeStatus,
       network: networkStatus,
+      proxy: proxyStatus,
+      proxyUrl: proxyUrlOf(proxy),
       close: () => {
         closing ??= (async () => {
+          // First: no new wakes or autostops while the orchestrator drains.
+          proxy?.close();
           await platform.machines.close();
           await opened.close();
           try {
@@ -203,6 +235,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       },
     };
   } catch (error) {
+    proxy?.close();
     await api?.close();
     await dns?.close().catch(() => undefined);
     await hostRuntime?.close().catch(() => undefined);
@@ -211,6 +244,12 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     store.close();
     throw error;
   }
+}
+
+function proxyUrlOf(proxy: HangarProxy | undefined): string | undefined {
+  const address = proxy?.httpAddress;
+  if (!address) return undefined;
+  return `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
 }
 
 /** Written whole (temporary file, fsync, rename) with mode 0600: a crash never leaves half a token. */

@@ -26,7 +26,8 @@ const LEVELS: { rooms: string[]; siblings?: boolean }[] = [
   // What the runtime needs of the network is an interface the runtime declares, wired in daemon.ts.
   { rooms: ['runtime', 'net', 'dns'], siblings: true },
   { rooms: ['machines'] },
-  { rooms: ['api', 'proxy'] },
+  // The api and the proxy are siblings: neither imports the other.
+  { rooms: ['api', 'proxy'], siblings: true },
   { rooms: ['daemon.ts', 'main.ts'] },
 ];
 

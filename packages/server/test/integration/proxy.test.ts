@@ -1,0 +1,356 @@
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import net from 'node:net';
+import { test } from 'node:test';
+import { createApp, startTestHangard, type TestHangard } from '../helpers/hangard.js';
+import { type Json, NEEDS_ROOT, ok, pollUntil, sleep } from '../helpers/integration.js';
+import { buildTestImage, freePort } from '../helpers/test-image.js';
+
+/**
+ * The proxy with real machines: one hangard with crun, private networks and the proxy on a loopback
+ * port; busybox httpd machines whose CGI scripts echo the request's headers, answer slowly, or name the
+ * machine. Every request is a real HTTP request through the proxy.
+ */
+
+const skip = NEEDS_ROOT;
+const DOMAIN = 'hangar.localhost';
+
+const CGI = (body: string) => ({
+  content: `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n${body}\n`,
+  mode: 0o755,
+});
+
+/** The machines' HTTP server ignores SIGINT (the default stop signal), so a stop takes its kill_timeout. */
+const STUBBORN_CMD = ['/bin/sh', '-c', 'trap "" INT; exec httpd -f -p 8080 -h /www'];
+
+interface Reply {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  body: string;
+}
+
+/** One request through the proxy's public listener with the Host of `app`. */
+function get(
+  proxyUrl: string,
+  app: string,
+  path = '/',
+  headers: Record<string, string> = {},
+): Promise<Reply> {
+  const url = new URL(path, proxyUrl);
+  return new Promise((resolve, reject) => {
+    const request = http.request(
+      {
+        host: url.hostname,
+        port: url.port,
+        path,
+        headers: { host: `${app}.${DOMAIN}`, ...headers },
+        agent: false,
+      },
+      (response) => {
+        let body = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => {
+          body += chunk;
+        });
+        response.on('end', () =>
+          resolve({ status: response.statusCode ?? 0, headers: response.headers, body }),
+        );
+      },
+    );
+    request.on('error', reject);
+    request.end();
+  });
+}
+
+function httpService(extra: Json = {}): Json {
+  return {
+    protocol: 'tcp',
+    internal_port: 8080,
+    ports: [{ port: 80, handlers: ['http'] }],
+    ...extra,
+  };
+}
+
+async function machine(h: TestHangard, app: string, image: string, config: Json = {}): Promise<string> {
+  const created = await ok(h, 'POST', `/v1/apps/${app}/machines`, { config: { image, ...config } });
+  await ok(h, 'GET', `/v1/apps/${app}/machines/${created.id}/wait?state=started&timeout=60`);
+  return created.id;
+}
+
+async function stateOf(h: TestHangard, app: string, id: string): Promise<string> {
+  return (await ok(h, 'GET', `/v1/apps/${app}/machines/${id}`)).state;
+}
+
+test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
+  const registryPort = await freePort();
+  const proxyPort = await freePort();
+  const h = await startTestHangard(t, {
+    config: {
+      runtime: 'required',
+      network: { mode: 'required', egress: false },
+      registry: { port: registryPort, insecure: [] },
+      proxy: {
+        mode: 'on',
+        http: `127.0.0.1:${proxyPort}`,
+        domain: DOMAIN,
+        idleStopMs: 60_000,
+        autostopIntervalMs: 200,
+        wakeTimeoutMs: 30_000,
+        queueTimeoutMs: 1_500,
+      },
+    },
+  });
+  const image = await buildTestImage({
+    registry: `127.0.0.1:${registryPort}`,
+    repository: 'proxy-test',
+    files: {
+      '/www/cgi-bin/env': CGI('env'),
+      '/www/cgi-bin/id': CGI('echo "$FLY_MACHINE_ID"'),
+      '/www/cgi-bin/slow': CGI('sleep "${QUERY_STRING:-1}"; echo "$FLY_MACHINE_ID"'),
+    },
+  });
+  const proxyUrl = h.proxyUrl!;
+  assert.equal(proxyUrl, `http://127.0.0.1:${proxyPort}`);
+
+  await t.test('Host routing, headers and error pages', async () => {
+    const app = await createApp(h, 'px-web');
+    await ok(h, 'POST', `/v1/apps/${app}/ip_assignments`, { type: 'shared_v4' });
+    const id = await machine(h, app, image, { services: [httpService()] });
+
+    const index = await get(proxyUrl, app);
+    assert.equal(index.status, 200, index.body);
+    assert.equal(index.body, 'hello from proxy-test:latest\n');
+    assert.match(String(index.headers.via), /hangar/);
+    assert.match(String(index.headers['fly-request-id']), /^[0-9A-Z]{26}$/);
+    assert.ok(index.headers.server);
+
+    const env = await get(proxyUrl, app, '/cgi-bin/env', { 'x-forwarded-for': '198.51.100.7' });
+    assert.equal(env.status, 200, env.body);
+    assert.match(env.body, /^HTTP_FLY_CLIENT_IP=127\.0\.0\.1$/m);
+    assert.match(env.body, /^HTTP_X_FORWARDED_FOR=198\.51\.100\.7, 127\.0\.0\.1$/m);
+    assert.match(env.body, /^HTTP_X_FORWARDED_PROTO=http$/m);
+    assert.match(env.body, /^HTTP_X_FORWARDED_SSL=off$/m);
+    assert.match(env.body, new RegExp(`^HTTP_FLY_FORWARDED_PORT=${proxyPort}$`, 'm'));
+    assert.match(env.body, /^HTTP_FLY_REGION=local$/m);
+    assert.match(env.body, /^HTTP_FLY_REQUEST_ID=[0-9A-Z]{26}$/m);
+    assert.match(env.body, /^HTTP_VIA=1\.1 hangar$/m);
+    assert.match(env.body, new RegExp(`^FLY_MACHINE_ID=${id}$`, 'm'));
+
+    const unknown = await get(proxyUrl, 'no-such-app');
+    assert.equal(unknown.status, 404);
+    assert.equal(unknown.headers['x-hangar-proxy-error'], 'PH01');
+    assert.match(unknown.body, /^PH01: unknown host/);
+
+    const privateApp = await createApp(h, 'px-private');
+    await machine(h, privateApp, image, { services: [httpService()] });
+    const noIp = await get(proxyUrl, privateApp);
+    assert.equal(noIp.status, 404);
+    assert.equal(noIp.headers['x-hangar-proxy-error'], 'PH02');
+
+    // A machine whose services do not cover port 80 gets nothing.
+    const otherPort = await createApp(h, 'px-port81');
+    await ok(h, 'POST', `/v1/apps/${otherPort}/ip_assignments`, { type: 'v6' });
+    await machine(h, otherPort, image, {
+      services: [httpService({ ports: [{ port: 81, handlers: ['http'] }] })],
+    });
+    const wrongPort = await get(proxyUrl, otherPort);
+    assert.equal(wrongPort.status, 503);
+    assert.equal(wrongPort.headers['x-hangar-proxy-error'], 'PR01');
+    assert.match(wrongPort.body, /no machine with an HTTP service on port 80/);
+  });
+
+  await t.test('a Flycast listener answers on its own ports only', async () => {
+    const app = await createApp(h, 'px-flycast');
+    await machine(h, app, image, { services: [httpService()] });
+    const flycast = (await ok(h, 'POST', `/v1/apps/${app}/ip_assignments`, { type: 'private_v6' })).ip;
+    const body = await pollUntil('the Flycast listener', async () => {
+      const reply = await new Promise<Reply | undefined>((resolve) => {
+        const request = http.request(
+          { host: flycast, port: 80, path: '/cgi-bin/id', agent: false },
+          (response) => {
+            let text = '';
+            response.on('data', (chunk) => {
+              text += chunk;
+            });
+            response.on('end', () =>
+              resolve({ status: response.statusCode ?? 0, headers: response.headers, body: text }),
+            );
+          },
+        );
+        request.on('error', () => resolve(undefined));
+        request.end();
+      });
+      return reply?.status === 200 ? reply.body : undefined;
+    });
+    assert.match(body, /^[0-9a-f]{14}\n$/);
+    // Port 81 is no service port of the app: nothing listens there.
+    const refused = await new Promise<string>((resolve) => {
+      const socket = net.connect({ host: flycast, port: 81 });
+      socket.on('connect', () => {
+        socket.destroy();
+        resolve('connected');
+      });
+      socket.on('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
+    });
+    assert.equal(refused, 'ECONNREFUSED');
+  });
+
+  await t.test('least-loaded pick, hard-limit queueing and the 503', async () => {
+    const app = await createApp(h, 'px-load');
+    await ok(h, 'POST', `/v1/apps/${app}/ip_assignments`, { type: 'shared_v4' });
+    const service = httpService({ concurrency: { type: 'requests', soft_limit: 2, hard_limit: 3 } });
+    const ids = [
+      await machine(h, app, image, { services: [service] }),
+      await machine(h, app, image, { services: [service] }),
+    ];
+
+    // Four at once: least-loaded puts two on each machine.
+    const four = await Promise.all([1, 2, 3, 4].map(() => get(proxyUrl, app, '/cgi-bin/slow?1')));
+    const counts = new Map<string, number>();
+    for (const reply of four) {
+      assert.equal(reply.status, 200, reply.body);
+      counts.set(reply.body.trim(), (counts.get(reply.body.trim()) ?? 0) + 1);
+    }
+    assert.deepEqual([...counts.values()], [2, 2]);
+    assert.deepEqual([...counts.keys()].sort(), [...ids].sort());
+
+    // Seven at once with hard limit 3 on each: the seventh waits for a slot, then is answered.
+    const started = Date.now();
+    const seven = await Promise.all([1, 2, 3, 4, 5, 6, 7].map(() => get(proxyUrl, app, '/cgi-bin/slow?1')));
+    assert.deepEqual(
+      seven.map((r) => r.status),
+      [200, 200, 200, 200, 200, 200, 200],
+    );
+    assert.ok(Date.now() - started >= 1_900, 'the seventh request waited for a slot');
+
+    // Longer than the queue wait: the seventh gets a 503 that says why, with Retry-After.
+    const saturated = await Promise.all(
+      [1, 2, 3, 4, 5, 6, 7].map(() => get(proxyUrl, app, '/cgi-bin/slow?3')),
+    );
+    const refused = saturated.filter((r) => r.status === 503);
+    assert.equal(refused.length, 1, JSON.stringify(saturated.map((r) => r.status)));
+    assert.equal(refused[0]!.headers['x-hangar-proxy-error'], 'PR04');
+    assert.equal(refused[0]!.headers['retry-after'], '1');
+    assert.match(refused[0]!.body, /hard_limit/);
+
+    // fly-force-instance-id and fly-prefer-instance-id.
+    const forced = await get(proxyUrl, app, '/cgi-bin/id', { 'fly-force-instance-id': ids[1]! });
+    assert.equal(forced.body.trim(), ids[1]);
+    const preferred = await get(proxyUrl, app, '/cgi-bin/id', { 'fly-prefer-instance-id': ids[0]! });
+    assert.equal(preferred.body.trim(), ids[0]);
+    const missing = await get(proxyUrl, app, '/cgi-bin/id', { 'fly-force-instance-id': '0000000000000a' });
+    assert.equal(missing.status, 503);
+    assert.equal(missing.headers['x-hangar-proxy-error'], 'PR02');
+  });
+
+  await t.test('autostart from stopped and from suspended', async () => {
+    const app = await createApp(h, 'px-wake');
+    await ok(h, 'POST', `/v1/apps/${app}/ip_assignments`, { type: 'shared_v4' });
+    const id = await machine(h, app, image, { services: [httpService({ autostart: true })] });
+    await ok(h, 'POST', `/v1/apps/${app}/machines/${id}/stop`);
+    await ok(h, 'GET', `/v1/apps/${app}/machines/${id}/wait?state=stopped&timeout=30`);
+
+    const fromStopped = await get(proxyUrl, app, '/cgi-bin/id');
+    assert.equal(fromStopped.status, 200, fromStopped.body);
+    assert.equal(fromStopped.body.trim(), id);
+    assert.match(
+      String(fromStopped.headers['fly-wake']),
+      /^from=stopped;start=\d+;boot=\d+;ready=\d+;first_byte=\d+$/,
+    );
+    const events: Json[] = await ok(h, 'GET', `/v1/apps/${app}/machines/${id}/events`);
+    const wake = await pollUntil('the wake event', async () =>
+      (await ok(h, 'GET', `/v1/apps/${app}/machines/${id}/events`)).find(
+        (e: Json) => e.type === 'wake' && e.status === 'ready',
+      ),
+    );
+    assert.equal(wake.source, 'hangar');
+    assert.equal(typeof wake.request.boot_ms, 'number');
+    assert.ok(events.length > 0);
+
+    await ok(h, 'POST', `/v1/apps/${app}/machines/${id}/suspend`);
+    await ok(h, 'GET', `/v1/apps/${app}/machines/${id}/wait?state=suspended&timeout=30`);
+    // Several requests during one wake share it.
+    const replies = await Promise.all([1, 2, 3].map(() => get(proxyUrl, app, '/cgi-bin/id')));
+    for (const reply of replies) {
+      assert.equal(reply.status, 200, reply.body);
+      assert.equal(reply.body.trim(), id);
+      assert.match(String(reply.headers['fly-wake']), /^from=suspended;/);
+    }
+    assert.equal(await stateOf(h, app, id), 'started');
+
+    // autostart off: no wake, a clear 503.
+    const off = await createApp(h, 'px-nowake');
+    await ok(h, 'POST', `/v1/apps/${off}/ip_assignments`, { type: 'shared_v4' });
+    const sleeper = await machine(h, off, image, { services: [httpService({ autostart: false })] });
+    await ok(h, 'POST', `/v1/apps/${off}/machines/${sleeper}/stop`);
+    await ok(h, 'GET', `/v1/apps/${off}/machines/${sleeper}/wait?state=stopped&timeout=30`);
+    const refused = await get(proxyUrl, off);
+    assert.equal(refused.status, 503);
+    assert.equal(refused.headers['x-hangar-proxy-error'], 'PR01');
+    assert.equal(await stateOf(h, off, sleeper), 'stopped');
+  });
+
+  await t.test('autostop down to min_machines_running, the busy veto, suspend', async () => {
+    const app = await createApp(h, 'px-idle');
+    await ok(h, 'POST', `/v1/apps/${app}/ip_assignments`, { type: 'shared_v4' });
+    const service = httpService({ autostop: 'stop', min_machines_running: 1, idle_timeout: '1s' });
+    const ids = [
+      await machine(h, app, image, { services: [service] }),
+      await machine(h, app, image, { services: [service] }),
+      await machine(h, app, image, { services: [service] }),
+    ];
+    // All idle machines but one go in the same pass; then none more.
+    await pollUntil(
+      'two of three machines stopped',
+      async () => {
+        const states = await Promise.all(ids.map((id) => stateOf(h, app, id)));
+        return states.filter((s) => s === 'stopped').length === 2 ? states : undefined;
+      },
+      20_000,
+      100,
+    );
+    await sleep(2_000);
+    const states = await Promise.all(ids.map((id) => stateOf(h, app, id)));
+    assert.deepEqual(states.filter((s) => s === 'started').length, 1, JSON.stringify(states));
+    const stoppedId = ids[states.indexOf('stopped')]!;
+    const events: Json[] = await ok(h, 'GET', `/v1/apps/${app}/machines/${stoppedId}/events`);
+    assert.ok(events.some((e) => e.type === 'autostop' && e.status === 'stopped' && e.source === 'hangar'));
+
+    // The busy veto: a machine with hangar_busy set is not stopped while idle, and is once it clears it.
+    const busyApp = await createApp(h, 'px-busy');
+    const busyService = httpService({ autostop: 'suspend', idle_timeout: '1s' });
+    const busy = await machine(h, busyApp, image, {
+      services: [busyService],
+      metadata: { hangar_busy: 'true' },
+    });
+    await sleep(2_500);
+    assert.equal(await stateOf(h, busyApp, busy), 'started');
+    await ok(h, 'DELETE', `/v1/apps/${busyApp}/machines/${busy}/metadata/hangar_busy`);
+    await pollUntil(
+      'the machine suspended once no longer busy',
+      async () => ((await stateOf(h, busyApp, busy)) === 'suspended' ? true : undefined),
+      15_000,
+      100,
+    );
+  });
+
+  await t.test('a request racing an autostop waits for the stop and wakes the machine', async () => {
+    const app = await createApp(h, 'px-race');
+    await ok(h, 'POST', `/v1/apps/${app}/ip_assignments`, { type: 'shared_v4' });
+    const id = await machine(h, app, image, {
+      services: [httpService({ autostop: 'stop', idle_timeout: '1s' })],
+      init: { exec: STUBBORN_CMD },
+      stop_config: { timeout: '2s' },
+    });
+    await pollUntil(
+      'the autostop in progress',
+      async () => ((await stateOf(h, app, id)) === 'stopping' ? true : undefined),
+      15_000,
+      20,
+    );
+    const reply = await get(proxyUrl, app, '/cgi-bin/id');
+    assert.equal(reply.status, 200, reply.body);
+    assert.equal(reply.body.trim(), id);
+    assert.match(String(reply.headers['fly-wake']), /^from=stopped;/);
+  });
+});
