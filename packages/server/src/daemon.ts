@@ -186,6 +186,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         autostopIntervalMs: config.proxy.autostopIntervalMs,
         wakeTimeoutMs: config.proxy.wakeTimeoutMs,
         queueTimeoutMs: config.proxy.queueTimeoutMs,
+        replayAcrossOrgs: config.proxy.replayAcrossOrgs,
         onLog: (line) => {
           if (config.logLevel !== 'silent') process.stderr.write(`hangard: ${line}\n`);
         },

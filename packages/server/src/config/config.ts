@@ -81,6 +81,8 @@ export const ConfigSchema = z.strictObject({
     wakeTimeoutMs: z.number().int().min(100),
     /** How long a request waits while every machine is at its hard limit, before a 503. */
     queueTimeoutMs: z.number().int().min(0),
+    /** Whether fly-replay may send a request to an app of another organization. */
+    replayAcrossOrgs: z.boolean(),
   }),
   /** FULL: an acknowledged write survives power loss. NORMAL: faster, survives a crash of hangard. */
   databaseSync: z.enum(['FULL', 'NORMAL']),
@@ -112,6 +114,7 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
     autostopIntervalMs: 15_000,
     wakeTimeoutMs: 60_000,
     queueTimeoutMs: 10_000,
+    replayAcrossOrgs: false,
   },
   databaseSync: 'FULL',
   rateLimits: DEFAULT_RATE_LIMITS,

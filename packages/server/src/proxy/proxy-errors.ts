@@ -25,6 +25,16 @@ export const PROXY_ERRORS = {
   PM03: { status: 503, title: 'the machine did not become ready in time' },
   /** Starting the machine failed. */
   PM07: { status: 503, title: 'the machine could not be started' },
+  /** A replay was asked for, but the request body is over the replayable 1 MB. */
+  PA01: { status: 413, title: 'the request body is too large to replay' },
+  /** More than 10 chained replays. */
+  PA02: { status: 508, title: 'too many chained replays' },
+  /** The fly-replay header or JSON body is invalid. */
+  PA03: { status: 502, title: 'invalid fly-replay' },
+  /** fly-replay names an app that does not exist. */
+  PA04: { status: 502, title: 'fly-replay names an unknown app' },
+  /** fly-replay names an app of another organization, which is not allowed. */
+  PA05: { status: 403, title: 'fly-replay to another organization is not allowed' },
   /** The request may not wake a machine (wake_exempt) and none is running. */
   PW01: { status: 503, title: 'asleep' },
 } as const;

@@ -10,9 +10,22 @@ import type { NormalizedService } from '../shared/machine-config.js';
 import type { JsonObject } from '../store/records.js';
 import type { Store } from '../store/store.js';
 import { anyBelowSoft, bucketOf, pickLeastLoaded, preferRegions } from './balancer.js';
+import { ReplayableBody } from './body.js';
 import { headerList, headerValue, requestHeaders, responseHeaders } from './headers.js';
 import { MachineLoad } from './load.js';
 import { errorPage, isProxyFailure, PROXY_ERRORS, type ProxyFailure, proxyFailure } from './proxy-errors.js';
+import {
+  MAX_REPLAY_JSON_BYTES,
+  MAX_REPLAYS,
+  parseReplayHeader,
+  parseReplayJson,
+  REPLAY_JSON_TYPE,
+  REPLAYABLE_BODY_BYTES,
+  type ReplayFallback,
+  type ReplayInstruction,
+  replayFailed,
+  replaySource,
+} from './replay.js';
 import { type RouteApp, type RouteMachine, RouteTable } from './route-table.js';
 import {
   autostopOf,
@@ -55,6 +68,8 @@ export interface ProxyOptions {
   holdLimits?: { perApp: number; total: number };
   /** Socket inactivity towards a machine before a 504. */
   upstreamTimeoutMs?: number;
+  /** Whether fly-replay may name an app of another organization. */
+  replayAcrossOrgs?: boolean;
   onLog?: (line: string) => void;
   now?: () => number;
 }
@@ -84,7 +99,33 @@ interface RoutingHints {
   prefer: string | undefined;
   regions: string[];
   wakeBudgetMs: number | undefined;
+  /** A replay's `timeout` also bounds the wait at hard limits. */
+  queueBudgetMs: number | undefined;
 }
+
+/** What a replay asks of the next pick. */
+interface ReplayHints {
+  force?: string;
+  prefer?: string;
+  regions?: string[];
+  budgetMs?: number;
+}
+
+/** One delivery attempt's target: an app, how to pick in it, and headers for the app. */
+interface Hop {
+  app: RouteApp;
+  hints: ReplayHints | undefined;
+  excluded: Set<string>;
+  extra: Record<string, string>;
+  /** A fallback delivery may not replay again. */
+  mayReplay: boolean;
+  fallback?: { mode: ReplayFallback; machineId: string; app: RouteApp };
+}
+
+type Outcome =
+  | { kind: 'done' }
+  | { kind: 'retry' }
+  | { kind: 'replay'; instruction: ReplayInstruction; machine: RouteMachine };
 
 const PUBLIC_HTTP_PORT = 80;
 const DEFAULT_HOLD = { perApp: 256, total: 2048 };
@@ -308,24 +349,58 @@ export class HangarProxy {
     return entry.kind === 'public' ? this.#publicPort : entry.port;
   }
 
+  /**
+   * One request, hop by hop: pick a machine, send, and when its answer asks for a replay, pick again as it
+   * says (another app, instance or region) with the kept body, at most MAX_REPLAYS times.
+   */
   async #handle(req: http.IncomingMessage, res: http.ServerResponse, entry: Entry): Promise<void> {
     const requestId = newUlid();
+    const arrived = this.#now();
     let appName = '-';
+    const body = new ReplayableBody(req, REPLAYABLE_BODY_BYTES);
     try {
-      const app = this.#resolveApp(req, entry);
-      appName = app.name;
-      const excluded = new Set<string>();
-      for (let attempt = 1; ; attempt++) {
-        const choice = await this.#choose(app, entry.port, req, excluded);
-        const outcome = await this.#forward(req, res, choice, entry, requestId);
-        if (outcome === 'done') return;
-        excluded.add(choice.machine.id);
-        if (attempt >= MAX_ATTEMPTS) {
+      const firstApp = this.#resolveApp(req, entry);
+      appName = firstApp.name;
+      let hop: Hop = { app: firstApp, hints: undefined, excluded: new Set(), extra: {}, mayReplay: true };
+      for (let replays = 0; ; ) {
+        let outcome: Exclude<Outcome, { kind: 'retry' }>;
+        try {
+          outcome = await this.#deliver(req, res, hop, entry, requestId, body);
+        } catch (error) {
+          const fallback = hop.fallback;
+          if (!fallback || !isProxyFailure(error)) throw error;
+          // The replay found no machine in time: back to the replaying machine (or its app), saying why.
+          const reason = error.code === 'PM03' || error.code === 'PR04' ? 'timeout' : 'no_candidate';
+          hop = {
+            app: fallback.app,
+            hints:
+              fallback.mode === 'force_self' ? { force: fallback.machineId } : { prefer: fallback.machineId },
+            excluded: new Set(),
+            extra: {
+              ...hop.extra,
+              'fly-replay-failed': replayFailed({
+                ...(hop.hints?.force !== undefined ? { instance: hop.hints.force } : {}),
+                app: hop.app.name,
+                regions: hop.hints?.regions ?? [],
+                source: fallback.machineId,
+                reason,
+                elapsedMs: this.#now() - arrived,
+              }),
+            },
+            mayReplay: false,
+          };
+          continue;
+        }
+        if (outcome.kind === 'done') return;
+        replays++;
+        if (replays > MAX_REPLAYS) throw proxyFailure('PA02', `more than ${MAX_REPLAYS} chained replays`);
+        if (!(await body.complete())) {
           throw proxyFailure(
-            'PC01',
-            `machine ${choice.machine.id} refused the connection on its internal port`,
+            'PA01',
+            `the request body is over ${REPLAYABLE_BODY_BYTES} bytes and cannot be replayed`,
           );
         }
+        hop = this.#replayHop(hop, outcome.instruction, outcome.machine);
       }
     } catch (error) {
       const failure = isProxyFailure(error)
@@ -337,17 +412,94 @@ export class HangarProxy {
     }
   }
 
-  #hints(req: http.IncomingMessage, service: NormalizedService | undefined): RoutingHints {
-    const budget = headerValue(req.headers['hangar-wake-timeout']);
-    const askedMs = budget === undefined ? undefined : parseGoDuration(budget);
+  /** One hop: pick and send, retrying on another machine while the connection was never made. */
+  async #deliver(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    hop: Hop,
+    entry: Entry,
+    requestId: string,
+    body: ReplayableBody,
+  ): Promise<Exclude<Outcome, { kind: 'retry' }>> {
+    for (let attempt = 1; ; attempt++) {
+      const choice = await this.#choose(hop.app, entry.port, req, hop.excluded, hop.hints);
+      const outcome = await this.#forward(req, res, choice, entry, requestId, body, hop);
+      if (outcome.kind !== 'retry') return outcome;
+      hop.excluded.add(choice.machine.id);
+      if (attempt >= MAX_ATTEMPTS) {
+        throw proxyFailure(
+          'PC01',
+          `machine ${choice.machine.id} refused the connection on its internal port`,
+        );
+      }
+    }
+  }
+
+  /** The next hop a replay instruction asks for; the target app must be in the same org (unless allowed). */
+  #replayHop(from: Hop, instruction: ReplayInstruction, machine: RouteMachine): Hop {
+    let app = from.app;
+    if (instruction.app !== undefined) {
+      const target = this.#routes.appByName(instruction.app);
+      if (!target)
+        throw proxyFailure('PA04', `fly-replay names app "${instruction.app}", which does not exist`);
+      if (target.orgId !== from.app.orgId && !this.#options.replayAcrossOrgs) {
+        throw proxyFailure('PA05', `fly-replay to app ${target.name} of another organization is not allowed`);
+      }
+      app = target;
+    }
+    const excluded = new Set<string>();
+    if (instruction.elsewhere) excluded.add(machine.id);
+    return {
+      app,
+      hints: {
+        ...(instruction.instance !== undefined ? { force: instruction.instance } : {}),
+        ...(instruction.preferInstance !== undefined ? { prefer: instruction.preferInstance } : {}),
+        regions: instruction.regions,
+        ...(instruction.timeoutMs !== undefined ? { budgetMs: instruction.timeoutMs } : {}),
+      },
+      excluded,
+      extra: {
+        'fly-replay-src': replaySource({
+          instance: machine.id,
+          region: machine.region,
+          nowMs: this.#now(),
+          ...(instruction.state !== undefined ? { state: instruction.state } : {}),
+        }),
+      },
+      mayReplay: true,
+      ...(instruction.fallback !== undefined
+        ? { fallback: { mode: instruction.fallback, machineId: machine.id, app: from.app } }
+        : {}),
+    };
+  }
+
+  /** The request's own routing headers on the first hop; a replay's instruction on later hops. */
+  #hints(
+    req: http.IncomingMessage,
+    service: NormalizedService | undefined,
+    replay: ReplayHints | undefined,
+  ): RoutingHints {
     const serviceBudget = service
       ? wakeTimeoutMs(service, this.#options.wakeTimeoutMs)
       : this.#options.wakeTimeoutMs;
+    if (replay) {
+      return {
+        force: replay.force,
+        prefer: replay.prefer,
+        regions: replay.regions ?? [],
+        wakeBudgetMs:
+          replay.budgetMs === undefined ? serviceBudget : Math.min(replay.budgetMs, serviceBudget),
+        queueBudgetMs: replay.budgetMs,
+      };
+    }
+    const budget = headerValue(req.headers['hangar-wake-timeout']);
+    const askedMs = budget === undefined ? undefined : parseGoDuration(budget);
     return {
       force: headerValue(req.headers['fly-force-instance-id']),
       prefer: headerValue(req.headers['fly-prefer-instance-id']),
       regions: headerList(req.headers['fly-prefer-region']),
       wakeBudgetMs: askedMs === undefined ? serviceBudget : Math.min(askedMs, serviceBudget),
+      queueBudgetMs: undefined,
     };
   }
 
@@ -373,6 +525,7 @@ export class HangarProxy {
     port: number,
     req: http.IncomingMessage,
     excluded: Set<string>,
+    replay?: ReplayHints,
   ): Promise<Choice> {
     const serving: { machine: RouteMachine; service: NormalizedService }[] = [];
     for (const machine of app.machines.values()) {
@@ -382,8 +535,8 @@ export class HangarProxy {
     if (serving.length === 0) {
       throw proxyFailure('PR01', `app ${app.name} has no machine with an HTTP service on port ${port}`);
     }
-    const hints = this.#hints(req, serving[0]?.service);
-    const deadline = this.#now() + (this.#options.queueTimeoutMs ?? 10_000);
+    const hints = this.#hints(req, serving[0]?.service, replay);
+    const deadline = this.#now() + (hints.queueBudgetMs ?? this.#options.queueTimeoutMs ?? 10_000);
     const notes: Record<string, string> = {};
     for (;;) {
       const candidates: Candidate[] = serving
@@ -534,14 +687,19 @@ export class HangarProxy {
     return { machine, service, release: this.#load.acquire(machine.id), wake: timings, notes };
   }
 
-  /** Sends the request to the chosen machine; 'retry' when the connection failed before any byte went. */
+  /**
+   * Sends the request to the chosen machine and its answer back. 'retry' when the connection failed
+   * before any byte went; 'replay' when the answer asks for one (the answer itself is thrown away).
+   */
   #forward(
     req: http.IncomingMessage,
     res: http.ServerResponse,
     choice: Choice,
     entry: Entry,
     requestId: string,
-  ): Promise<'done' | 'retry'> {
+    body: ReplayableBody,
+    hop: Hop,
+  ): Promise<Outcome> {
     const { machine, service } = choice;
     const address = upstreamAddress(machine.privateIp ?? '::1', service.internal_port);
     const target: UpstreamTarget = {
@@ -553,7 +711,7 @@ export class HangarProxy {
     const httpVersion = req.httpVersion;
     return new Promise((resolve) => {
       let settled = false;
-      const settle = (outcome: 'done' | 'retry') => {
+      const settle = (outcome: Outcome) => {
         if (settled) return;
         settled = true;
         choice.release();
@@ -570,7 +728,7 @@ export class HangarProxy {
           region: this.#options.region,
           requestId,
           httpVersion,
-          extra: choice.notes,
+          extra: { ...hop.extra, ...choice.notes },
         }),
         agent: this.#pools.agentFor(target),
         setHost: false,
@@ -579,8 +737,7 @@ export class HangarProxy {
       upstream.on('socket', (socket) => {
         const send = () => {
           connected = true;
-          if (req.readableEnded) upstream.end();
-          else req.pipe(upstream);
+          body.sendTo(upstream);
         };
         if (socket.connecting) socket.once('connect', send);
         else send();
@@ -589,6 +746,21 @@ export class HangarProxy {
         upstream.destroy(new HangarError('deadline_exceeded', 'the machine did not answer in time'));
       });
       upstream.on('response', (answer) => {
+        if (hop.mayReplay) {
+          const header = headerValue(answer.headers['fly-replay']);
+          const isJson = String(answer.headers['content-type'] ?? '').startsWith(REPLAY_JSON_TYPE);
+          if (header !== undefined || isJson) {
+            body.detach();
+            void this.#readReplay(answer, header).then(
+              (instruction) => settle({ kind: 'replay', instruction, machine }),
+              (failure: unknown) => {
+                if (!res.headersSent && isProxyFailure(failure)) sendFailure(res, failure, requestId);
+                settle({ kind: 'done' });
+              },
+            );
+            return;
+          }
+        }
         const extra: Record<string, string> = {};
         if (choice.wake) {
           const w = choice.wake;
@@ -605,8 +777,9 @@ export class HangarProxy {
         answer.on('error', () => res.destroy());
       });
       upstream.on('error', (error: NodeJS.ErrnoException) => {
+        if (settled) return;
         if (neverConnected(error, connected)) {
-          settle('retry');
+          settle({ kind: 'retry' });
           return;
         }
         if (!res.headersSent) {
@@ -618,17 +791,32 @@ export class HangarProxy {
         } else {
           res.destroy();
         }
-        settle('done');
+        settle({ kind: 'done' });
       });
       res.on('close', () => {
+        if (settled) return;
         if (!res.writableFinished) upstream.destroy();
-        if (connected || res.headersSent) settle('done');
-        else if (!settled) {
-          upstream.destroy();
-          settle('done');
-        }
+        settle({ kind: 'done' });
       });
+      res.on('finish', () => settle({ kind: 'done' }));
     });
+  }
+
+  /** The instruction of an answer that asks for a replay (header form, else the JSON body). */
+  async #readReplay(answer: http.IncomingMessage, header: string | undefined): Promise<ReplayInstruction> {
+    if (header !== undefined) {
+      answer.resume();
+      return parseReplayHeader(header);
+    }
+    let text = '';
+    for await (const chunk of answer) {
+      text += String(chunk);
+      if (text.length > MAX_REPLAY_JSON_BYTES) {
+        answer.destroy();
+        throw proxyFailure('PA03', 'invalid fly-replay: the JSON body is too large');
+      }
+    }
+    return parseReplayJson(text);
   }
 
   // ---- upgrades (WebSockets) ----------------------------------------------------------------------

@@ -20,6 +20,23 @@ const CGI = (body: string) => ({
   mode: 0o755,
 });
 
+/**
+ * The seed pattern's script. In a router (ROLE=router) it answers with `fly-replay: app=<query>`, or,
+ * on a fallback delivery, says so; in a customer app it names the app and machine, the replay source
+ * and the body's length.
+ */
+const ROUTE_CGI = `#!/bin/sh
+if [ "$ROLE" = router ] && [ -z "$HTTP_FLY_REPLAY_FAILED" ]; then
+  printf 'fly-replay: app=%s;state=seed;fallback=prefer_self\\r\\nContent-Type: text/plain\\r\\n\\r\\nreplaying\\n' "$QUERY_STRING"
+  exit 0
+fi
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+if [ -n "$HTTP_FLY_REPLAY_FAILED" ]; then echo "fallback $HTTP_FLY_REPLAY_FAILED"; exit 0; fi
+echo "$FLY_APP_NAME $FLY_MACHINE_ID"
+echo "src $HTTP_FLY_REPLAY_SRC"
+echo "body $(head -c "\${CONTENT_LENGTH:-0}" | wc -c)"
+`;
+
 /** The machines' HTTP server ignores SIGINT (the default stop signal), so a stop takes its kill_timeout. */
 const STUBBORN_CMD = ['/bin/sh', '-c', 'trap "" INT; exec httpd -f -p 8080 -h /www'];
 
@@ -107,6 +124,7 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
       '/www/cgi-bin/env': CGI('env'),
       '/www/cgi-bin/id': CGI('echo "$FLY_MACHINE_ID"'),
       '/www/cgi-bin/slow': CGI('sleep "${QUERY_STRING:-1}"; echo "$FLY_MACHINE_ID"'),
+      '/www/cgi-bin/route': { content: ROUTE_CGI, mode: 0o755 },
     },
   });
   const proxyUrl = h.proxyUrl!;
@@ -353,4 +371,88 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
     assert.equal(reply.body.trim(), id);
     assert.match(String(reply.headers['fly-wake']), /^from=stopped;/);
   });
+
+  await t.test(
+    'seed pattern: a public router replays to stopped customer apps on their own networks',
+    async () => {
+      const router = await createApp(h, 'px-router');
+      await ok(h, 'POST', `/v1/apps/${router}/ip_assignments`, { type: 'shared_v4' });
+      await machine(h, router, image, { services: [httpService()], env: { ROLE: 'router' } });
+      const customers: Record<string, string> = {};
+      for (const [name, network] of [
+        ['px-cust-a', 'px-net-a'],
+        ['px-cust-b', 'px-net-b'],
+      ] as const) {
+        await createApp(h, name, network);
+        const id = await machine(h, name, image, { services: [httpService({ autostart: true })] });
+        await ok(h, 'POST', `/v1/apps/${name}/machines/${id}/stop`);
+        await ok(h, 'GET', `/v1/apps/${name}/machines/${id}/wait?state=stopped&timeout=30`);
+        customers[name] = id;
+      }
+      const apps = await ok(h, 'GET', '/v1/apps?org_slug=personal');
+      const networks = new Set(
+        apps.apps.filter((a: Json) => a.name.startsWith('px-cust-')).map((a: Json) => a.network),
+      );
+      assert.equal(networks.size, 2, JSON.stringify(apps.apps));
+
+      for (const [name, id] of Object.entries(customers)) {
+        const reply = await get(proxyUrl, router, `/cgi-bin/route?${name}`);
+        assert.equal(reply.status, 200, reply.body);
+        const [who, src, body] = reply.body.trim().split('\n');
+        assert.equal(who, `${name} ${id}`);
+        assert.match(src!, /^src instance=[0-9a-f]{14};region=local;t=\d+;state=seed$/);
+        assert.equal(body, 'body 0');
+        assert.match(String(reply.headers['fly-wake']), /^from=stopped;/);
+      }
+
+      // A body under 1 MB is replayed whole; over 1 MB, a replay is refused with a 413 that says why.
+      const post = (size: number) =>
+        new Promise<Reply>((resolve, reject) => {
+          const url = new URL(proxyUrl);
+          const request = http.request(
+            {
+              host: url.hostname,
+              port: url.port,
+              method: 'POST',
+              path: '/cgi-bin/route?px-cust-a',
+              headers: { host: `${router}.${DOMAIN}`, 'content-length': String(size) },
+              agent: false,
+            },
+            (response) => {
+              let text = '';
+              response.on('data', (chunk) => {
+                text += chunk;
+              });
+              response.on('end', () =>
+                resolve({ status: response.statusCode ?? 0, headers: response.headers, body: text }),
+              );
+            },
+          );
+          request.on('error', reject);
+          request.end(Buffer.alloc(size, 97));
+        });
+      const small = await post(100_000);
+      assert.equal(small.status, 200, small.body);
+      assert.match(small.body, /^body 100000$/m);
+      const big = await post(1024 * 1024 + 1);
+      assert.equal(big.status, 413, big.body);
+      assert.equal(big.headers['x-hangar-proxy-error'], 'PA01');
+
+      // An app with no machine to take it: the fallback goes back to the router, which is told why.
+      await createApp(h, 'px-cust-empty');
+      const fallback = await get(proxyUrl, router, '/cgi-bin/route?px-cust-empty');
+      assert.equal(fallback.status, 200, fallback.body);
+      assert.match(
+        fallback.body,
+        /^fallback app=px-cust-empty;replay_source=[0-9a-f]{14};reason=no_candidate;elapsed_ms=\d+$/m,
+      );
+
+      // Unknown apps and endless chains get the replay error codes.
+      const unknown = await get(proxyUrl, router, '/cgi-bin/route?px-nobody');
+      assert.equal(unknown.headers['x-hangar-proxy-error'], 'PA04');
+      const loop = await get(proxyUrl, router, `/cgi-bin/route?${router}`);
+      assert.equal(loop.status, 508);
+      assert.equal(loop.headers['x-hangar-proxy-error'], 'PA02');
+    },
+  );
 });

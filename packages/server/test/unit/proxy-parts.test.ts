@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { bucketOf, pickLeastLoaded, preferRegions } from '../../src/proxy/balancer.js';
 import { requestHeaders, responseHeaders } from '../../src/proxy/headers.js';
+import { parseReplayHeader, parseReplayJson, replayFailed, replaySource } from '../../src/proxy/replay.js';
 import { RouteTable } from '../../src/proxy/route-table.js';
 import { concurrencyOf, httpPortsOf, httpServiceFor, isWakeExempt } from '../../src/proxy/services.js';
 import {
@@ -220,4 +221,57 @@ test('route table from records: public apps, Flycast bindings, machines, deletio
   assert.equal(table.appByName('web')?.isPublic, false);
   assert.deepEqual(table.flycastBindings(), []);
   assert.equal(table.revision, 5);
+});
+
+test('fly-replay: header and JSON forms, quoting, errors', () => {
+  assert.deepEqual(
+    parseReplayHeader('app=Customer-A;state=abc;elsewhere=true;timeout=800ms;fallback=prefer_self'),
+    {
+      app: 'customer-a',
+      regions: [],
+      elsewhere: true,
+      state: 'abc',
+      timeoutMs: 800,
+      fallback: 'prefer_self',
+    },
+  );
+  assert.deepEqual(parseReplayHeader('region="ams,fra"; instance=abc123 ;state="a;b=c"'), {
+    regions: ['ams', 'fra'],
+    elsewhere: false,
+    instance: 'abc123',
+    state: 'a;b=c',
+  });
+  assert.deepEqual(parseReplayJson('{"app":"x","prefer_instance":"m1","region":["iad","ord"]}'), {
+    app: 'x',
+    preferInstance: 'm1',
+    regions: ['iad', 'ord'],
+    elsewhere: false,
+  });
+  for (const bad of [
+    '',
+    'app',
+    'timeout=soon',
+    'fallback=elsewhere',
+    'elsewhere=yes',
+    'state="open',
+    'instance=a;prefer_instance=b',
+  ]) {
+    assert.throws(
+      () => parseReplayHeader(bad),
+      (error: unknown) => (error as { code: string }).code === 'PA03',
+      bad,
+    );
+  }
+  assert.throws(
+    () => parseReplayJson('[1]'),
+    (error: unknown) => (error as { code: string }).code === 'PA03',
+  );
+  assert.equal(
+    replaySource({ instance: 'm1', region: 'fra', nowMs: 1.5, state: 'x y' }),
+    'instance=m1;region=fra;t=1500;state="x y"',
+  );
+  assert.equal(
+    replayFailed({ app: 'b', regions: [], source: 'm1', reason: 'timeout', elapsedMs: 12.4 }),
+    'app=b;replay_source=m1;reason=timeout;elapsed_ms=12',
+  );
 });
