@@ -13,6 +13,7 @@ import { type HostRuntime, startHostRuntime } from './runtime/host-runtime.js';
 import type { MachineRuntime } from './runtime/runtime.js';
 import { hostCanLoopMount, VolumeStorage } from './runtime/volumes/volume-storage.js';
 import { Vault } from './secrets/vault.js';
+import { MetricsRegistry } from './shared/metrics.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from './sixpn/resolver.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
 
@@ -171,6 +172,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         description: `private networks on (${hostNetwork.networksUp().length} up), ${dnsNote}, egress ${egress}`,
       };
     }
+    const metrics = new MetricsRegistry();
     let proxyStatus: Status = { missing: 'proxy.mode is "off"' };
     if (config.proxy.mode === 'on' && !runtime) {
       proxyStatus = { missing: 'no machines run on this host' };
@@ -187,6 +189,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         wakeTimeoutMs: config.proxy.wakeTimeoutMs,
         queueTimeoutMs: config.proxy.queueTimeoutMs,
         replayAcrossOrgs: config.proxy.replayAcrossOrgs,
+        metrics,
         onLog: (line) => {
           if (config.logLevel !== 'silent') process.stderr.write(`hangard: ${line}\n`);
         },
@@ -194,8 +197,19 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       await proxy.start();
       proxyStatus = { description: `proxy on ${config.proxy.http} for *.${config.proxy.domain}` };
     }
+    const runningProxy = proxy;
     api = buildApi({
       platform,
+      metrics,
+      // Reconcile has run by now (the API listens only after it); the store and listeners are asked.
+      readiness: async () => {
+        const storeOpen = await store.read(() => true).catch(() => false);
+        const listeners = runningProxy ? runningProxy.httpAddress !== undefined : true;
+        return {
+          ready: storeOpen && listeners,
+          checks: { store: storeOpen, reconcile: true, proxy_listeners: listeners },
+        };
+      },
       rateLimits: config.rateLimits,
       logger: config.logLevel === 'silent' ? false : { level: config.logLevel },
     });

@@ -7,6 +7,7 @@ import { KeyedQueue } from '../shared/keyed-queue.js';
 import { type MachineConfigInput, normalizeMachineConfig } from '../shared/machine-config.js';
 import type {
   AppRecord,
+  CheckStatusRecord,
   JsonObject,
   LeaseRecord,
   MachineEventRecord,
@@ -554,7 +555,7 @@ export class MachinesService {
   ): Promise<IdleStopResult> {
     return this.#queue.run(machineId, async () => {
       const machine = await this.ctx.store.read((tx) => tx.machines.get(machineId));
-      if (!machine || machine.state !== 'started')
+      if (machine?.state !== 'started')
         return { done: false, reason: `machine is ${machine?.state ?? 'gone'}` };
       if (isBusy(machine.config.metadata?.[BUSY_METADATA_KEY]))
         return { done: false, reason: 'busy (hangar_busy)' };
@@ -582,6 +583,14 @@ export class MachinesService {
         return this.#idleStopNow(machine, { ...details, suspend_fallback: unfit });
       }
       return this.#idleStopNow(machine, details);
+    });
+  }
+
+  /** The health checker's latest results for a machine (written only when a status changes). */
+  async recordChecks(machineId: string, checks: CheckStatusRecord[]): Promise<void> {
+    await this.ctx.store.write((tx) => {
+      const machine = tx.machines.get(machineId);
+      if (machine && machine.state !== 'destroyed') tx.machines.update({ ...machine, checks });
     });
   }
 

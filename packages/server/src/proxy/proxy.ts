@@ -7,13 +7,16 @@ import { parseGoDuration } from '../shared/duration.js';
 import { HangarError } from '../shared/errors.js';
 import { newUlid } from '../shared/ids.js';
 import type { NormalizedService } from '../shared/machine-config.js';
+import { MetricsRegistry } from '../shared/metrics.js';
 import type { JsonObject } from '../store/records.js';
 import type { Store } from '../store/store.js';
 import { anyBelowSoft, bucketOf, pickLeastLoaded, preferRegions } from './balancer.js';
 import { ReplayableBody } from './body.js';
 import { headerList, headerValue, requestHeaders, responseHeaders } from './headers.js';
+import { type CheckRecorder, HealthChecks } from './health.js';
 import { MachineLoad } from './load.js';
 import { errorPage, isProxyFailure, PROXY_ERRORS, type ProxyFailure, proxyFailure } from './proxy-errors.js';
+import { type ProxyMetrics, proxyMetrics, statusClass } from './proxy-metrics.js';
 import {
   MAX_REPLAY_JSON_BYTES,
   MAX_REPLAYS,
@@ -44,7 +47,7 @@ import { type WakeOrchestrator, Wakes, type WakeTimings } from './wake.js';
  * waking stopped or suspended machines for requests, and stopping idle ones.
  */
 
-export interface ProxyOrchestrator extends WakeOrchestrator {
+export interface ProxyOrchestrator extends WakeOrchestrator, CheckRecorder {
   idleStop(
     machineId: string,
     mode: 'stop' | 'suspend',
@@ -70,6 +73,8 @@ export interface ProxyOptions {
   upstreamTimeoutMs?: number;
   /** Whether fly-replay may name an app of another organization. */
   replayAcrossOrgs?: boolean;
+  /** Where the proxy's metrics go (the api serves them at /metrics). */
+  metrics?: MetricsRegistry;
   onLog?: (line: string) => void;
   now?: () => number;
 }
@@ -146,8 +151,8 @@ export class HangarProxy {
   #flycastRetry: NodeJS.Timeout | undefined;
   /** Machines autostop is taking down: no new requests go to them; a request wakes them after. */
   readonly #draining = new Set<string>();
-  /** Machines out of rotation because their checks fail (filled by health checks, a later stage). */
-  readonly #failing = new Set<string>();
+  readonly #health: HealthChecks;
+  readonly #metrics: ProxyMetrics;
   /** Open upgraded connections (WebSockets) per machine: closed before an autostop. */
   readonly #streams = new Map<string, Set<Duplex>>();
   readonly #seenState = new Map<string, string>();
@@ -164,6 +169,14 @@ export class HangarProxy {
     this.#routes = new RouteTable(options.store);
     this.#load = new MachineLoad(this.#now);
     this.#wakes = new Wakes(options.orchestrator, this.#routes, this.#now);
+    this.#metrics = proxyMetrics(options.metrics ?? new MetricsRegistry());
+    // A check that changes status changes who may take requests: queued requests look again.
+    this.#health = new HealthChecks(
+      this.#routes,
+      options.orchestrator,
+      () => this.#load.wakeWaiters(),
+      this.#now,
+    );
   }
 
   get routes(): RouteTable {
@@ -209,6 +222,7 @@ export class HangarProxy {
     this.#public = server;
     // The listener's real port (port 0 picks one) is what Fly-Forwarded-Port reports.
     this.#publicPort = this.httpAddress?.port ?? port;
+    this.#health.start();
     this.#autostopTimer = setInterval(() => this.runAutostop(), this.#options.autostopIntervalMs);
     this.#autostopTimer.unref();
   }
@@ -220,6 +234,7 @@ export class HangarProxy {
     this.#closed = true;
     clearInterval(this.#autostopTimer);
     clearTimeout(this.#flycastRetry);
+    this.#health.close();
     this.#unsubscribe?.();
     this.#routes.close();
     for (const server of [this.#public, ...[...this.#flycast.values()].map((l) => l.server)]) {
@@ -358,6 +373,10 @@ export class HangarProxy {
     const arrived = this.#now();
     let appName = '-';
     const body = new ReplayableBody(req, REPLAYABLE_BODY_BYTES);
+    res.once('finish', () => {
+      this.#metrics.requests.inc({ app: appName, class: statusClass(res.statusCode) });
+      this.#metrics.latency.observe({ app: appName }, (this.#now() - arrived) / 1000);
+    });
     try {
       const firstApp = this.#resolveApp(req, entry);
       appName = firstApp.name;
@@ -509,7 +528,7 @@ export class HangarProxy {
       !machine.cordoned &&
       machine.privateIp !== null &&
       !this.#draining.has(machine.id) &&
-      !this.#failing.has(machine.id)
+      !this.#health.failing(machine.id)
     );
   }
 
@@ -605,7 +624,12 @@ export class HangarProxy {
           RETRY_AFTER_SEC,
         );
       }
-      await this.#load.waitForSlot(left);
+      this.#metrics.queueDepth.add({ app: app.name }, 1);
+      try {
+        await this.#load.waitForSlot(left);
+      } finally {
+        this.#metrics.queueDepth.add({ app: app.name }, -1);
+      }
       if (this.#closed) throw proxyFailure('PR01', 'the proxy is shutting down');
     }
   }
@@ -650,6 +674,14 @@ export class HangarProxy {
           { trigger: 'request', method: req.method ?? 'GET', path: (req.url ?? '/').slice(0, 200) },
           wakeTimeoutMs(next.service, this.#options.wakeTimeoutMs),
         );
+        const asked = this.#now();
+        void wake.done.then(
+          (timings) => {
+            this.#metrics.wakes.inc({ app: app.name, from: timings.previousState });
+            this.#metrics.wakeDuration.observe({ app: app.name }, (this.#now() - asked) / 1000);
+          },
+          () => this.#metrics.wakeFailures.inc({ app: app.name }),
+        );
       } else {
         wake = [...active].sort((a, b) => a.held - b.held)[0];
       }
@@ -667,6 +699,7 @@ export class HangarProxy {
     this.#held.set(app.id, heldHere + 1);
     this.#heldTotal++;
     wake.held++;
+    this.#metrics.queueDepth.add({ app: app.name }, 1);
     let timings: WakeTimings;
     try {
       timings = await withBudget(
@@ -677,6 +710,7 @@ export class HangarProxy {
     } finally {
       wake.held--;
       this.#heldTotal--;
+      this.#metrics.queueDepth.add({ app: app.name }, -1);
       const left = (this.#held.get(app.id) ?? 1) - 1;
       if (left > 0) this.#held.set(app.id, left);
       else this.#held.delete(app.id);
@@ -972,6 +1006,10 @@ export class HangarProxy {
         { idle_ms: idleMs, autostop: mode },
       );
       if (!result.done) this.#log(`autostop skipped machine ${machine.id}: ${result.reason}`);
+      else {
+        const app = this.#routes.app(machine.appId)?.name ?? '-';
+        this.#metrics.autostops.inc({ app, mode: result.mode });
+      }
     } catch (error) {
       this.#log(`autostop of machine ${machine.id} failed: ${(error as Error).message}`);
     } finally {

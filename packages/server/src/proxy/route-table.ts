@@ -149,7 +149,7 @@ export class RouteTable {
 
   flycast(ip: string): FlycastAddress | undefined {
     const entry = this.#ips.get(ip);
-    if (!entry || entry.type !== 'private_v6' || entry.networkId === null) return undefined;
+    if (entry?.type !== 'private_v6' || entry.networkId === null) return undefined;
     return { ip, appId: entry.appId, networkId: entry.networkId };
   }
 

@@ -14,6 +14,8 @@ import { buildTestImage, freePort } from '../helpers/test-image.js';
 
 const skip = NEEDS_ROOT;
 const DOMAIN = 'hangar.localhost';
+/** A request the proxy never answers fails the test instead of hanging it. */
+const REQUEST_TIMEOUT_MS = 30_000;
 
 const CGI = (body: string) => ({
   content: `#!/bin/sh\nprintf 'Content-Type: text/plain\\r\\n\\r\\n'\n${body}\n`,
@@ -27,6 +29,7 @@ const CGI = (body: string) => ({
  */
 const ROUTE_CGI = `#!/bin/sh
 if [ "$ROLE" = router ] && [ -z "$HTTP_FLY_REPLAY_FAILED" ]; then
+  head -c "\${CONTENT_LENGTH:-0}" > /dev/null
   printf 'fly-replay: app=%s;state=seed;fallback=prefer_self\\r\\nContent-Type: text/plain\\r\\n\\r\\nreplaying\\n' "$QUERY_STRING"
   exit 0
 fi
@@ -62,6 +65,7 @@ function get(
         path,
         headers: { host: `${app}.${DOMAIN}`, ...headers },
         agent: false,
+        timeout: REQUEST_TIMEOUT_MS,
       },
       (response) => {
         let body = '';
@@ -73,6 +77,9 @@ function get(
           resolve({ status: response.statusCode ?? 0, headers: response.headers, body }),
         );
       },
+    );
+    request.on('timeout', () =>
+      request.destroy(new Error(`no answer to ${path} within ${REQUEST_TIMEOUT_MS} ms`)),
     );
     request.on('error', reject);
     request.end();
@@ -123,8 +130,11 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
     files: {
       '/www/cgi-bin/env': CGI('env'),
       '/www/cgi-bin/id': CGI('echo "$FLY_MACHINE_ID"'),
+      // The shell's own default, not a template: the query string is the number of seconds.
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: shell syntax
       '/www/cgi-bin/slow': CGI('sleep "${QUERY_STRING:-1}"; echo "$FLY_MACHINE_ID"'),
       '/www/cgi-bin/route': { content: ROUTE_CGI, mode: 0o755 },
+      '/www/health.txt': 'ok\n',
     },
   });
   const proxyUrl = h.proxyUrl!;
@@ -292,8 +302,12 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
     for (const reply of replies) {
       assert.equal(reply.status, 200, reply.body);
       assert.equal(reply.body.trim(), id);
-      assert.match(String(reply.headers['fly-wake']), /^from=suspended;/);
     }
+    // A request that arrives after the resume finds the machine started and needs no wake.
+    assert.ok(
+      replies.some((r) => /^from=suspended;/.test(String(r.headers['fly-wake']))),
+      JSON.stringify(replies.map((r) => r.headers['fly-wake'])),
+    );
     assert.equal(await stateOf(h, app, id), 'started');
 
     // autostart off: no wake, a clear 503.
@@ -455,4 +469,67 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
       assert.equal(loop.headers['x-hangar-proxy-error'], 'PA02');
     },
   );
+
+  await t.test('a failing health check takes a machine out of rotation and back', async () => {
+    const app = await createApp(h, 'px-health');
+    await ok(h, 'POST', `/v1/apps/${app}/ip_assignments`, { type: 'shared_v4' });
+    const service = httpService({
+      checks: [{ type: 'http', path: '/health.txt', interval: '200ms', timeout: '1s' }],
+    });
+    const ids = [
+      await machine(h, app, image, { services: [service] }),
+      await machine(h, app, image, { services: [service] }),
+    ];
+    const checkOf = async (id: string) => (await ok(h, 'GET', `/v1/apps/${app}/machines/${id}`)).checks[0];
+    for (const id of ids) {
+      const check = await pollUntil('a passing check', async () => {
+        const c = await checkOf(id);
+        return c?.status === 'passing' ? c : undefined;
+      });
+      assert.equal(check.name, 'servicecheck-00-http-8080');
+    }
+    const [sick, well] = ids as [string, string];
+    await ok(h, 'POST', `/v1/apps/${app}/machines/${sick}/exec`, { command: ['rm', '/www/health.txt'] });
+    const critical = await pollUntil('a critical check', async () => {
+      const c = await checkOf(sick);
+      return c?.status === 'critical' ? c : undefined;
+    });
+    assert.match(critical.output, /GET \/health.txt to port 8080 failed/);
+    const during = await Promise.all([1, 2, 3, 4, 5, 6].map(() => get(proxyUrl, app, '/cgi-bin/id')));
+    assert.deepEqual(
+      during.map((r) => r.body.trim()),
+      [well, well, well, well, well, well],
+    );
+    await ok(h, 'POST', `/v1/apps/${app}/machines/${sick}/exec`, {
+      command: ['sh', '-c', 'echo ok > /www/health.txt'],
+    });
+    await pollUntil('the check passing again', async () =>
+      (await checkOf(sick))?.status === 'passing' ? true : undefined,
+    );
+    const back = await get(proxyUrl, app, '/cgi-bin/id', { 'fly-force-instance-id': sick });
+    assert.equal(back.status, 200);
+    assert.equal(back.body.trim(), sick);
+  });
+
+  await t.test('health endpoints and metrics, without a token', async () => {
+    const healthz = await fetch(`${h.url}/healthz`);
+    assert.equal(healthz.status, 200);
+    const readyz = await fetch(`${h.url}/readyz`);
+    assert.equal(readyz.status, 200);
+    assert.deepEqual(await readyz.json(), {
+      status: 'ready',
+      checks: { store: true, reconcile: true, proxy_listeners: true },
+    });
+    const metrics = await fetch(`${h.url}/metrics`);
+    assert.equal(metrics.status, 200);
+    assert.match(String(metrics.headers.get('content-type')), /^text\/plain; version=0\.0\.4/);
+    const text = await metrics.text();
+    assert.match(text, /^hangar_proxy_requests_total\{app="px-web",class="2xx"\} \d+$/m);
+    assert.match(text, /^hangar_proxy_requests_total\{app="px-load",class="5xx"\} 2$/m);
+    assert.match(text, /^hangar_proxy_request_duration_seconds_bucket\{app="px-web",le="\+Inf"\} \d+$/m);
+    assert.match(text, /^hangar_proxy_wakes_total\{app="px-wake",from="stopped"\} 1$/m);
+    assert.match(text, /^hangar_proxy_wake_duration_seconds_count\{app="px-wake"\} 2$/m);
+    assert.match(text, /^hangar_proxy_autostops_total\{app="px-idle",mode="stop"\} 2$/m);
+    assert.match(text, /^hangar_proxy_queue_depth\{app="px-load"\} 0$/m);
+  });
 });
