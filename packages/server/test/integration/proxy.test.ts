@@ -511,6 +511,92 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
     assert.equal(back.body.trim(), sick);
   });
 
+  await t.test('upgrades (WebSockets) pass through both ways; large bodies stream', async () => {
+    const app = await createApp(h, 'px-ws');
+    await ok(h, 'POST', `/v1/apps/${app}/ip_assignments`, { type: 'shared_v4' });
+    // An echo server: every byte the proxy sends after the upgrade request comes back.
+    await machine(h, app, image, {
+      services: [httpService()],
+      init: { exec: ['/bin/nc', '-ll', '-p', '8080', '-e', '/bin/cat'] },
+    });
+    const socket = net.connect({ host: '127.0.0.1', port: proxyPort });
+    t.after(() => socket.destroy());
+    let received = '';
+    socket.on('data', (chunk) => {
+      received += chunk.toString();
+    });
+    socket.write(
+      `GET /chat HTTP/1.1\r\nHost: ${app}.${DOMAIN}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nfirst-frame`,
+    );
+    await pollUntil('the echoed upgrade request', async () =>
+      received.includes('first-frame') ? true : undefined,
+    );
+    assert.match(received, /^GET \/chat HTTP\/1\.1\r\n/);
+    assert.match(received, /\r\nupgrade: websocket\r\n/);
+    assert.match(received, /\r\nconnection: upgrade\r\n/);
+    assert.match(received, /\r\nfly-client-ip: 127\.0\.0\.1\r\n/);
+    socket.write('second-frame');
+    await pollUntil('the second frame', async () => (received.includes('second-frame') ? true : undefined));
+    socket.destroy();
+
+    // A 3 MB upload streams through to a normal app (the 1 MB limit is only for replays).
+    const size = 3 * 1024 * 1024;
+    const counted = await new Promise<Reply>((resolve, reject) => {
+      const request = http.request(
+        {
+          host: '127.0.0.1',
+          port: proxyPort,
+          method: 'POST',
+          path: '/cgi-bin/route',
+          headers: { host: `px-cust-a.${DOMAIN}`, 'content-length': String(size) },
+          agent: false,
+        },
+        (response) => {
+          let text = '';
+          response.on('data', (chunk) => {
+            text += chunk;
+          });
+          response.on('end', () =>
+            resolve({ status: response.statusCode ?? 0, headers: response.headers, body: text }),
+          );
+        },
+      );
+      request.on('error', reject);
+      request.end(Buffer.alloc(size, 98));
+    });
+    // px-cust-a has no public address: give it one for this request.
+    assert.equal(counted.status, 404);
+    await ok(h, 'POST', '/v1/apps/px-cust-a/ip_assignments', { type: 'v6' });
+    const upload = await new Promise<Reply>((resolve, reject) => {
+      const request = http.request(
+        {
+          host: '127.0.0.1',
+          port: proxyPort,
+          method: 'POST',
+          path: '/cgi-bin/route',
+          headers: { host: `px-cust-a.${DOMAIN}`, 'content-length': String(size) },
+          agent: false,
+        },
+        (response) => {
+          let text = '';
+          response.on('data', (chunk) => {
+            text += chunk;
+          });
+          response.on('end', () =>
+            resolve({ status: response.statusCode ?? 0, headers: response.headers, body: text }),
+          );
+        },
+      );
+      request.on('error', reject);
+      // Written in pieces: the body streams, the proxy holds no more than a buffer of it.
+      const piece = Buffer.alloc(64 * 1024, 98);
+      for (let sent = 0; sent < size; sent += piece.length) request.write(piece);
+      request.end();
+    });
+    assert.equal(upload.status, 200, upload.body);
+    assert.match(upload.body, new RegExp(`^body ${size}$`, 'm'));
+  });
+
   await t.test('health endpoints and metrics, without a token', async () => {
     const healthz = await fetch(`${h.url}/healthz`);
     assert.equal(healthz.status, 200);
