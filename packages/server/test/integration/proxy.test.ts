@@ -261,6 +261,15 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
     assert.equal(refused[0]!.headers['retry-after'], '1');
     assert.match(refused[0]!.body, /hard_limit/);
 
+    // A cordoned machine gets nothing; uncordoned, it is back.
+    await ok(h, 'POST', `/v1/apps/${app}/machines/${ids[0]}/cordon`);
+    const cordoned = await Promise.all([1, 2, 3].map(() => get(proxyUrl, app, '/cgi-bin/id')));
+    assert.deepEqual(
+      cordoned.map((r) => r.body.trim()),
+      [ids[1], ids[1], ids[1]],
+    );
+    await ok(h, 'POST', `/v1/apps/${app}/machines/${ids[0]}/uncordon`);
+
     // fly-force-instance-id and fly-prefer-instance-id.
     const forced = await get(proxyUrl, app, '/cgi-bin/id', { 'fly-force-instance-id': ids[1]! });
     assert.equal(forced.body.trim(), ids[1]);
@@ -320,6 +329,28 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
     assert.equal(refused.status, 503);
     assert.equal(refused.headers['x-hangar-proxy-error'], 'PR01');
     assert.equal(await stateOf(h, off, sleeper), 'stopped');
+
+    // wake_exempt: a monitor's request finds the app asleep and leaves it so; a normal one wakes it.
+    const exempt = await createApp(h, 'px-exempt');
+    await ok(h, 'POST', `/v1/apps/${exempt}/ip_assignments`, { type: 'shared_v4' });
+    const dozer = await machine(h, exempt, image, {
+      services: [httpService({ wake_exempt: { paths: ['/healthz'], user_agents: ['UptimeRobot'] } })],
+    });
+    await ok(h, 'POST', `/v1/apps/${exempt}/machines/${dozer}/stop`);
+    await ok(h, 'GET', `/v1/apps/${exempt}/machines/${dozer}/wait?state=stopped&timeout=30`);
+    const monitor = await get(proxyUrl, exempt, '/', {
+      'user-agent': 'Mozilla/5.0 (compatible; UptimeRobot/2.0)',
+    });
+    const probe = await get(proxyUrl, exempt, '/healthz');
+    for (const asleep of [monitor, probe]) {
+      assert.equal(asleep.status, 503);
+      assert.equal(asleep.headers['x-hangar-proxy-error'], 'PW01');
+      assert.match(asleep.body, /asleep/);
+    }
+    assert.equal(await stateOf(h, exempt, dozer), 'stopped');
+    const visitor = await get(proxyUrl, exempt, '/');
+    assert.equal(visitor.status, 200);
+    assert.equal(await stateOf(h, exempt, dozer), 'started');
   });
 
   await t.test('autostop down to min_machines_running, the busy veto, suspend', async () => {
