@@ -798,8 +798,18 @@ export class HangarProxy {
         const extra: Record<string, string> = {};
         if (choice.wake) {
           const w = choice.wake;
+          const firstByteMs = this.#now() - readyAt;
           extra['fly-wake'] =
-            `from=${w.previousState};start=${w.startMs};boot=${w.bootMs};ready=${w.readyMs};first_byte=${this.#now() - readyAt}`;
+            `from=${w.previousState};start=${w.startMs};boot=${w.bootMs};ready=${w.readyMs};first_byte=${firstByteMs}`;
+          if (!w.firstByteNoted) {
+            w.firstByteNoted = true;
+            void this.#options.orchestrator
+              .noteProxyEvent(machine.id, 'wake', 'first_byte', {
+                first_byte_ms: firstByteMs,
+                request_id: requestId,
+              })
+              .catch(() => undefined);
+          }
         }
         res.writeHead(
           answer.statusCode ?? 502,

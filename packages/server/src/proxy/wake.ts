@@ -25,6 +25,11 @@ export interface WakeTimings {
   bootMs: number;
   /** From the boot's end to the first passing check (or accepted connection). */
   readyMs: number;
+  /**
+   * Set by the first request answered after this wake (all held requests share this object), so the
+   * time to its first byte is recorded once per wake.
+   */
+  firstByteNoted?: boolean;
 }
 
 export interface ActiveWake {

@@ -302,6 +302,13 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
     );
     assert.equal(wake.source, 'hangar');
     assert.equal(typeof wake.request.boot_ms, 'number');
+    assert.equal(typeof wake.request.queue_depth, 'number');
+    const firstByte = await pollUntil('the first-byte event', async () =>
+      (await ok(h, 'GET', `/v1/apps/${app}/machines/${id}/events`)).find(
+        (e: Json) => e.type === 'wake' && e.status === 'first_byte',
+      ),
+    );
+    assert.equal(typeof firstByte.request.first_byte_ms, 'number');
     assert.ok(events.length > 0);
 
     await ok(h, 'POST', `/v1/apps/${app}/machines/${id}/suspend`);
