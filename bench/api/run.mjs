@@ -105,6 +105,7 @@ async function startHangard() {
   const command = { kind: code.kind, args: [...code.nodeArgs, join(code.dir, `main.${code.ext}`)] };
   const handle = spawnChild([...command.args, '--data-dir', dataDir, '--listen', `127.0.0.1:${port}`], {
     HANGAR_RATE_LIMITS: 'off',
+    HANGAR_PROXY: 'off',
     HANGAR_LOG_LEVEL: options.logLevel,
   });
   let exited = false;

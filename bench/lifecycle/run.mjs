@@ -243,6 +243,7 @@ async function startHangard(code) {
       runtime: 'required',
       registry: { port: registryPort },
       rateLimits: { enabled: false },
+      proxy: { mode: 'off' },
       logLevel: 'silent',
     }),
   );

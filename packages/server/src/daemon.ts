@@ -3,16 +3,18 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from './api/server.js';
 import { mintToken } from './auth/tokens.js';
-import { type ResolvedConfig, registryPolicyOf } from './config/config.js';
+import { parseListen, type ResolvedConfig, registryPolicyOf } from './config/config.js';
 import { type HostDns, startHostDns } from './dns/host-dns.js';
 import { createPlatform, type Platform } from './machines/platform.js';
 import type { HostLockOptions } from './net/host-lock.js';
 import { HostNetwork } from './net/host-network.js';
+import { HangarProxy } from './proxy/proxy.js';
 import { RegistryProxy } from './registry/registry-proxy.js';
 import { type HostRuntime, startHostRuntime } from './runtime/host-runtime.js';
 import type { MachineRuntime } from './runtime/runtime.js';
 import { hostCanLoopMount, VolumeStorage } from './runtime/volumes/volume-storage.js';
 import { Vault } from './secrets/vault.js';
+import { MetricsRegistry } from './shared/metrics.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from './sixpn/resolver.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
 
@@ -27,6 +29,10 @@ export interface Hangard {
   runtime: Status;
   /** Private networks and DNS, and why there are none when there are none. */
   network: Status;
+  /** The proxy, and why it is not running when it is not. */
+  proxy: Status;
+  /** Base URL of the proxy's public HTTP listener, when it runs. */
+  proxyUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -86,6 +92,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
   let registryProxy: RegistryProxy | undefined;
   let hostNetwork: HostNetwork | undefined;
   let dns: HostDns | undefined;
+  let proxy: HangarProxy | undefined;
   try {
     if ((options.realVolumes ?? true) && (await hostCanLoopMount())) {
       volumeStorage = new VolumeStorage({ dir: join(config.dataDir, 'volumes') });
@@ -190,8 +197,44 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         description: `private networks on (${hostNetwork.networksUp().length} up), ${dnsNote}, egress ${egress}`,
       };
     }
+    const metrics = new MetricsRegistry();
+    let proxyStatus: Status = { missing: 'proxy.mode is "off"' };
+    if (config.proxy.mode === 'on' && !runtime) {
+      proxyStatus = { missing: 'no machines run on this host' };
+    } else if (config.proxy.mode === 'on') {
+      const listenAt = parseListen(config.proxy.http);
+      proxy = new HangarProxy({
+        store,
+        orchestrator: platform.machines,
+        region: config.region,
+        domain: config.proxy.domain,
+        http: listenAt,
+        idleStopMs: config.proxy.idleStopMs,
+        autostopIntervalMs: config.proxy.autostopIntervalMs,
+        wakeTimeoutMs: config.proxy.wakeTimeoutMs,
+        queueTimeoutMs: config.proxy.queueTimeoutMs,
+        replayAcrossOrgs: config.proxy.replayAcrossOrgs,
+        metrics,
+        onLog: (line) => {
+          if (config.logLevel !== 'silent') process.stderr.write(`hangard: ${line}\n`);
+        },
+      });
+      await proxy.start();
+      proxyStatus = { description: `proxy on ${config.proxy.http} for *.${config.proxy.domain}` };
+    }
+    const runningProxy = proxy;
     api = buildApi({
       platform,
+      metrics,
+      // Reconcile has run by now (the API listens only after it); the store and listeners are asked.
+      readiness: async () => {
+        const storeOpen = await store.read(() => true).catch(() => false);
+        const listeners = runningProxy ? runningProxy.httpAddress !== undefined : true;
+        return {
+          ready: storeOpen && listeners,
+          checks: { store: storeOpen, reconcile: true, proxy_listeners: listeners },
+        };
+      },
       rateLimits: config.rateLimits,
       logger: config.logLevel === 'silent' ? false : { level: config.logLevel },
     });
@@ -205,8 +248,12 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       tokenFile: files.token,
       runtime: runtimeStatus,
       network: networkStatus,
+      proxy: proxyStatus,
+      proxyUrl: proxyUrlOf(proxy),
       close: () => {
         closing ??= (async () => {
+          // First: no new wakes or autostops while the orchestrator drains.
+          proxy?.close();
           await platform.machines.close();
           await opened.close();
           try {
@@ -229,6 +276,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       },
     };
   } catch (error) {
+    proxy?.close();
     await api?.close();
     await registryProxy?.close().catch(() => undefined);
     await dns?.close().catch(() => undefined);
@@ -238,6 +286,12 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     store.close();
     throw error;
   }
+}
+
+function proxyUrlOf(proxy: HangarProxy | undefined): string | undefined {
+  const address = proxy?.httpAddress;
+  if (!address) return undefined;
+  return `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
 }
 
 /** Written whole (temporary file, fsync, rename) with mode 0600: a crash never leaves half a token. */

@@ -83,6 +83,11 @@ async function main(): Promise<void> {
       `hangard: no private networks (${hangard.network.missing}): machines get a loopback-only network (see docs/networking.md)\n`,
     );
   }
+  process.stdout.write(
+    'description' in hangard.proxy
+      ? `hangard: ${hangard.proxy.description}\n`
+      : `hangard: no proxy (${hangard.proxy.missing}) (see docs/proxy.md)\n`,
+  );
   const shutdown = (signal: string) => {
     process.stdout.write(`hangard: ${signal}, shutting down\n`);
     void hangard.close().then(() => process.exit(0));

@@ -19,6 +19,8 @@ declare module 'fastify' {
     rate?: RateClass;
     /** The action name used in rate-limit keys and messages, e.g. "machine.start". */
     action?: string;
+    /** No token, no rate limit: /healthz, /readyz and /metrics. */
+    public?: boolean;
   }
 }
 

@@ -67,7 +67,12 @@ export const machine = ({ machine: m, events, nonce }: MachineView, options: { s
   ...(options.summary ? {} : { config: m.config }),
   image_ref: m.imageRef ?? imageRefFromReference(m.config.image),
   events: events.map(event),
-  checks: [],
+  checks: (m.checks ?? []).map((c) => ({
+    name: c.name,
+    status: c.status,
+    output: c.output,
+    updated_at: c.updatedAt,
+  })),
   host_status: 'ok',
   cordoned: m.cordoned,
   ...(nonce ? { nonce } : {}),

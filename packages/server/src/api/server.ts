@@ -3,11 +3,13 @@ import type { RateLimitConfig } from '../config/rate-limits.js';
 import type { Platform } from '../machines/platform.js';
 import { ERROR_HTTP_STATUS, type ErrorCode, HangarError } from '../shared/errors.js';
 import { newUlid } from '../shared/ids.js';
+import { MetricsRegistry } from '../shared/metrics.js';
 import { StoreConflictError } from '../store/store.js';
 import { ApiRateLimits } from './rate-limits.js';
 // Also declares what the hooks below read of a request (its principal, the route's rate class).
 import './route-context.js';
 import { appRoutes } from './routes/apps.js';
+import { healthRoutes, type Readiness } from './routes/health.js';
 import { ipRoutes } from './routes/ips.js';
 import { machineRoutes } from './routes/machines.js';
 import { platformRoutes } from './routes/platform.js';
@@ -21,6 +23,10 @@ export interface ApiOptions {
   /** Bodies above this are refused with 413 (secrets and configs are small). */
   bodyLimitBytes?: number;
   logger?: boolean | { level: string };
+  /** For /readyz; without it the API reports ready whenever it answers. */
+  readiness?: () => Promise<Readiness>;
+  /** Served at /metrics. */
+  metrics?: MetricsRegistry;
 }
 
 /** Builds the Machines REST API. It validates, authorizes and calls the platform, nothing more. */
@@ -56,6 +62,7 @@ export function buildApi(options: ApiOptions): FastifyInstance {
   // onRequest runs before the body is read: a bad token is a 401 whatever the body holds.
   app.addHook('onRequest', async (request) => {
     if (!request.routeOptions.url) return; // unknown route: the 404 handler answers
+    if (request.routeOptions.config.public) return;
     request.principal = await options.platform.tokens.authenticate(request.headers.authorization);
     const params = request.params as { app_name?: string; machine_id?: string };
     const config = request.routeOptions.config;
@@ -95,6 +102,10 @@ export function buildApi(options: ApiOptions): FastifyInstance {
   ]) {
     routes(app, deps);
   }
+  healthRoutes(app, {
+    readiness: options.readiness ?? (async () => ({ ready: true, checks: {} })),
+    metrics: options.metrics ?? new MetricsRegistry(),
+  });
   return app;
 }
 

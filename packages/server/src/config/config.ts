@@ -67,6 +67,32 @@ export const ConfigSchema = z.strictObject({
     /** Allow registries on private addresses (RFC 1918, unique-local except 6PN, CGNAT). */
     allowPrivate: z.boolean(),
   }),
+  /**
+   * The proxy: public HTTP on `http` (Host routing to apps with a public IP) and Flycast listeners. It runs
+   * only where machines run. `idleStopMs`/`autostopIntervalMs` let tests shorten the idle period.
+   */
+  proxy: z.strictObject({
+    mode: z.enum(['on', 'off']),
+    /** `host:port`, `[v6]:port`: where public HTTP is served. */
+    http: z.string().refine(isListenAddress, 'an address such as 0.0.0.0:80 or [::]:8080'),
+    /** Apps answer at `<app>.<domain>`. */
+    domain: z
+      .string()
+      .regex(
+        /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/,
+        'a DNS name such as hangar.localhost',
+      ),
+    /** Default idle period before autostop, when a service sets none. */
+    idleStopMs: z.number().int().min(100),
+    /** How often idle machines are looked at. */
+    autostopIntervalMs: z.number().int().min(50),
+    /** Default wake budget, when a service sets none. */
+    wakeTimeoutMs: z.number().int().min(100),
+    /** How long a request waits while every machine is at its hard limit, before a 503. */
+    queueTimeoutMs: z.number().int().min(0),
+    /** Whether fly-replay may send a request to an app of another organization. */
+    replayAcrossOrgs: z.boolean(),
+  }),
   /** FULL: an acknowledged write survives power loss. NORMAL: faster, survives a crash of hangard. */
   databaseSync: z.enum(['FULL', 'NORMAL']),
   rateLimits: z.strictObject({
@@ -89,6 +115,16 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
   runtime: 'auto',
   network: { mode: 'auto', egress: false },
   registry: { port: 4281, insecure: [], allowed: [], allowPrivate: false },
+  proxy: {
+    mode: 'on',
+    http: '0.0.0.0:80',
+    domain: 'hangar.localhost',
+    idleStopMs: 5 * 60_000,
+    autostopIntervalMs: 15_000,
+    wakeTimeoutMs: 60_000,
+    queueTimeoutMs: 10_000,
+    replayAcrossOrgs: false,
+  },
   databaseSync: 'FULL',
   rateLimits: DEFAULT_RATE_LIMITS,
 };
@@ -141,6 +177,9 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
       egress: onOff('HANGAR_EGRESS', env.HANGAR_EGRESS),
     };
   }
+  if (env.HANGAR_PROXY) layer.proxy = { mode: env.HANGAR_PROXY };
+  if (env.HANGAR_PROXY_HTTP)
+    layer.proxy = { ...(layer.proxy as Json | undefined), http: env.HANGAR_PROXY_HTTP };
   if (env.HANGAR_API_LISTEN) layer.listen = parseListen(env.HANGAR_API_LISTEN);
   if (env.HANGAR_RATE_LIMITS !== undefined) {
     layer.rateLimits = { enabled: onOff('HANGAR_RATE_LIMITS', env.HANGAR_RATE_LIMITS) };
@@ -163,6 +202,15 @@ export function parseListen(text: string): { host: string; port: number } {
       `listen address "${text}" is not host:port (e.g. 127.0.0.1:4280)`,
     );
   return { host: match[1] || match[2] || '127.0.0.1', port: Number(match[3]) };
+}
+
+function isListenAddress(text: string): boolean {
+  try {
+    parseListen(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 export function resolveConfig(sources: ConfigSources = {}): ResolvedConfig {

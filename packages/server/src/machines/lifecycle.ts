@@ -69,11 +69,11 @@ export class MachineLifecycle {
   async stopWorkload(
     machine: MachineRecord,
     reason: string,
-    override: { signal?: string | undefined; timeoutMs?: number | undefined } = {},
+    override: { signal?: string | undefined; timeoutMs?: number | undefined; source?: EventSource } = {},
   ): Promise<void> {
     const runtime = this.requireRuntime();
     const settings = stopSettings(machine.config);
-    await setMachineState(this.ctx, machine.id, 'stopping', reason, 'user');
+    await setMachineState(this.ctx, machine.id, 'stopping', reason, override.source ?? 'user');
     const exit = await this.orFail(machine.id, reason, () =>
       runtime.stop(machine.id, {
         signal: override.signal ?? settings.signal,

@@ -7,6 +7,8 @@ import { KeyedQueue } from '../shared/keyed-queue.js';
 import { type MachineConfigInput, normalizeMachineConfig } from '../shared/machine-config.js';
 import type {
   AppRecord,
+  CheckStatusRecord,
+  JsonObject,
   LeaseRecord,
   MachineEventRecord,
   MachineRecord,
@@ -519,6 +521,102 @@ export class MachinesService {
     return this.#lifecycle.requireRuntime().ps(machine.id);
   }
 
+  // ---- the proxy's entry points -----------------------------------------------------------------
+  // The proxy is part of the platform: no principal, no lease check (Fly's proxy starts machines whatever
+  // their leases), but the same queue and state table as the API, and events with source `hangar`.
+
+  /**
+   * Starts or resumes a machine for a request. Runs in the machine's queue, so a stop or suspend in
+   * progress finishes first and the machine then starts again: a request racing an autostop is never lost.
+   */
+  async wake(machineId: string, trigger: JsonObject): Promise<WakeResult> {
+    const askedAt = this.ctx.now();
+    return this.#queue.run(machineId, async () => {
+      const queuedMs = this.ctx.now() - askedAt;
+      const machine = await this.ctx.store.read((tx) => tx.machines.get(machineId));
+      if (!machine || machine.state === 'destroyed') throw failedPrecondition(`machine ${machineId} is gone`);
+      if (machine.state === 'started') return { previousState: 'started', queuedMs, bootMs: 0 };
+      if (!canBegin('start', machine.state)) throw failedPrecondition(stateRefusal('start', machine));
+      this.#lifecycle.requireRuntime();
+      await this.ctx.store.write((tx) =>
+        recordEvent(this.ctx, tx, machine, 'wake', machine.state, 'hangar', trigger),
+      );
+      const bootAt = this.ctx.now();
+      await this.#lifecycle.boot(machine.id);
+      return { previousState: machine.state, queuedMs, bootMs: this.ctx.now() - bootAt };
+    });
+  }
+
+  /**
+   * Autostop: stops or suspends an idle machine. In the queue, it checks again that the machine is
+   * started, that it has not vetoed its stop (metadata `hangar_busy`), and that the proxy still finds it
+   * idle (`stillIdle` returns why not). A suspend the machine cannot take becomes a stop, and says so.
+   */
+  async idleStop(
+    machineId: string,
+    mode: 'stop' | 'suspend',
+    stillIdle: () => string | undefined,
+    details: JsonObject = {},
+  ): Promise<IdleStopResult> {
+    return this.#queue.run(machineId, async () => {
+      const machine = await this.ctx.store.read((tx) => tx.machines.get(machineId));
+      if (machine?.state !== 'started')
+        return { done: false, reason: `machine is ${machine?.state ?? 'gone'}` };
+      if (isBusy(machine.config.metadata?.[BUSY_METADATA_KEY]))
+        return { done: false, reason: 'busy (hangar_busy)' };
+      const notIdle = stillIdle();
+      if (notIdle !== undefined) return { done: false, reason: notIdle };
+      if (mode === 'suspend') {
+        const unfit = suspendUnfit(machine);
+        if (unfit === undefined) {
+          const runtime = this.#lifecycle.requireRuntime();
+          await setMachineState(this.ctx, machine.id, 'suspending', 'autostop', 'hangar', details);
+          try {
+            await runtime.suspend(machine.id);
+            await setMachineState(this.ctx, machine.id, 'suspended', 'autostop', 'hangar', details);
+            return { done: true, mode: 'suspend' };
+          } catch (error) {
+            await setMachineState(this.ctx, machine.id, 'started', 'autostop', 'hangar', {
+              error: (error as Error).message,
+            });
+            return this.#idleStopNow(machine, {
+              ...details,
+              suspend_fallback: `suspend failed: ${(error as Error).message}`,
+            });
+          }
+        }
+        return this.#idleStopNow(machine, { ...details, suspend_fallback: unfit });
+      }
+      return this.#idleStopNow(machine, details);
+    });
+  }
+
+  /** The health checker's latest results for a machine (written only when a status changes). */
+  async recordChecks(machineId: string, checks: CheckStatusRecord[]): Promise<void> {
+    await this.ctx.store.write((tx) => {
+      const machine = tx.machines.get(machineId);
+      if (machine && machine.state !== 'destroyed') tx.machines.update({ ...machine, checks });
+    });
+  }
+
+  /** An event the proxy records on a machine (a wake's latency split, a refused stop). */
+  async noteProxyEvent(machineId: string, type: string, status: string, request: JsonObject): Promise<void> {
+    await this.ctx.store.write((tx) => {
+      const machine = tx.machines.get(machineId);
+      if (machine) recordEvent(this.ctx, tx, machine, type, status, 'hangar', request);
+    });
+  }
+
+  async #idleStopNow(machine: MachineRecord, details: JsonObject): Promise<IdleStopResult> {
+    await this.#lifecycle.stopWorkload(machine, 'autostop', { source: 'hangar' });
+    await setMachineState(this.ctx, machine.id, 'stopped', 'autostop', 'hangar', details);
+    return {
+      done: true,
+      mode: 'stop',
+      ...(typeof details.suspend_fallback === 'string' ? { fallback: details.suspend_fallback } : {}),
+    };
+  }
+
   /** Ends open waits (clients retry them) and waits for queued work: the first step of shutdown. */
   async close(): Promise<void> {
     this.#closing.abort();
@@ -593,6 +691,34 @@ export class MachinesService {
       ),
     };
   }
+}
+
+export interface WakeResult {
+  previousState: MachineState;
+  /** Time spent behind other work in the machine's queue (a stop in progress). */
+  queuedMs: number;
+  /** The boot or resume itself. */
+  bootMs: number;
+}
+
+export type IdleStopResult =
+  | { done: true; mode: 'stop' | 'suspend'; fallback?: string }
+  | { done: false; reason: string };
+
+/** Metadata key a machine sets (through the metadata API, from inside or outside) to veto its autostop. */
+export const BUSY_METADATA_KEY = 'hangar_busy';
+
+const isBusy = (value: string | undefined) =>
+  value !== undefined && value !== '' && value !== 'false' && value !== '0';
+
+/** Why a machine cannot be suspended (fly-semantics §5.5), or undefined when it can. */
+function suspendUnfit(machine: MachineRecord): string | undefined {
+  const config = machine.config;
+  if (config.guest.memory_mb > 2048) return 'memory above 2048 MB cannot be suspended';
+  if ((config.init?.swap_size_mb ?? 0) > 0) return 'a machine with swap cannot be suspended';
+  if (config.schedule !== undefined) return 'a scheduled machine cannot be suspended';
+  if ((config.guest.gpus ?? 0) > 0) return 'a machine with GPUs cannot be suspended';
+  return undefined;
 }
 
 export interface MachineView {

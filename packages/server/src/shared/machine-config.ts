@@ -82,27 +82,49 @@ const machinePort = z
     message: '`start_port` must not be greater than `end_port`',
   });
 
-export const MachineServiceSchema = z.looseObject({
-  protocol: z.enum(['tcp', 'udp']),
-  internal_port: port,
-  ports: z.array(machinePort).optional(),
-  concurrency: z
-    .looseObject({
-      type: z.enum(['connections', 'requests']).optional(),
-      soft_limit: z.number().int().min(0).optional(),
-      hard_limit: z.number().int().min(0).optional(),
-    })
-    .refine((c) => c.soft_limit === undefined || c.hard_limit === undefined || c.soft_limit <= c.hard_limit, {
-      message: '`soft_limit` must not exceed `hard_limit`',
-    })
-    .optional(),
-  autostart: z.boolean().optional(),
-  autostop: autostop.optional(),
-  min_machines_running: z.number().int().min(0).optional(),
-  checks: z.array(z.looseObject(checkBase)).optional(),
-  force_instance_key: z.string().optional(),
-  force_instance_description: z.string().optional(),
-});
+export const MachineServiceSchema = z
+  .looseObject({
+    protocol: z.enum(['tcp', 'udp']),
+    internal_port: port,
+    ports: z.array(machinePort).optional(),
+    concurrency: z
+      .looseObject({
+        type: z.enum(['connections', 'requests']).optional(),
+        soft_limit: z.number().int().min(0).optional(),
+        hard_limit: z.number().int().min(0).optional(),
+      })
+      .refine(
+        (c) => c.soft_limit === undefined || c.hard_limit === undefined || c.soft_limit <= c.hard_limit,
+        {
+          message: '`soft_limit` must not exceed `hard_limit`',
+        },
+      )
+      .optional(),
+    autostart: z.boolean().optional(),
+    autostop: autostop.optional(),
+    min_machines_running: z.number().int().min(0).optional(),
+    checks: z.array(z.looseObject(checkBase)).optional(),
+    force_instance_key: z.string().optional(),
+    force_instance_description: z.string().optional(),
+    // Hangar's own service settings (docs/proxy.md): Fly has no equivalent fields.
+    /** How long a machine of this service may sit without traffic before autostop takes it. */
+    idle_timeout: duration.optional(),
+    /** How long a request may wait for a stopped or suspended machine to wake. */
+    wake_timeout: duration.optional(),
+    /** Requests that never wake a machine: the proxy answers them "asleep" instead. */
+    wake_exempt: z
+      .looseObject({ paths: z.array(z.string()).optional(), user_agents: z.array(z.string()).optional() })
+      .optional(),
+  })
+  .refine(
+    (s) =>
+      !(s.autostart === false && s.autostop !== undefined && s.autostop !== false && s.autostop !== 'off'),
+    {
+      message:
+        'autostop without autostart: the proxy would stop machines it then never starts again; set autostart to true or autostop to "off"',
+      path: ['autostop'],
+    },
+  );
 
 const mount = z.looseObject({
   volume: z.string().min(1),

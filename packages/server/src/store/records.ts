@@ -76,9 +76,18 @@ export interface MachineRecord {
   /** `fdaa:<network>:<host>:<machine number>::2`, fixed at create (see net/address-plan.ts). */
   privateIp: string | null;
   cordoned: boolean;
+  /** The latest results of the machine's health checks, as the proxy's checker last recorded them. */
+  checks?: CheckStatusRecord[];
   /** Boot without the app's secrets (`skip_secrets` on create or update). */
   skipSecrets?: boolean;
   createdAt: string;
+  updatedAt: string;
+}
+
+export interface CheckStatusRecord {
+  name: string;
+  status: 'passing' | 'warning' | 'critical';
+  output: string;
   updatedAt: string;
 }
 

@@ -175,7 +175,8 @@ test('machines: bad configs are refused naming the field, and write nothing', as
       services: [
         { protocol: 'tcp', internal_port: 8080, autostop: false },
         { protocol: 'tcp', internal_port: 8081, autostop: 'stop' },
-        { protocol: 'tcp', internal_port: 8082, autostop: 'suspend', autostart: false },
+        { protocol: 'tcp', internal_port: 8082, autostop: 'suspend' },
+        { protocol: 'tcp', internal_port: 8083, autostop: false, autostart: false },
       ],
     },
     skip_launch: true,
@@ -189,9 +190,20 @@ test('machines: bad configs are refused naming the field, and write nothing', as
     [
       [false, true],
       [true, true],
-      ['suspend', false],
+      ['suspend', true],
+      [false, false],
     ],
   );
+  // Autostop without autostart would stop machines nothing starts again: refused, naming the field.
+  const downStaysDown = await h.call('POST', '/v1/apps/strict/machines', {
+    config: {
+      image: 'x',
+      services: [{ protocol: 'tcp', internal_port: 8080, autostop: 'stop', autostart: false }],
+    },
+    skip_launch: true,
+  });
+  assert.equal(downStaysDown.status, 400);
+  assert.match(downStaysDown.body.error, /autostop without autostart/);
   assert.equal((await h.call('GET', '/v1/apps/strict/machines/00000000000000')).status, 404);
   assert.equal((await h.call('GET', '/v1/apps/nope/machines')).status, 404);
 });

@@ -95,6 +95,8 @@ async function spawnDaemon(
         // A runtime starts the image registry on the default port, one port for every daemon of every
         // test file running at once: the tests that run machines ask for it with their own registry port.
         HANGAR_RUNTIME: 'off',
+        // The proxy's public port is one per host.
+        HANGAR_PROXY: 'off',
         ...env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],

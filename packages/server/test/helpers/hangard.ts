@@ -48,6 +48,8 @@ export function testConfig(dataDir: string, overrides: Record<string, unknown> =
       // The host's networking has one owner at a time: only the tests of private networks ask for it.
       network: { mode: 'off', egress: false },
       rateLimits: { ...DEFAULT_CONFIG.rateLimits, enabled: false },
+      // Port 80 is one per host: the proxy's own tests turn it on with a free loopback port.
+      proxy: { ...DEFAULT_CONFIG.proxy, mode: 'off' },
       ...overrides,
     },
   });

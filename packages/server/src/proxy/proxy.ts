@@ -1,0 +1,1094 @@
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import net from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { IdleStopResult } from '../machines/machines.js';
+import { parseGoDuration } from '../shared/duration.js';
+import { HangarError } from '../shared/errors.js';
+import { newUlid } from '../shared/ids.js';
+import type { NormalizedService } from '../shared/machine-config.js';
+import { MetricsRegistry } from '../shared/metrics.js';
+import type { JsonObject } from '../store/records.js';
+import type { Store } from '../store/store.js';
+import { anyBelowSoft, bucketOf, pickLeastLoaded, preferRegions } from './balancer.js';
+import { ReplayableBody } from './body.js';
+import { headerList, headerValue, requestHeaders, responseHeaders } from './headers.js';
+import { type CheckRecorder, HealthChecks } from './health.js';
+import { MachineLoad } from './load.js';
+import { errorPage, isProxyFailure, PROXY_ERRORS, type ProxyFailure, proxyFailure } from './proxy-errors.js';
+import { type ProxyMetrics, proxyMetrics, statusClass } from './proxy-metrics.js';
+import {
+  MAX_REPLAY_JSON_BYTES,
+  MAX_REPLAYS,
+  parseReplayHeader,
+  parseReplayJson,
+  REPLAY_JSON_TYPE,
+  REPLAYABLE_BODY_BYTES,
+  type ReplayFallback,
+  type ReplayInstruction,
+  replayFailed,
+  replaySource,
+} from './replay.js';
+import { type RouteApp, type RouteMachine, RouteTable } from './route-table.js';
+import {
+  autostopOf,
+  concurrencyOf,
+  httpServiceFor,
+  idleTimeoutMs,
+  isWakeExempt,
+  wakeTimeoutMs,
+} from './services.js';
+import { neverConnected, UpstreamPools, type UpstreamTarget, upstreamAddress } from './upstream.js';
+import { type WakeOrchestrator, Wakes, type WakeTimings } from './wake.js';
+
+/**
+ * Hangar's proxy (docs/proxy.md): public HTTP routed by Host to apps with a public address, a listener on
+ * every Flycast address for the ports its app exposes, least-loaded balancing with concurrency limits,
+ * waking stopped or suspended machines for requests, and stopping idle ones.
+ */
+
+export interface ProxyOrchestrator extends WakeOrchestrator, CheckRecorder {
+  idleStop(
+    machineId: string,
+    mode: 'stop' | 'suspend',
+    stillIdle: () => string | undefined,
+    details?: JsonObject,
+  ): Promise<IdleStopResult>;
+}
+
+export interface ProxyOptions {
+  store: Store;
+  orchestrator: ProxyOrchestrator;
+  region: string;
+  domain: string;
+  http: { host: string; port: number };
+  idleStopMs: number;
+  autostopIntervalMs: number;
+  wakeTimeoutMs: number;
+  /** How long a request waits while every machine is at its hard limit before a 503. */
+  queueTimeoutMs?: number;
+  /** Requests held during wakes, per app and in total. */
+  holdLimits?: { perApp: number; total: number };
+  /** Socket inactivity towards a machine before a 504. */
+  upstreamTimeoutMs?: number;
+  /** Whether fly-replay may name an app of another organization. */
+  replayAcrossOrgs?: boolean;
+  /** Where the proxy's metrics go (the api serves them at /metrics). */
+  metrics?: MetricsRegistry;
+  onLog?: (line: string) => void;
+  now?: () => number;
+}
+
+type Entry = { kind: 'public' | 'flycast'; port: number };
+
+interface Candidate {
+  machine: RouteMachine;
+  service: NormalizedService;
+  load: number;
+  soft: number;
+  hard: number;
+  region: string;
+}
+
+interface Choice {
+  machine: RouteMachine;
+  service: NormalizedService;
+  release: () => void;
+  wake?: WakeTimings;
+  /** Headers for the app (fly-preferred-instance-unavailable). */
+  notes: Record<string, string>;
+}
+
+interface RoutingHints {
+  force: string | undefined;
+  prefer: string | undefined;
+  regions: string[];
+  wakeBudgetMs: number | undefined;
+  /** A replay's `timeout` also bounds the wait at hard limits. */
+  queueBudgetMs: number | undefined;
+}
+
+/** What a replay asks of the next pick. */
+interface ReplayHints {
+  force?: string;
+  prefer?: string;
+  regions?: string[];
+  budgetMs?: number;
+}
+
+/** One delivery attempt's target: an app, how to pick in it, and headers for the app. */
+interface Hop {
+  app: RouteApp;
+  hints: ReplayHints | undefined;
+  excluded: Set<string>;
+  extra: Record<string, string>;
+  /** A fallback delivery may not replay again. */
+  mayReplay: boolean;
+  fallback?: { mode: ReplayFallback; machineId: string; app: RouteApp };
+}
+
+type Outcome =
+  | { kind: 'done' }
+  | { kind: 'retry' }
+  | { kind: 'replay'; instruction: ReplayInstruction; machine: RouteMachine };
+
+const PUBLIC_HTTP_PORT = 80;
+const DEFAULT_HOLD = { perApp: 256, total: 2048 };
+/** Attempts on different machines when a connection is refused before any byte was sent. */
+const MAX_ATTEMPTS = 3;
+const RETRY_AFTER_SEC = 1;
+
+export class HangarProxy {
+  readonly #options: ProxyOptions;
+  readonly #routes: RouteTable;
+  readonly #load: MachineLoad;
+  readonly #pools = new UpstreamPools();
+  readonly #wakes: Wakes;
+  readonly #now: () => number;
+  #public: http.Server | undefined;
+  /** Flycast listeners by port. */
+  readonly #flycast = new Map<number, { server: http.Server; bound: boolean }>();
+  #flycastRetry: NodeJS.Timeout | undefined;
+  /** Machines autostop is taking down: no new requests go to them; a request wakes them after. */
+  readonly #draining = new Set<string>();
+  readonly #health: HealthChecks;
+  readonly #metrics: ProxyMetrics;
+  /** Open upgraded connections (WebSockets) per machine: closed before an autostop. */
+  readonly #streams = new Map<string, Set<Duplex>>();
+  readonly #seenState = new Map<string, string>();
+  readonly #held = new Map<string, number>();
+  #heldTotal = 0;
+  #autostopTimer: NodeJS.Timeout | undefined;
+  #autostopRunning: Promise<void> | undefined;
+  #unsubscribe: (() => void) | undefined;
+  #closed = false;
+
+  constructor(options: ProxyOptions) {
+    this.#options = options;
+    this.#now = options.now ?? Date.now;
+    this.#routes = new RouteTable(options.store);
+    this.#load = new MachineLoad(this.#now);
+    this.#wakes = new Wakes(options.orchestrator, this.#routes, this.#now);
+    this.#metrics = proxyMetrics(options.metrics ?? new MetricsRegistry());
+    // A check that changes status changes who may take requests: queued requests look again.
+    this.#health = new HealthChecks(
+      this.#routes,
+      options.orchestrator,
+      () => this.#load.wakeWaiters(),
+      this.#now,
+    );
+  }
+
+  get routes(): RouteTable {
+    return this.#routes;
+  }
+
+  /** The public HTTP listener's address (port 0 in the settings picks one). */
+  get httpAddress(): { host: string; port: number } | undefined {
+    const address = this.#public?.address();
+    return address && typeof address === 'object' ? { host: address.address, port: address.port } : undefined;
+  }
+
+  /** The ports Flycast listeners are up on. */
+  flycastPorts(): number[] {
+    return [...this.#flycast].filter(([, l]) => l.bound).map(([port]) => port);
+  }
+
+  async start(): Promise<void> {
+    await this.#routes.start();
+    this.#unsubscribe = this.#routes.onChange(() => this.#onRoutesChanged());
+    this.#onRoutesChanged();
+    const { host, port } = this.#options.http;
+    // Whatever port it binds, the public listener stands for external port 80, the port services name
+    // for plain HTTP (TLS on 443 is a later stage).
+    const server = this.#server({ kind: 'public', port: PUBLIC_HTTP_PORT });
+    try {
+      await listen(server, host, port);
+    } catch (error) {
+      this.close();
+      const code = (error as NodeJS.ErrnoException).code;
+      const why =
+        code === 'EADDRINUSE'
+          ? 'is already in use'
+          : code === 'EACCES'
+            ? 'needs privileges'
+            : 'cannot be used';
+      throw new HangarError(
+        'unavailable',
+        `proxy.http: ${host}:${port} ${why} (${(error as Error).message}); set proxy.http to a free address or proxy.mode to "off"`,
+        { cause: error },
+      );
+    }
+    this.#public = server;
+    // The listener's real port (port 0 picks one) is what Fly-Forwarded-Port reports.
+    this.#publicPort = this.httpAddress?.port ?? port;
+    this.#health.start();
+    this.#autostopTimer = setInterval(() => this.runAutostop(), this.#options.autostopIntervalMs);
+    this.#autostopTimer.unref();
+  }
+
+  #publicPort = 0;
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#autostopTimer);
+    clearTimeout(this.#flycastRetry);
+    this.#health.close();
+    this.#unsubscribe?.();
+    this.#routes.close();
+    for (const server of [this.#public, ...[...this.#flycast.values()].map((l) => l.server)]) {
+      server?.close();
+      server?.closeAllConnections();
+    }
+    for (const streams of this.#streams.values()) for (const stream of streams) stream.destroy();
+    this.#flycast.clear();
+    this.#pools.close();
+    this.#load.wakeWaiters();
+  }
+
+  // ---- listeners ----------------------------------------------------------------------------------
+
+  #server(entry: Entry): http.Server {
+    const server = http.createServer((req, res) => {
+      void this.#handle(req, res, entry);
+    });
+    server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+      void this.#handleUpgrade(req, socket, head, entry);
+    });
+    server.on('clientError', (_error, socket) => {
+      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    });
+    return server;
+  }
+
+  #onRoutesChanged(): void {
+    for (const machine of this.#allMachines()) {
+      const before = this.#seenState.get(machine.id);
+      if (before === machine.state) continue;
+      this.#seenState.set(machine.id, machine.state);
+      // A machine that (re)starts gets a whole idle period before autostop looks at it.
+      if (machine.state === 'started') this.#load.touch(machine.id);
+      else if (before === 'started') this.#pools.drop(machine.id);
+    }
+    for (const id of this.#seenState.keys()) {
+      if (!this.#routes.machine(id)) {
+        this.#seenState.delete(id);
+        this.#pools.drop(id);
+        this.#load.forget(id);
+      }
+    }
+    this.#syncFlycast();
+    // Queued requests look again: a machine may have started or left.
+    this.#load.wakeWaiters();
+  }
+
+  *#allMachines(): Generator<RouteMachine> {
+    for (const app of this.#routes.apps()) yield* app.machines.values();
+  }
+
+  /**
+   * Adds and removes Flycast listeners to match the table: one `[::]:<port>` listener per port some
+   * Flycast address exposes. The Flycast blocks are routed to the host as local (AnyIP), which delivers
+   * them to a `::` listener but does not allow binding one address of the block; so each connection is
+   * checked against the table when it arrives: only a Flycast address whose app exposes this port gets
+   * an answer, anything else (another host address, another app's port) is closed at once.
+   */
+  #syncFlycast(): void {
+    if (this.#closed) return;
+    const wanted = new Set(this.#routes.flycastBindings().map((b) => b.port));
+    for (const [port, listener] of this.#flycast) {
+      if (wanted.has(port)) continue;
+      listener.server.close();
+      listener.server.closeAllConnections();
+      this.#flycast.delete(port);
+    }
+    for (const port of wanted) {
+      if (this.#flycast.has(port)) continue;
+      const server = this.#server({ kind: 'flycast', port });
+      server.on('connection', (socket: Socket) => {
+        if (!this.#flycastServes(socket.localAddress ?? '', port)) socket.destroy();
+      });
+      const listener = { server, bound: false };
+      this.#flycast.set(port, listener);
+      listen(server, '::', port, true).then(
+        () => {
+          if (this.#flycast.get(port) === listener) listener.bound = true;
+          else server.close();
+        },
+        (error: NodeJS.ErrnoException) => {
+          if (this.#flycast.get(port) === listener) this.#flycast.delete(port);
+          this.#log(`Flycast listener on port ${port}: ${error.message}; retrying`);
+          this.#scheduleFlycastRetry();
+        },
+      );
+    }
+  }
+
+  #flycastServes(localAddress: string, port: number): boolean {
+    const flycast = this.#routes.flycast(localAddress);
+    if (!flycast) return false;
+    return this.#routes.flycastBindings().some((b) => b.ip === localAddress && b.port === port);
+  }
+
+  #scheduleFlycastRetry(): void {
+    if (this.#closed || this.#flycastRetry) return;
+    this.#flycastRetry = setTimeout(() => {
+      this.#flycastRetry = undefined;
+      this.#syncFlycast();
+    }, 500);
+    this.#flycastRetry.unref();
+  }
+
+  // ---- requests -----------------------------------------------------------------------------------
+
+  #resolveApp(req: http.IncomingMessage, entry: Entry): RouteApp {
+    if (entry.kind === 'flycast') {
+      const flycast = this.#routes.flycast(req.socket.localAddress ?? '');
+      const app = flycast && this.#routes.app(flycast.appId);
+      if (!app) throw proxyFailure('PR01', 'the app of this Flycast address is gone');
+      return app;
+    }
+    const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
+    const suffix = `.${this.#options.domain}`;
+    const name = host.endsWith(suffix) ? host.slice(0, -suffix.length) : '';
+    const app = name && !name.includes('.') ? this.#routes.appByName(name) : undefined;
+    if (!app) throw proxyFailure('PH01', `no app answers for host "${host}"; apps answer at <app>${suffix}`);
+    if (!app.isPublic) {
+      throw proxyFailure('PH02', `app ${app.name} has no public address; allocate one (v6 or shared_v4)`);
+    }
+    return app;
+  }
+
+  #listenerPort(entry: Entry): number {
+    return entry.kind === 'public' ? this.#publicPort : entry.port;
+  }
+
+  /**
+   * One request, hop by hop: pick a machine, send, and when its answer asks for a replay, pick again as it
+   * says (another app, instance or region) with the kept body, at most MAX_REPLAYS times.
+   */
+  async #handle(req: http.IncomingMessage, res: http.ServerResponse, entry: Entry): Promise<void> {
+    const requestId = newUlid();
+    const arrived = this.#now();
+    let appName = '-';
+    const body = new ReplayableBody(req, REPLAYABLE_BODY_BYTES);
+    res.once('finish', () => {
+      this.#metrics.requests.inc({ app: appName, class: statusClass(res.statusCode) });
+      this.#metrics.latency.observe({ app: appName }, (this.#now() - arrived) / 1000);
+    });
+    try {
+      const firstApp = this.#resolveApp(req, entry);
+      appName = firstApp.name;
+      let hop: Hop = { app: firstApp, hints: undefined, excluded: new Set(), extra: {}, mayReplay: true };
+      for (let replays = 0; ; ) {
+        let outcome: Exclude<Outcome, { kind: 'retry' }>;
+        try {
+          outcome = await this.#deliver(req, res, hop, entry, requestId, body);
+        } catch (error) {
+          const fallback = hop.fallback;
+          if (!fallback || !isProxyFailure(error)) throw error;
+          // The replay found no machine in time: back to the replaying machine (or its app), saying why.
+          const reason = error.code === 'PM03' || error.code === 'PR04' ? 'timeout' : 'no_candidate';
+          hop = {
+            app: fallback.app,
+            hints:
+              fallback.mode === 'force_self' ? { force: fallback.machineId } : { prefer: fallback.machineId },
+            excluded: new Set(),
+            extra: {
+              ...hop.extra,
+              'fly-replay-failed': replayFailed({
+                ...(hop.hints?.force !== undefined ? { instance: hop.hints.force } : {}),
+                app: hop.app.name,
+                regions: hop.hints?.regions ?? [],
+                source: fallback.machineId,
+                reason,
+                elapsedMs: this.#now() - arrived,
+              }),
+            },
+            mayReplay: false,
+          };
+          continue;
+        }
+        if (outcome.kind === 'done') return;
+        replays++;
+        if (replays > MAX_REPLAYS) throw proxyFailure('PA02', `more than ${MAX_REPLAYS} chained replays`);
+        if (!(await body.complete())) {
+          throw proxyFailure(
+            'PA01',
+            `the request body is over ${REPLAYABLE_BODY_BYTES} bytes and cannot be replayed`,
+          );
+        }
+        hop = this.#replayHop(hop, outcome.instruction, outcome.machine);
+      }
+    } catch (error) {
+      const failure = isProxyFailure(error)
+        ? error
+        : proxyFailure('PR01', `the proxy failed: ${(error as Error).message}`);
+      this.#log(`${failure.code} app=${appName} request=${requestId}: ${failure.detail}`);
+      if (res.headersSent) res.destroy();
+      else sendFailure(res, failure, requestId);
+    }
+  }
+
+  /** One hop: pick and send, retrying on another machine while the connection was never made. */
+  async #deliver(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    hop: Hop,
+    entry: Entry,
+    requestId: string,
+    body: ReplayableBody,
+  ): Promise<Exclude<Outcome, { kind: 'retry' }>> {
+    for (let attempt = 1; ; attempt++) {
+      const choice = await this.#choose(hop.app, entry.port, req, hop.excluded, hop.hints);
+      const outcome = await this.#forward(req, res, choice, entry, requestId, body, hop);
+      if (outcome.kind !== 'retry') return outcome;
+      hop.excluded.add(choice.machine.id);
+      if (attempt >= MAX_ATTEMPTS) {
+        throw proxyFailure(
+          'PC01',
+          `machine ${choice.machine.id} refused the connection on its internal port`,
+        );
+      }
+    }
+  }
+
+  /** The next hop a replay instruction asks for; the target app must be in the same org (unless allowed). */
+  #replayHop(from: Hop, instruction: ReplayInstruction, machine: RouteMachine): Hop {
+    let app = from.app;
+    if (instruction.app !== undefined) {
+      const target = this.#routes.appByName(instruction.app);
+      if (!target)
+        throw proxyFailure('PA04', `fly-replay names app "${instruction.app}", which does not exist`);
+      if (target.orgId !== from.app.orgId && !this.#options.replayAcrossOrgs) {
+        throw proxyFailure('PA05', `fly-replay to app ${target.name} of another organization is not allowed`);
+      }
+      app = target;
+    }
+    const excluded = new Set<string>();
+    if (instruction.elsewhere) excluded.add(machine.id);
+    return {
+      app,
+      hints: {
+        ...(instruction.instance !== undefined ? { force: instruction.instance } : {}),
+        ...(instruction.preferInstance !== undefined ? { prefer: instruction.preferInstance } : {}),
+        regions: instruction.regions,
+        ...(instruction.timeoutMs !== undefined ? { budgetMs: instruction.timeoutMs } : {}),
+      },
+      excluded,
+      extra: {
+        'fly-replay-src': replaySource({
+          instance: machine.id,
+          region: machine.region,
+          nowMs: this.#now(),
+          ...(instruction.state !== undefined ? { state: instruction.state } : {}),
+        }),
+      },
+      mayReplay: true,
+      ...(instruction.fallback !== undefined
+        ? { fallback: { mode: instruction.fallback, machineId: machine.id, app: from.app } }
+        : {}),
+    };
+  }
+
+  /** The request's own routing headers on the first hop; a replay's instruction on later hops. */
+  #hints(
+    req: http.IncomingMessage,
+    service: NormalizedService | undefined,
+    replay: ReplayHints | undefined,
+  ): RoutingHints {
+    const serviceBudget = service
+      ? wakeTimeoutMs(service, this.#options.wakeTimeoutMs)
+      : this.#options.wakeTimeoutMs;
+    if (replay) {
+      return {
+        force: replay.force,
+        prefer: replay.prefer,
+        regions: replay.regions ?? [],
+        wakeBudgetMs:
+          replay.budgetMs === undefined ? serviceBudget : Math.min(replay.budgetMs, serviceBudget),
+        queueBudgetMs: replay.budgetMs,
+      };
+    }
+    const budget = headerValue(req.headers['hangar-wake-timeout']);
+    const askedMs = budget === undefined ? undefined : parseGoDuration(budget);
+    return {
+      force: headerValue(req.headers['fly-force-instance-id']),
+      prefer: headerValue(req.headers['fly-prefer-instance-id']),
+      regions: headerList(req.headers['fly-prefer-region']),
+      wakeBudgetMs: askedMs === undefined ? serviceBudget : Math.min(askedMs, serviceBudget),
+      queueBudgetMs: undefined,
+    };
+  }
+
+  #usable(machine: RouteMachine): boolean {
+    return (
+      machine.state === 'started' &&
+      !machine.cordoned &&
+      machine.privateIp !== null &&
+      !this.#draining.has(machine.id) &&
+      !this.#health.failing(machine.id)
+    );
+  }
+
+  #wakeable(machine: RouteMachine, service: NormalizedService): boolean {
+    if (!service.autostart || machine.cordoned) return false;
+    if (this.#draining.has(machine.id)) return true;
+    return ['stopped', 'suspended', 'created', 'stopping', 'suspending'].includes(machine.state);
+  }
+
+  /** Picks the machine for a request, waking one or queueing as the rules say; the load is taken. */
+  async #choose(
+    app: RouteApp,
+    port: number,
+    req: http.IncomingMessage,
+    excluded: Set<string>,
+    replay?: ReplayHints,
+  ): Promise<Choice> {
+    const serving: { machine: RouteMachine; service: NormalizedService }[] = [];
+    for (const machine of app.machines.values()) {
+      const service = httpServiceFor(machine.services, port);
+      if (service) serving.push({ machine, service });
+    }
+    if (serving.length === 0) {
+      throw proxyFailure('PR01', `app ${app.name} has no machine with an HTTP service on port ${port}`);
+    }
+    const hints = this.#hints(req, serving[0]?.service, replay);
+    const deadline = this.#now() + (hints.queueBudgetMs ?? this.#options.queueTimeoutMs ?? 10_000);
+    const notes: Record<string, string> = {};
+    for (;;) {
+      const candidates: Candidate[] = serving
+        .filter(({ machine }) => this.#usable(machine) && !excluded.has(machine.id))
+        .map(({ machine, service }) => ({
+          machine,
+          service,
+          ...concurrencyOf(service),
+          load: this.#load.load(machine.id),
+          region: machine.region,
+        }));
+      if (hints.force !== undefined) {
+        const forced = serving.find((s) => s.machine.id === hints.force);
+        if (!forced)
+          throw proxyFailure('PR02', `machine ${hints.force} does not serve port ${port} of app ${app.name}`);
+        const candidate = candidates.find((c) => c.machine.id === hints.force);
+        if (candidate && bucketOf(candidate) < 2) return this.#take(candidate, notes);
+        if (
+          !candidate &&
+          this.#wakeable(forced.machine, forced.service) &&
+          !excluded.has(forced.machine.id)
+        ) {
+          return this.#wakeAndTake(app, port, req, [forced], hints, notes);
+        }
+        if (!candidate)
+          throw proxyFailure(
+            'PR02',
+            `machine ${hints.force} is ${forced.machine.state} and cannot take requests`,
+          );
+      } else {
+        if (hints.prefer !== undefined) {
+          const preferred = candidates.find((c) => c.machine.id === hints.prefer);
+          if (preferred && bucketOf(preferred) < 2) return this.#take(preferred, notes);
+          notes['fly-preferred-instance-unavailable'] = hints.prefer;
+        }
+        const pool = preferRegions(candidates, hints.regions);
+        if (anyBelowSoft(pool)) return this.#take(pickLeastLoaded(pool)!, notes);
+        // Nobody below the soft limit: wake a machine if one can be, else use what is left.
+        const wakeable = serving.filter(
+          (s) =>
+            !excluded.has(s.machine.id) && !this.#usable(s.machine) && this.#wakeable(s.machine, s.service),
+        );
+        const exempt = serving.some((s) =>
+          isWakeExempt(s.service, req.url ?? '/', req.headers['user-agent']),
+        );
+        if (!exempt && (wakeable.length > 0 || this.#wakes.forService(`${app.id}:${port}`).length > 0)) {
+          return this.#wakeAndTake(app, port, req, wakeable, hints, notes);
+        }
+        const pick = pickLeastLoaded(pool);
+        if (pick) return this.#take(pick, notes);
+        if (candidates.length === 0) {
+          if (exempt)
+            throw proxyFailure('PW01', `app ${app.name} is asleep and this request does not wake it`);
+          throw proxyFailure(
+            'PR01',
+            `no machine of app ${app.name} is running, and none can be started for port ${port}`,
+          );
+        }
+      }
+      // Every machine is at its hard limit: queue until a slot frees, for a bounded time.
+      const left = deadline - this.#now();
+      if (left <= 0) {
+        throw proxyFailure(
+          'PR04',
+          `every machine of app ${app.name} stayed at its hard_limit; retry later`,
+          RETRY_AFTER_SEC,
+        );
+      }
+      this.#metrics.queueDepth.add({ app: app.name }, 1);
+      try {
+        await this.#load.waitForSlot(left);
+      } finally {
+        this.#metrics.queueDepth.add({ app: app.name }, -1);
+      }
+      if (this.#closed) throw proxyFailure('PR01', 'the proxy is shutting down');
+    }
+  }
+
+  #take(candidate: Candidate, notes: Record<string, string>): Choice {
+    return {
+      machine: candidate.machine,
+      service: candidate.service,
+      release: this.#load.acquire(candidate.machine.id),
+      notes,
+    };
+  }
+
+  /**
+   * Holds the request while a machine wakes. Joins a wake in progress of this service while it holds
+   * fewer requests than its machine's soft limit; otherwise wakes another machine (suspended ones first:
+   * they resume fastest); with none left, shares the least-held wake.
+   */
+  async #wakeAndTake(
+    app: RouteApp,
+    port: number,
+    req: http.IncomingMessage,
+    wakeable: { machine: RouteMachine; service: NormalizedService }[],
+    hints: RoutingHints,
+    notes: Record<string, string>,
+  ): Promise<Choice> {
+    const serviceKey = `${app.id}:${port}`;
+    const forced = hints.force !== undefined;
+    const active = this.#wakes.forService(serviceKey).filter((w) => !forced || w.machineId === hints.force);
+    let wake = forced ? active[0] : active.find((w) => w.held < w.capacity);
+    if (!wake) {
+      const fresh = wakeable
+        .filter((s) => !this.#wakes.get(s.machine.id))
+        .sort((a, b) => resumeRank(a.machine) - resumeRank(b.machine));
+      const next = fresh[0];
+      if (next) {
+        wake = this.#wakes.begin(
+          next.machine.id,
+          next.service,
+          serviceKey,
+          concurrencyOf(next.service).soft,
+          { trigger: 'request', method: req.method ?? 'GET', path: (req.url ?? '/').slice(0, 200) },
+          wakeTimeoutMs(next.service, this.#options.wakeTimeoutMs),
+        );
+        const asked = this.#now();
+        void wake.done.then(
+          (timings) => {
+            this.#metrics.wakes.inc({ app: app.name, from: timings.previousState });
+            this.#metrics.wakeDuration.observe({ app: app.name }, (this.#now() - asked) / 1000);
+          },
+          () => this.#metrics.wakeFailures.inc({ app: app.name }),
+        );
+      } else {
+        wake = [...active].sort((a, b) => a.held - b.held)[0];
+      }
+    }
+    if (!wake) throw proxyFailure('PR01', `no machine of app ${app.name} can be started`);
+    const limits = this.#options.holdLimits ?? DEFAULT_HOLD;
+    const heldHere = this.#held.get(app.id) ?? 0;
+    if (heldHere >= limits.perApp || this.#heldTotal >= limits.total) {
+      throw proxyFailure(
+        'PQ01',
+        `${heldHere} requests of app ${app.name} already wait for machines to wake`,
+        RETRY_AFTER_SEC,
+      );
+    }
+    this.#held.set(app.id, heldHere + 1);
+    this.#heldTotal++;
+    wake.held++;
+    this.#metrics.queueDepth.add({ app: app.name }, 1);
+    let timings: WakeTimings;
+    try {
+      timings = await withBudget(
+        wake.done,
+        hints.wakeBudgetMs ?? this.#options.wakeTimeoutMs,
+        wake.machineId,
+      );
+    } finally {
+      wake.held--;
+      this.#heldTotal--;
+      this.#metrics.queueDepth.add({ app: app.name }, -1);
+      const left = (this.#held.get(app.id) ?? 1) - 1;
+      if (left > 0) this.#held.set(app.id, left);
+      else this.#held.delete(app.id);
+    }
+    const machine = this.#routes.machine(wake.machineId);
+    const service = machine && httpServiceFor(machine.services, port);
+    if (!machine || !service) throw proxyFailure('PR01', `machine ${wake.machineId} went away while waking`);
+    return { machine, service, release: this.#load.acquire(machine.id), wake: timings, notes };
+  }
+
+  /**
+   * Sends the request to the chosen machine and its answer back. 'retry' when the connection failed
+   * before any byte went; 'replay' when the answer asks for one (the answer itself is thrown away).
+   */
+  #forward(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    choice: Choice,
+    entry: Entry,
+    requestId: string,
+    body: ReplayableBody,
+    hop: Hop,
+  ): Promise<Outcome> {
+    const { machine, service } = choice;
+    const address = upstreamAddress(machine.privateIp ?? '::1', service.internal_port);
+    const target: UpstreamTarget = {
+      machineId: machine.id,
+      ...address,
+      pooled: concurrencyOf(service).type === 'requests',
+    };
+    const readyAt = this.#now();
+    const httpVersion = req.httpVersion;
+    return new Promise((resolve) => {
+      let settled = false;
+      const settle = (outcome: Outcome) => {
+        if (settled) return;
+        settled = true;
+        choice.release();
+        resolve(outcome);
+      };
+      const upstream = http.request({
+        host: target.host,
+        port: target.port,
+        method: req.method,
+        path: req.url,
+        headers: requestHeaders(req.headers, {
+          clientIp: clientIp(req.socket),
+          listenerPort: this.#listenerPort(entry),
+          region: this.#options.region,
+          requestId,
+          httpVersion,
+          extra: { ...hop.extra, ...choice.notes },
+        }),
+        agent: this.#pools.agentFor(target),
+        setHost: false,
+      });
+      let connected = false;
+      upstream.on('socket', (socket) => {
+        const send = () => {
+          connected = true;
+          body.sendTo(upstream);
+        };
+        if (socket.connecting) socket.once('connect', send);
+        else send();
+      });
+      upstream.setTimeout(this.#options.upstreamTimeoutMs ?? 60_000, () => {
+        upstream.destroy(new HangarError('deadline_exceeded', 'the machine did not answer in time'));
+      });
+      upstream.on('response', (answer) => {
+        if (hop.mayReplay) {
+          const header = headerValue(answer.headers['fly-replay']);
+          const isJson = String(answer.headers['content-type'] ?? '').startsWith(REPLAY_JSON_TYPE);
+          if (header !== undefined || isJson) {
+            body.detach();
+            void this.#readReplay(answer, header).then(
+              (instruction) => settle({ kind: 'replay', instruction, machine }),
+              (failure: unknown) => {
+                if (!res.headersSent && isProxyFailure(failure)) sendFailure(res, failure, requestId);
+                settle({ kind: 'done' });
+              },
+            );
+            return;
+          }
+        }
+        const extra: Record<string, string> = {};
+        if (choice.wake) {
+          const w = choice.wake;
+          const firstByteMs = this.#now() - readyAt;
+          extra['fly-wake'] =
+            `from=${w.previousState};start=${w.startMs};boot=${w.bootMs};ready=${w.readyMs};first_byte=${firstByteMs}`;
+          if (!w.firstByteNoted) {
+            w.firstByteNoted = true;
+            void this.#options.orchestrator
+              .noteProxyEvent(machine.id, 'wake', 'first_byte', {
+                first_byte_ms: firstByteMs,
+                request_id: requestId,
+              })
+              .catch(() => undefined);
+          }
+        }
+        res.writeHead(
+          answer.statusCode ?? 502,
+          answer.statusMessage,
+          responseHeaders(answer.headers, { requestId, httpVersion, extra }),
+        );
+        answer.on('data', () => this.#load.touch(machine.id));
+        answer.pipe(res);
+        answer.on('error', () => res.destroy());
+      });
+      upstream.on('error', (error: NodeJS.ErrnoException) => {
+        if (settled) return;
+        if (neverConnected(error, connected)) {
+          settle({ kind: 'retry' });
+          return;
+        }
+        if (!res.headersSent) {
+          const failure = HangarError.is(error)
+            ? proxyFailure('PC05', `machine ${machine.id} did not answer in time`)
+            : proxyFailure('PC01', `machine ${machine.id}: ${error.message}`);
+          this.#log(`${failure.code} machine=${machine.id} request=${requestId}: ${failure.detail}`);
+          sendFailure(res, failure, requestId);
+        } else {
+          res.destroy();
+        }
+        settle({ kind: 'done' });
+      });
+      res.on('close', () => {
+        if (settled) return;
+        if (!res.writableFinished) upstream.destroy();
+        settle({ kind: 'done' });
+      });
+      res.on('finish', () => settle({ kind: 'done' }));
+    });
+  }
+
+  /** The instruction of an answer that asks for a replay (header form, else the JSON body). */
+  async #readReplay(answer: http.IncomingMessage, header: string | undefined): Promise<ReplayInstruction> {
+    if (header !== undefined) {
+      answer.resume();
+      return parseReplayHeader(header);
+    }
+    let text = '';
+    for await (const chunk of answer) {
+      text += String(chunk);
+      if (text.length > MAX_REPLAY_JSON_BYTES) {
+        answer.destroy();
+        throw proxyFailure('PA03', 'invalid fly-replay: the JSON body is too large');
+      }
+    }
+    return parseReplayJson(text);
+  }
+
+  // ---- upgrades (WebSockets) ----------------------------------------------------------------------
+
+  async #handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer, entry: Entry): Promise<void> {
+    const requestId = newUlid();
+    socket.on('error', () => undefined);
+    try {
+      const app = this.#resolveApp(req, entry);
+      const excluded = new Set<string>();
+      for (let attempt = 1; ; attempt++) {
+        const choice = await this.#choose(app, entry.port, req, excluded);
+        const outcome = await this.#pipeUpgrade(req, socket, head, choice, entry, requestId);
+        if (outcome === 'done') return;
+        excluded.add(choice.machine.id);
+        if (attempt >= MAX_ATTEMPTS)
+          throw proxyFailure('PC01', `machine ${choice.machine.id} refused the connection`);
+      }
+    } catch (error) {
+      const failure = isProxyFailure(error) ? error : proxyFailure('PR01', (error as Error).message);
+      this.#log(`${failure.code} upgrade request=${requestId}: ${failure.detail}`);
+      const body = errorPage(failure, requestId);
+      socket.end(
+        `HTTP/1.1 ${PROXY_ERRORS[failure.code].status} ${PROXY_ERRORS[failure.code].title}\r\n` +
+          `x-hangar-proxy-error: ${failure.code}\r\nfly-request-id: ${requestId}\r\ncontent-type: text/plain\r\n` +
+          `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+      );
+    }
+  }
+
+  #pipeUpgrade(
+    req: http.IncomingMessage,
+    client: Duplex,
+    head: Buffer,
+    choice: Choice,
+    entry: Entry,
+    requestId: string,
+  ): Promise<'done' | 'retry'> {
+    const { machine, service } = choice;
+    const address = upstreamAddress(machine.privateIp ?? '::1', service.internal_port);
+    return new Promise((resolve) => {
+      const upstream = net.connect(address);
+      let connected = false;
+      upstream.once('error', (error: NodeJS.ErrnoException) => {
+        if (!connected) {
+          choice.release();
+          resolve(neverConnected(error, false) ? 'retry' : 'done');
+          if (!neverConnected(error, false)) client.destroy();
+        }
+      });
+      upstream.once('connect', () => {
+        connected = true;
+        const headers = requestHeaders(req.headers, {
+          clientIp: clientIp(req.socket),
+          listenerPort: this.#listenerPort(entry),
+          region: this.#options.region,
+          requestId,
+          httpVersion: req.httpVersion,
+          upgrade: true,
+          extra: choice.notes,
+        });
+        let text = `${req.method} ${req.url} HTTP/1.1\r\n`;
+        for (const [name, value] of Object.entries(headers)) {
+          for (const one of Array.isArray(value) ? value : [value]) text += `${name}: ${one}\r\n`;
+        }
+        upstream.write(`${text}\r\n`);
+        if (head.length > 0) upstream.write(head);
+        let streams = this.#streams.get(machine.id);
+        if (!streams) {
+          streams = new Set();
+          this.#streams.set(machine.id, streams);
+        }
+        streams.add(client);
+        const touch = () => this.#load.touch(machine.id);
+        client.on('data', touch);
+        upstream.on('data', touch);
+        client.pipe(upstream);
+        upstream.pipe(client);
+        const end = () => {
+          client.destroy();
+          upstream.destroy();
+          this.#streams.get(machine.id)?.delete(client);
+          choice.release();
+        };
+        client.once('close', end);
+        upstream.once('close', end);
+        upstream.on('error', () => undefined);
+        resolve('done');
+      });
+    });
+  }
+
+  // ---- autostop -----------------------------------------------------------------------------------
+
+  /**
+   * One autostop pass: every started machine of a service with autostop that has had no traffic for its
+   * idle period is stopped or suspended, all in the same pass (not one per pass as Fly does), keeping
+   * `min_machines_running` of each service running. Returns when the pass is done.
+   */
+  runAutostop(): Promise<void> {
+    this.#autostopRunning ??= this.#autostopPass().finally(() => {
+      this.#autostopRunning = undefined;
+    });
+    return this.#autostopRunning;
+  }
+
+  async #autostopPass(): Promise<void> {
+    const now = this.#now();
+    const work: Promise<unknown>[] = [];
+    for (const app of this.#routes.apps()) {
+      const groups = new Map<string, { service: NormalizedService; machines: RouteMachine[] }>();
+      for (const machine of app.machines.values()) {
+        if (machine.state !== 'started' || this.#draining.has(machine.id)) continue;
+        const service = machine.services.find((s) => autostopOf(s) !== 'off');
+        if (!service) continue;
+        const key = `${service.internal_port}`;
+        const group = groups.get(key) ?? { service, machines: [] };
+        group.machines.push(machine);
+        groups.set(key, group);
+      }
+      for (const { service, machines } of groups.values()) {
+        const idleMs = idleTimeoutMs(service, this.#options.idleStopMs);
+        const keep = service.min_machines_running ?? 0;
+        const idle = machines
+          .filter((m) => this.#idleReason(m, idleMs, now) === undefined)
+          .sort((a, b) => (this.#load.lastActivity(a.id) ?? 0) - (this.#load.lastActivity(b.id) ?? 0));
+        const removable = Math.max(0, machines.length - keep);
+        for (const machine of idle.slice(0, removable)) {
+          work.push(this.#stopIdle(machine, autostopOf(service) === 'suspend' ? 'suspend' : 'stop', idleMs));
+        }
+      }
+    }
+    await Promise.allSettled(work);
+  }
+
+  /** Why a machine is not idle (undefined when it is). Open streams with no traffic do not count. */
+  #idleReason(machine: RouteMachine, idleMs: number, now: number): string | undefined {
+    const streams = this.#streams.get(machine.id)?.size ?? 0;
+    if (this.#load.load(machine.id) - streams > 0) return 'requests in flight';
+    const last = this.#load.lastActivity(machine.id);
+    if (last !== undefined && now - last < idleMs) return 'recent traffic';
+    return undefined;
+  }
+
+  async #stopIdle(machine: RouteMachine, mode: 'stop' | 'suspend', idleMs: number): Promise<void> {
+    this.#draining.add(machine.id);
+    try {
+      await this.#closeStreams(machine);
+      const result = await this.#options.orchestrator.idleStop(
+        machine.id,
+        mode,
+        () => this.#idleReason(machine, idleMs, this.#now()),
+        { idle_ms: idleMs, autostop: mode },
+      );
+      if (!result.done) this.#log(`autostop skipped machine ${machine.id}: ${result.reason}`);
+      else {
+        const app = this.#routes.app(machine.appId)?.name ?? '-';
+        this.#metrics.autostops.inc({ app, mode: result.mode });
+      }
+    } catch (error) {
+      this.#log(`autostop of machine ${machine.id} failed: ${(error as Error).message}`);
+    } finally {
+      this.#draining.delete(machine.id);
+      this.#load.wakeWaiters();
+    }
+  }
+
+  /** Ends a machine's open streams before it stops, giving them its kill_timeout to finish. */
+  async #closeStreams(machine: RouteMachine): Promise<void> {
+    const streams = [...(this.#streams.get(machine.id) ?? [])];
+    if (streams.length === 0) return;
+    for (const stream of streams) stream.end();
+    const deadline = this.#now() + (machine.stopTimeoutMs ?? 5_000);
+    while ((this.#streams.get(machine.id)?.size ?? 0) > 0 && this.#now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+    for (const stream of this.#streams.get(machine.id) ?? []) stream.destroy();
+  }
+
+  #log(line: string): void {
+    this.#options.onLog?.(`proxy: ${line}`);
+  }
+}
+
+/** Suspended machines resume fastest; then stopped; then ones still stopping. */
+function resumeRank(machine: RouteMachine): number {
+  return { suspended: 0, suspending: 1, stopped: 2, created: 2 }[machine.state as string] ?? 3;
+}
+
+function withBudget<T>(work: Promise<T>, budgetMs: number, machineId: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(proxyFailure('PM03', `machine ${machineId} did not become ready within ${budgetMs} ms`, 5)),
+      budgetMs,
+    );
+  });
+  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
+}
+
+function clientIp(socket: Socket): string {
+  const address = socket.remoteAddress ?? '';
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
+function sendFailure(res: http.ServerResponse, failure: ProxyFailure, requestId: string): void {
+  const body = errorPage(failure, requestId);
+  const headers: http.OutgoingHttpHeaders = {
+    'content-type': 'text/plain; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+    'x-hangar-proxy-error': failure.code,
+    'fly-request-id': requestId,
+    server: 'Hangar',
+    via: '1.1 hangar',
+  };
+  if (failure.retryAfterSec !== undefined) headers['retry-after'] = String(failure.retryAfterSec);
+  res.writeHead(PROXY_ERRORS[failure.code].status, headers);
+  res.end(body);
+}
+
+function listen(server: http.Server, host: string, port: number, ipv6Only = false): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onError = (error: Error) => reject(error);
+    server.once('error', onError);
+    server.listen({ host, port, ipv6Only, exclusive: true }, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+}
