@@ -268,6 +268,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
             await hostNetwork?.close({ removeAll: options.removeMachinesOnClose === true });
             // Running machines keep their volumes mounted across a restart; with no machine left, unmount.
             if (!runtime || options.removeMachinesOnClose) await volumeStorage?.close();
+            else await volumeStorage?.releaseMountRoot();
           } finally {
             store.close();
           }

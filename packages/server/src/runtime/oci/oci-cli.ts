@@ -62,8 +62,12 @@ export class OciCli {
       file: 'unshare',
       args: [
         '-m',
+        // A slave copy, not a private one: the runtime process lives as long as its machine, and a private
+        // copy would pin every mount the host had when it started (another machine's volume, a netns), so
+        // that unmounting them on the host frees nothing. Slave receives the host's unmounts; what is
+        // mounted or unmounted in here (the sysfs, the hidden cgroup2 mount) still stays in here.
         '--propagation',
-        'private',
+        'slave',
         ...(sysfs ? ['nsenter', `--net=${sysfs.netnsPath}`, '--'] : []),
         'sh',
         '-c',

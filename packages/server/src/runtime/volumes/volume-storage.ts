@@ -324,8 +324,14 @@ export class VolumeStorage {
         await this.#queue.run(volumeId, () => this.#unmountLocked(volumeId)).catch((e) => failures.push(e));
       }
       if (failures.length > 0) throw new AggregateError(failures, 'some volumes could not be unmounted');
+      await this.releaseMountRoot();
     })();
     return this.#closing;
+  }
+
+  /** Removes the shared bind of the mount root when no volume is mounted below it any more. */
+  async releaseMountRoot(): Promise<void> {
+    await unshareMountRoot(join(this.#dir, 'mnt'));
   }
 
   /** Absolute path of the volume's mount point (mounted or not). */
@@ -499,6 +505,7 @@ export class VolumeStorage {
         await mkdir(join(this.#dir, sub), { recursive: true, mode: 0o700 });
       }
       await mkdir(join(this.#dir, 'mnt'), { recursive: true, mode: SEARCH_ONLY });
+      await shareMountRoot(join(this.#dir, 'mnt'));
       return this.#dir;
     })();
     this.#ready.catch(() => {
@@ -606,6 +613,26 @@ function usageFrom(blockSize: number, blocks: number, free: number, avail: numbe
 }
 
 /** The mount on `point` as /proc/self/mountinfo shows it (the topmost when several stack), if any. */
+/**
+ * Makes the volumes' mount root a shared mount (a bind of itself), so that every volume mounted below it
+ * is shared too. The OCI runtime runs each machine from a copy of the host's mount namespace that lives
+ * as long as the machine (a slave copy: see oci/oci-cli.ts); with shared volume mounts, unmounting a
+ * volume on the host unmounts that copy as well, instead of leaving it pinned there, busy, so that it
+ * could neither grow at its next mount nor be released.
+ */
+async function shareMountRoot(root: string): Promise<void> {
+  if (!(await mountedAt(root))) await runChecked('mount', ['--bind', root, root]);
+  await runChecked('mount', ['--make-shared', root]);
+}
+
+/** Undoes shareMountRoot once no volume is mounted below the root any more (running machines keep theirs). */
+async function unshareMountRoot(root: string): Promise<void> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const points = text.split('\n').map((line) => unescapeMountinfo(line.split(' ')[4] ?? ''));
+  if (points.some((point) => point.startsWith(`${root}/`))) return;
+  if (points.includes(root)) await runChecked('umount', [root]);
+}
+
 async function mountedAt(point: string): Promise<{ source: string } | undefined> {
   const text = await readFile('/proc/self/mountinfo', 'utf8');
   let found: { source: string } | undefined;
