@@ -29,7 +29,7 @@ const skip = NEEDS_ROOT;
 
 test('kill -9 at each crash point: the next hangard repairs what it left', {
   skip,
-  timeout: 300_000,
+  timeout: 120_000,
 }, async (t) => {
   const ids = new Set<string>();
   const daemons: DaemonProcess[] = [];
