@@ -93,8 +93,12 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       await volumeStorage.cleanup();
       // A snapshot cut short by a crash between its freeze and its thaw leaves the filesystem frozen
       // (its machine's writers blocked): nothing of this process can be freezing one yet, so thaw all.
-      for (const volumeId of await volumeStorage.thawAll()) {
+      const { thawed, failed } = await volumeStorage.thawAll();
+      for (const volumeId of thawed) {
         warn(`volume ${volumeId} was left frozen by a snapshot interrupted by a crash; thawed it`);
+      }
+      for (const { volumeId, error } of failed) {
+        warn(`volume ${volumeId} may be frozen and could not be thawed: ${error.message}`);
       }
     }
     let runtime = options.runtime;

@@ -317,11 +317,13 @@ export class VolumeStorage {
    * At start only (a freeze of a snapshot in progress must not be undone): thaws every volume filesystem
    * mounted under mnt/ that is frozen. A freeze lasts as long as the copy of one snapshot, in this
    * process; a crash in that window leaves the filesystem frozen, with every writer in its machine
-   * blocked, until something thaws it. Resolves to the volumes it thawed.
+   * blocked, until something thaws it. Resolves to the volumes it thawed and those it could not (a
+   * start goes on either way: the caller reports them).
    */
-  async thawAll(): Promise<string[]> {
+  async thawAll(): Promise<{ thawed: string[]; failed: { volumeId: string; error: Error }[] }> {
     const mnt = join(await this.#prepare(), 'mnt');
     const thawed: string[] = [];
+    const failed: { volumeId: string; error: Error }[] = [];
     for (const point of await mountPointsUnder(mnt)) {
       const volumeId = point.slice(mnt.length + 1);
       if (!SAFE_ID.test(volumeId)) continue;
@@ -331,11 +333,13 @@ export class VolumeStorage {
           thawed.push(volumeId);
         } catch (error) {
           // The kernel answers EINVAL for a filesystem that is not frozen: the usual case, nothing to do.
-          if (!(error instanceof CommandError && /invalid argument/i.test(error.stderr))) throw error;
+          if (!(error instanceof CommandError && /invalid argument/i.test(error.stderr))) {
+            failed.push({ volumeId, error: error as Error });
+          }
         }
       });
     }
-    return thawed;
+    return { thawed, failed };
   }
 
   /**
