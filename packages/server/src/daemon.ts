@@ -98,6 +98,15 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       volumeStorage = new VolumeStorage({ dir: join(config.dataDir, 'volumes') });
       // Half-written images of a previous run are never published: drop them before serving.
       await volumeStorage.cleanup();
+      // A snapshot cut short by a crash between its freeze and its thaw leaves the filesystem frozen
+      // (its machine's writers blocked): nothing of this process can be freezing one yet, so thaw all.
+      const { thawed, failed } = await volumeStorage.thawAll();
+      for (const volumeId of thawed) {
+        warn(`volume ${volumeId} was left frozen by a snapshot interrupted by a crash; thawed it`);
+      }
+      for (const { volumeId, error } of failed) {
+        warn(`volume ${volumeId} may be frozen and could not be thawed: ${error.message}`);
+      }
     }
     let runtime = options.runtime;
     let runtimeStatus: Status = { description: runtime?.name ?? 'none' };
@@ -166,6 +175,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     }
     // Before serving: adopt what survived a restart, settle what ended meanwhile, remove what nobody knows.
     await platform.machines.reconcile();
+    await platform.volumes.recover();
     await platform.volumes.reconcile();
     if (hostRuntime) {
       // Unpacked images no machine record names any more are removed; a later boot pulls again if needed.

@@ -4,6 +4,7 @@
  * inside the machine's queue (MachinesService owns it).
  */
 import type { ExitInfo, MachineRuntime, MachineSpec } from '../runtime/runtime.js';
+import { crashPoint } from '../shared/crash-points.js';
 import { HangarError } from '../shared/errors.js';
 import type { AppRecord, MachineRecord } from '../store/records.js';
 import type { ReadTx } from '../store/store.js';
@@ -85,11 +86,24 @@ export class MachineLifecycle {
     );
   }
 
-  async destroy(machine: MachineRecord, source: EventSource = 'user'): Promise<void> {
-    // The runtime's destroy is idempotent: it also cleans up after a machine that never booted.
+  /**
+   * Records `destroying`, removes everything of the machine from the host, then records `destroyed` with
+   * its volumes detached and its lease dropped. `afterRestart` finishes a destroy that a crash interrupted
+   * (the machine was found `destroying` at start): the same steps, and the event says so.
+   */
+  async destroy(
+    machine: MachineRecord,
+    source: EventSource = 'user',
+    options: { afterRestart?: boolean } = {},
+  ): Promise<void> {
+    // The runtime's destroy is idempotent: it also cleans up after a machine that never booted, or one
+    // whose destroy a crash cut short.
     const runtime = this.ctx.runtime;
     if (runtime) {
-      await setMachineState(this.ctx, machine.id, 'destroying', 'destroy', source);
+      if (machine.state !== 'destroying') {
+        await setMachineState(this.ctx, machine.id, 'destroying', 'destroy', source);
+      }
+      crashPoint('destroy-recorded');
       await this.orFail(machine.id, 'destroy', () => runtime.destroy(machine.id));
     }
     await this.ctx.store.write((tx) => {
@@ -100,7 +114,17 @@ export class MachineLifecycle {
         tx.volumes.update({ ...volume, attachedMachineId: null });
       }
       tx.leases.delete(machine.id);
-      recordEvent(this.ctx, tx, destroyed, 'destroy', 'destroyed', source);
+      recordEvent(
+        this.ctx,
+        tx,
+        destroyed,
+        'destroy',
+        'destroyed',
+        source,
+        options.afterRestart
+          ? { recovered: true, note: 'destroy finished after a hangard restart' }
+          : undefined,
+      );
     });
   }
 

@@ -99,6 +99,16 @@ export class MachinesService {
   /** At start: settles what became of the machines while hangard was away (see reconcile.ts). */
   async reconcile(): Promise<void> {
     await addressUnaddressedMachines(this.ctx);
+    // A destroy that a crash interrupted is finished first, so recover() below never re-adopts the
+    // container of a machine that is on its way out (and its volume and lease are let go).
+    for (const machine of await this.ctx.store.read((tx) =>
+      tx.machines.list().filter((m) => m.state === 'destroying'),
+    )) {
+      await this.#queue
+        .run(machine.id, () => this.#lifecycle.destroy(machine, 'hangar', { afterRestart: true }))
+        // A failure leaves the machine `failed` with the reason (orFail): never `destroying` again.
+        .catch(() => undefined);
+    }
     const runtime = this.ctx.runtime;
     if (!runtime) return;
     const known = await this.ctx.store.read((tx) =>

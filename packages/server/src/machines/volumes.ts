@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { Principal } from '../auth/tokens.js';
 import { uidRangeForApp } from '../runtime/uid-range.js';
-import type { VolumeUsage } from '../runtime/volumes/volume-storage.js';
+import type { SnapshotResult, VolumeUsage } from '../runtime/volumes/volume-storage.js';
+import { crashPoint } from '../shared/crash-points.js';
 import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
 import { newSnapshotId, newVolumeId } from '../shared/ids.js';
 import { KeyedQueue } from '../shared/keyed-queue.js';
@@ -36,9 +37,17 @@ export type VolumeView = VolumeRecord & { usage?: VolumeUsage };
  * exists.
  *
  * With storage, image work never runs inside a store transaction (callbacks stay synchronous), and the
- * steps are ordered so that a crash leaves a complete volume with its record, or an image without a
- * record (an orphan the reconcile pass removes), never a record without its data: create and snapshot
- * write the image first and the record second; destroy deletes the record first and the image second.
+ * steps are ordered so that no image that has (or is about to get) a record is ever removed, and no
+ * record is left pointing at data that is not there:
+ * - create writes the image first and the record second. A crash between leaves an image without a
+ *   record, which the reconcile pass at start removes (the create was never acknowledged). While the
+ *   image waits for its record its id is in #creating, which the reconcile pass run after an app
+ *   deletion skips, so it cannot delete the image of a create in progress.
+ * - a snapshot writes its record first (`running`), then publishes the image, then completes the record
+ *   (`created`, with the image's size and digest). Any reconcile pass thus sees a record for every
+ *   published snapshot image; a crash leaves a `running` record, which the start-up repair (recover)
+ *   completes from the image when it was published and marks `failed` when it was not.
+ * - destroy deletes the record first and the image second (an image left behind is an orphan).
  */
 export class VolumesService {
   /**
@@ -46,6 +55,8 @@ export class VolumesService {
    * image change together: a snapshot's recorded size is the size of the image it copied.
    */
   readonly #queue = new KeyedQueue();
+  /** Volumes whose image is written and whose record is not yet: reconcile() must leave their images. */
+  readonly #creating = new Set<string>();
 
   constructor(private readonly ctx: PlatformContext) {}
 
@@ -58,13 +69,36 @@ export class VolumesService {
     if (!storage) return;
     const onDisk = await storage.list();
     const known = await this.ctx.store.read((tx) => ({
-      volumes: new Set(onDisk.volumes.filter((id) => tx.volumes.get(id))),
+      // #creating is read after the records: a create drops its id only once its record is committed.
+      volumes: new Set(onDisk.volumes.filter((id) => tx.volumes.get(id) || this.#creating.has(id))),
       snapshots: new Set(onDisk.snapshots.filter((id) => tx.volumeSnapshots.get(id))),
     }));
     for (const id of onDisk.volumes)
       if (!known.volumes.has(id)) await storage.destroy(id).catch(() => undefined);
     for (const id of onDisk.snapshots)
       if (!known.snapshots.has(id)) await storage.deleteSnapshot(id).catch(() => undefined);
+  }
+
+  /**
+   * At start, before reconcile(): snapshots a crash left `running` are completed from their image when
+   * it was published (recorded whole), and marked `failed` when it was not (no image: never half-recorded).
+   */
+  async recover(): Promise<void> {
+    const storage = this.ctx.volumeStorage;
+    if (!storage) return;
+    const running = await this.ctx.store.read((tx) =>
+      tx.volumeSnapshots.list().filter((s) => s.status === 'running'),
+    );
+    for (const snapshot of running) {
+      const figures = await storage.snapshotFigures(snapshot.id);
+      await this.ctx.store.write((tx) => {
+        const current = tx.volumeSnapshots.get(snapshot.id);
+        if (!current) return;
+        tx.volumeSnapshots.update(
+          figures ? { ...current, ...figures, status: 'created' } : { ...current, status: 'failed' },
+        );
+      });
+    }
   }
 
   async list(principal: Principal, appName: string): Promise<VolumeView[]> {
@@ -109,27 +143,32 @@ export class VolumesService {
       : planned.sourceVolumeId
         ? { volumeId: planned.sourceVolumeId }
         : undefined;
-    const { fstype } = await storage.create(planned.id, {
-      sizeGb: planned.sizeGb,
-      fstype: planned.fstype,
-      owner: { uid: owner, gid: owner },
-      ...(from ? { from } : {}),
-    });
-    // A copy is whatever its source was (a raw volume's snapshot restores as raw).
-    const volume = { ...planned, fstype };
+    this.#creating.add(planned.id);
     try {
-      await this.ctx.store.write((tx) => {
-        // The app may have been deleted (and its name reused) while the image was being written.
-        if (appFor(tx, principal, appName, 'write').id !== volume.appId) {
-          throw new HangarError('not_found', `app "${appName}" was deleted while the volume was created`);
-        }
-        tx.volumes.insert(volume);
+      const { fstype } = await storage.create(planned.id, {
+        sizeGb: planned.sizeGb,
+        fstype: planned.fstype,
+        owner: { uid: owner, gid: owner },
+        ...(from ? { from } : {}),
       });
-    } catch (error) {
-      await storage.destroy(volume.id).catch(() => undefined);
-      throw error;
+      // A copy is whatever its source was (a raw volume's snapshot restores as raw).
+      const volume = { ...planned, fstype };
+      try {
+        await this.ctx.store.write((tx) => {
+          // The app may have been deleted (and its name reused) while the image was being written.
+          if (appFor(tx, principal, appName, 'write').id !== volume.appId) {
+            throw new HangarError('not_found', `app "${appName}" was deleted while the volume was created`);
+          }
+          tx.volumes.insert(volume);
+        });
+      } catch (error) {
+        await storage.destroy(volume.id).catch(() => undefined);
+        throw error;
+      }
+      return this.#withUsage(volume);
+    } finally {
+      this.#creating.delete(planned.id);
     }
-    return this.#withUsage(volume);
   }
 
   /** Validates a create and builds its record (not yet inserted); `owner` is the app's mapped root. */
@@ -151,6 +190,11 @@ export class VolumesService {
       const snapshot = tx.volumeSnapshots.get(input.snapshotId);
       if (!snapshot || snapshot.appId !== app.id) {
         throw invalidArgument(`snapshot_id: snapshot ${input.snapshotId} was not found in app ${app.name}`);
+      }
+      if (snapshot.status !== 'created') {
+        throw failedPrecondition(
+          `snapshot_id: snapshot ${snapshot.id} is ${snapshot.status}; only a completed snapshot can be restored`,
+        );
       }
       if (input.sizeGb !== undefined && input.sizeGb < snapshot.volumeSizeGb) {
         throw invalidArgument(
@@ -292,9 +336,9 @@ export class VolumesService {
 
   /**
    * A snapshot of the volume. With storage it is a consistent copy of the image: its digest covers the
-   * bytes and its size is what the copy occupies on disk; the copy is written before the record, and
-   * removed again if the record cannot be written. Without storage only the record exists and its digest
-   * covers the record.
+   * bytes and its size is what the copy occupies on disk. The record comes first (`running`), the image
+   * second, the completed record third (see the class comment for why). Without storage only the record
+   * exists and its digest covers the record.
    */
   async createSnapshot(
     principal: Principal,
@@ -317,12 +361,32 @@ export class VolumesService {
         findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId),
       );
       const id = newSnapshotId();
-      const copied = await storage.snapshot(volume.id, id);
+      // 1. The record, `running`: from here on no reconcile pass removes this snapshot's image.
+      await this.ctx.store.write((tx) => {
+        const current = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
+        tx.volumeSnapshots.insert({
+          ...this.#snapshotRecord(current, id, { sizeBytes: 0, digest: '' }),
+          status: 'running',
+        });
+      });
+      // 2. The image, published whole (tmp file, fsync, rename).
+      let copied: SnapshotResult;
+      try {
+        copied = await storage.snapshot(volume.id, id);
+      } catch (error) {
+        await this.ctx.store.write((tx) => tx.volumeSnapshots.delete(id)).catch(() => undefined);
+        throw error;
+      }
+      crashPoint('snapshot-published');
+      // 3. The record completed with the image's figures.
       try {
         return await this.ctx.store.write((tx) => {
-          const current = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
-          const snapshot = this.#snapshotRecord(current, id, copied);
-          tx.volumeSnapshots.insert(snapshot);
+          const current = tx.volumeSnapshots.get(id);
+          // Gone with its volume or app (deleted meanwhile): the image goes too.
+          if (!current)
+            throw new HangarError('not_found', `volume ${volumeId} was deleted during its snapshot`);
+          const snapshot: VolumeSnapshotRecord = { ...current, ...copied, status: 'created' };
+          tx.volumeSnapshots.update(snapshot);
           return snapshot;
         });
       } catch (error) {

@@ -15,6 +15,7 @@ import {
 } from 'node:fs/promises';
 import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
+import { crashPoint } from '../shared/crash-points.js';
 import { HangarError } from '../shared/errors.js';
 import { MACHINE_DEFAULTS } from '../shared/machine-config.js';
 import { runChecked, runCommand } from '../shared/run.js';
@@ -291,6 +292,7 @@ export class LinuxRuntime implements MachineRuntime {
   /** Removes everything of the machine: container, rootfs, namespace, cgroups, files. Idempotent. */
   async destroy(machineId: string): Promise<void> {
     if (this.#running.has(machineId)) await this.stop(machineId, { signal: 'SIGKILL', timeoutMs: 5_000 });
+    else await this.#killUnwatched(machineId);
     await this.#teardownBoot(machineId);
     await runCommand('ip', ['netns', 'delete', netnsName(machineId)]);
     await rm(machinePaths(this.#options.dataDir, machineId).dir, { recursive: true, force: true });
@@ -390,8 +392,9 @@ export class LinuxRuntime implements MachineRuntime {
     for (const [id, state] of byId) {
       const container = containers.get(id);
       if (container && (container.status === 'running' || container.status === 'paused')) continue;
-      if (state !== 'started' && state !== 'suspended' && state !== 'starting' && state !== 'stopping')
-        continue;
+      // Every state in which a boot may be (or have been) on the host, the in-between ones a crash can
+      // leave included: their exit is settled and whatever the boot left (mounts, cgroups) undone.
+      if (!BOOTED_STATES.has(state)) continue;
       const paths = machinePaths(this.#options.dataDir, id);
       if (existsSync(paths.exit)) {
         const exit = await this.#readExit(id, false);
@@ -465,15 +468,18 @@ export class LinuxRuntime implements MachineRuntime {
         'runtime_unavailable',
         'this host has no volume storage (loop devices as root are needed)',
       );
+    // Written ahead of the mounts (and flushed), so that a crash between leaves the list behind: a
+    // restarted hangard unmounts what this boot mounted when it tears the boot down (recover()), and a
+    // listed volume that was never mounted is simply skipped (unmount is idempotent).
+    await writeDurable(
+      machinePaths(this.#options.dataDir, spec.machineId).volumes,
+      JSON.stringify(spec.mounts.map((m) => m.volumeId)),
+    );
     const binds = [];
     for (const mount of spec.mounts) {
       binds.push({ source: await volumes.mount(mount.volumeId), destination: mount.path, readonly: false });
     }
-    // Kept on disk, so that a restarted hangard still knows what to unmount when this boot ends.
-    await writeFile(
-      machinePaths(this.#options.dataDir, spec.machineId).volumes,
-      JSON.stringify(spec.mounts.map((m) => m.volumeId)),
-    );
+    crashPoint('boot-volumes-mounted');
     return binds;
   }
 
@@ -547,6 +553,26 @@ export class LinuxRuntime implements MachineRuntime {
     };
   }
 
+  /**
+   * A container that no watcher follows (found at start: a stray, or a machine whose destroy a crash cut
+   * short) is killed, and its exit awaited for a bounded time, so that its runtime process (whose mount
+   * namespace still holds the boot's volume mounts) is on its way out before the boot is torn down.
+   */
+  async #killUnwatched(machineId: string): Promise<void> {
+    const state = await this.#options.cli.state(containerId(machineId));
+    if (!state || state.status === 'stopped') return;
+    if (state.status === 'paused')
+      await this.#options.cli.resume(containerId(machineId)).catch(() => undefined);
+    await this.#options.cli.kill(containerId(machineId), 'SIGKILL');
+    const exit = machinePaths(this.#options.dataDir, machineId).exit;
+    for (let waited = 0; waited < UNWATCHED_EXIT_WAIT_MS && !existsSync(exit); waited += 50) {
+      // Without a shim no exit is written: a stopped container is as far as the wait can see.
+      const now = await this.#options.cli.state(containerId(machineId));
+      if (!now || now.status === 'stopped') break;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
   /** Undoes one boot: container, rootfs mount, volume mounts, cgroups. Safe to call when nothing is there. */
   async #teardownBoot(machineId: string): Promise<void> {
     const paths = machinePaths(this.#options.dataDir, machineId);
@@ -568,6 +594,12 @@ export class LinuxRuntime implements MachineRuntime {
     }
   }
 }
+
+/** How long destroy() waits for a container it did not watch to exit after SIGKILL (normally ms). */
+const UNWATCHED_EXIT_WAIT_MS = 5_000;
+
+/** Machine states whose boot may still be on the host: recover() settles them when no container runs. */
+const BOOTED_STATES = new Set(['started', 'suspended', 'starting', 'stopping', 'suspending', 'replacing']);
 
 const PING_GROUP_RANGE_FILE = '/proc/sys/net/ipv4/ping_group_range';
 const PING_GROUP_RANGE_ALL = '0 2147483647';
@@ -592,4 +624,15 @@ async function isMountPoint(path: string): Promise<boolean> {
   const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
   // The fifth field is the mount point.
   return mountinfo.split('\n').some((line) => line.split(' ')[4] === real);
+}
+
+/** Writes `content` to `path` (mode 0600) and flushes it to disk before returning. */
+async function writeDurable(path: string, content: string): Promise<void> {
+  const file = await open(path, 'w', 0o600);
+  try {
+    await file.writeFile(content);
+    await file.sync();
+  } finally {
+    await file.close();
+  }
 }

@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
-import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { detectOciRuntime } from '../../src/runtime/oci/detect.js';
 import { OciCli } from '../../src/runtime/oci/oci-cli.js';
 import { runCommand } from '../../src/shared/run.js';
 import { type DaemonProcess, daemonHarness } from '../helpers/daemon-process.js';
+import { cgroupDirsOf, crunList, forceCleanup } from '../helpers/host-cleanup.js';
 import {
   type Json,
   mountsUnder,
@@ -15,7 +16,6 @@ import {
   ok,
   pollUntil,
   processesMentioning,
-  sleep,
 } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
 
@@ -28,8 +28,6 @@ import { buildTestImage, freePort } from '../helpers/test-image.js';
  */
 
 const skip = NEEDS_ROOT;
-
-const CGROUP_ROOT = '/sys/fs/cgroup';
 
 async function waitState(d: DaemonProcess, app: string, id: string, state: string) {
   const response = await d.call('GET', `/v1/apps/${app}/machines/${id}/wait?state=${state}&timeout=30`);
@@ -45,64 +43,6 @@ async function httpInMachine(id: string): Promise<string> {
   );
   assert.equal(result.code, 0, `HTTP into machine ${id}: ${JSON.stringify(result)}`);
   return result.stdout;
-}
-
-async function crunList(stateRoot: string): Promise<{ id: string; status: string; pid: number }[]> {
-  if (!existsSync(stateRoot)) return [];
-  const result = await runCommand('crun', ['--root', stateRoot, 'list', '--format', 'json'], {
-    timeoutMs: 10_000,
-  });
-  if (result.code !== 0 || result.stdout.trim() === '' || result.stdout.trim() === 'null') return [];
-  return JSON.parse(result.stdout) as { id: string; status: string; pid: number }[];
-}
-
-async function cgroupDirsOf(ids: Iterable<string>): Promise<string[]> {
-  const controllers = await readdir(CGROUP_ROOT).catch(() => []);
-  const found: string[] = [];
-  for (const id of ids) {
-    for (const controller of controllers) {
-      const dir = join(CGROUP_ROOT, controller, 'hangar', id);
-      if (existsSync(dir)) found.push(dir);
-    }
-  }
-  return found;
-}
-
-/**
- * Removes whatever a failed run left: containers (thawed first, so SIGKILL can land), the registry and
- * shims, mounts and loop devices under the data dir, the machines' namespaces and cgroups. Never throws.
- */
-async function forceCleanup(dataDir: string, ids: Set<string>): Promise<void> {
-  const attempt = async (step: () => Promise<unknown>) => {
-    await step().catch(() => undefined);
-  };
-  const stateRoot = join(dataDir, 'oci-state');
-  for (const container of await crunList(stateRoot).catch(() => [])) {
-    await attempt(() =>
-      runCommand('crun', ['--root', stateRoot, 'resume', container.id], { timeoutMs: 10_000 }),
-    );
-    await attempt(() =>
-      runCommand('crun', ['--root', stateRoot, 'delete', '-f', container.id], { timeoutMs: 10_000 }),
-    );
-  }
-  await sleep(200);
-  for (const { pid } of await processesMentioning(dataDir)) {
-    await attempt(async () => process.kill(pid, 'SIGKILL'));
-  }
-  await sleep(200);
-  for (const point of (await mountsUnder(dataDir)).reverse()) {
-    const result = await runCommand('umount', [point]).catch(() => ({ code: 1 }));
-    if (result.code !== 0) await attempt(() => runCommand('umount', ['-l', point]));
-  }
-  const loops = await runCommand('losetup', ['-a']).catch(() => ({ stdout: '' }));
-  for (const line of loops.stdout.split('\n').filter((l) => l.includes(dataDir))) {
-    await attempt(() => runCommand('losetup', ['-d', line.split(':')[0]!]));
-  }
-  for (const id of ids) await attempt(() => runCommand('ip', ['netns', 'delete', `hangar-${id}`]));
-  for (const dir of (await cgroupDirsOf(ids)).sort().reverse()) {
-    await attempt(() => rmdir(join(dir, 'ctr')).catch(() => undefined));
-    await attempt(() => rmdir(dir));
-  }
 }
 
 test('kill -9 of hangard: machines keep running, the next hangard re-adopts and settles them', {

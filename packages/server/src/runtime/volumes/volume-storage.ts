@@ -16,6 +16,7 @@ import {
   truncate,
 } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { crashPoint } from '../../shared/crash-points.js';
 import { failedPrecondition, HangarError, invalidArgument, notFound } from '../../shared/errors.js';
 import { KeyedQueue } from '../../shared/keyed-queue.js';
 import { CommandError, runChecked } from '../../shared/run.js';
@@ -313,6 +314,51 @@ export class VolumeStorage {
   }
 
   /**
+   * At start only (a freeze of a snapshot in progress must not be undone): thaws every volume filesystem
+   * mounted under mnt/ that is frozen. A freeze lasts as long as the copy of one snapshot, in this
+   * process; a crash in that window leaves the filesystem frozen, with every writer in its machine
+   * blocked, until something thaws it. Resolves to the volumes it thawed and those it could not (a
+   * start goes on either way: the caller reports them).
+   */
+  async thawAll(): Promise<{ thawed: string[]; failed: { volumeId: string; error: Error }[] }> {
+    const mnt = join(await this.#prepare(), 'mnt');
+    const thawed: string[] = [];
+    const failed: { volumeId: string; error: Error }[] = [];
+    for (const point of await mountPointsUnder(mnt)) {
+      const volumeId = point.slice(mnt.length + 1);
+      if (!SAFE_ID.test(volumeId)) continue;
+      await this.#queue.run(volumeId, async () => {
+        try {
+          await runChecked('fsfreeze', ['-u', point]);
+          thawed.push(volumeId);
+        } catch (error) {
+          // The kernel answers EINVAL for a filesystem that is not frozen: the usual case, nothing to do.
+          if (!(error instanceof CommandError && /invalid argument/i.test(error.stderr))) {
+            failed.push({ volumeId, error: error as Error });
+          }
+        }
+      });
+    }
+    return { thawed, failed };
+  }
+
+  /**
+   * The figures of a published snapshot image (what snapshot() returned for it), or undefined when it has
+   * no image: lets the start-up repair finish a snapshot whose record a crash left `running`.
+   */
+  async snapshotFigures(snapshotId: string): Promise<SnapshotResult | undefined> {
+    checkId(snapshotId, 'snapshot');
+    await this.#prepare();
+    return this.#queue.run(snapshotKey(snapshotId), async () => {
+      const found = await this.#findSnapshot(snapshotId);
+      if (!found) return undefined;
+      const digest = await sha256File(found.path);
+      const { blocks } = await stat(found.path);
+      return { sizeBytes: blocks * 512, digest: `sha256:${digest}` };
+    });
+  }
+
+  /**
    * Waits for operations in progress, then unmounts every volume this instance mounted (a machine that is
    * still running keeps its own view in its mount namespace; see #mountLocked). Idempotent.
    */
@@ -438,6 +484,7 @@ export class VolumeStorage {
     try {
       await runChecked('fsfreeze', ['-f', point]);
       try {
+        crashPoint('snapshot-frozen');
         await copySparse(image.path, destination);
       } finally {
         // A filesystem left frozen blocks every writer in the machine: thaw even when the copy failed.
@@ -646,6 +693,19 @@ async function mountedAt(point: string): Promise<{ source: string } | undefined>
     }
   }
   return found;
+}
+
+/** Mount points directly below `dir` (each once, however many mounts stack on it). */
+async function mountPointsUnder(dir: string): Promise<string[]> {
+  const text = await readFile('/proc/self/mountinfo', 'utf8');
+  const points = new Set<string>();
+  for (const line of text.split('\n')) {
+    const field = line.split(' ')[4];
+    if (field === undefined) continue;
+    const point = unescapeMountinfo(field);
+    if (point.startsWith(`${dir}/`) && !point.slice(dir.length + 1).includes('/')) points.add(point);
+  }
+  return [...points].sort();
 }
 
 /** mountinfo writes space, tab, newline and backslash as octal escapes. */
