@@ -1,4 +1,6 @@
+import { createServer } from 'node:http';
 import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { DEFAULT_API_LIMITS } from '../config/api-limits.js';
 import type { RateLimitConfig } from '../config/rate-limits.js';
 import type { Platform } from '../machines/platform.js';
 import { ERROR_HTTP_STATUS, type ErrorCode, HangarError } from '../shared/errors.js';
@@ -20,13 +22,52 @@ export interface ApiOptions {
   rateLimits: RateLimitConfig;
   /** Bodies above this are refused with 413 (secrets and configs are small). */
   bodyLimitBytes?: number;
+  /** Slow-client bounds (`api` in the configuration); the defaults are DEFAULT_API_TIMEOUTS. */
+  timeouts?: ApiTimeouts;
   logger?: boolean | { level: string };
 }
 
+export interface ApiTimeouts {
+  /** The whole header block must arrive within this (slowloris). */
+  headersMs: number;
+  /** The whole request, body included, must arrive within this. Answers may take longer. */
+  requestMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveMs: number;
+  /**
+   * A connection that sends and receives nothing for this long is closed. Longer than a `wait` long-poll
+   * (60 s at most); followed logs and exec lift or lengthen it for their own connection.
+   */
+  idleMs: number;
+}
+
+export const DEFAULT_API_TIMEOUTS: ApiTimeouts = {
+  headersMs: DEFAULT_API_LIMITS.headersTimeoutMs,
+  requestMs: DEFAULT_API_LIMITS.requestTimeoutMs,
+  keepAliveMs: DEFAULT_API_LIMITS.keepAliveTimeoutMs,
+  idleMs: DEFAULT_API_LIMITS.idleTimeoutMs,
+};
+
 /** Builds the Machines REST API. It validates, authorizes and calls the platform, nothing more. */
 export function buildApi(options: ApiOptions): FastifyInstance {
+  const timeouts = options.timeouts ?? DEFAULT_API_TIMEOUTS;
   const app = Fastify({
     logger: options.logger ?? false,
+    // Node checks the header and request deadlines every `connectionsCheckingInterval`: a second keeps a
+    // slow client's connection from outliving its deadline by more than that.
+    serverFactory: (handler) => {
+      const server = createServer(
+        {
+          headersTimeout: timeouts.headersMs,
+          requestTimeout: timeouts.requestMs,
+          keepAliveTimeout: timeouts.keepAliveMs,
+          connectionsCheckingInterval: Math.min(1000, timeouts.headersMs),
+        },
+        handler,
+      );
+      server.setTimeout(timeouts.idleMs);
+      return server;
+    },
     bodyLimit: options.bodyLimitBytes ?? 1024 * 1024,
     genReqId: () => newUlid(),
     // Query strings like `state=started&state=stopped` become arrays.
@@ -53,23 +94,42 @@ export function buildApi(options: ApiOptions): FastifyInstance {
     }
   });
 
-  // onRequest runs before the body is read: a bad token is a 401 whatever the body holds.
+  // onRequest runs before the body is read: a bad token is a 401 whatever the body holds. Rate limits are
+  // charged in the order ApiRateLimits describes: refusals per source, then the token's own bucket, then,
+  // once the token's access to the app in the path is checked, the org's and the route's buckets.
   app.addHook('onRequest', async (request) => {
     if (!request.routeOptions.url) return; // unknown route: the 404 handler answers
+    const source = `ip:${request.ip}`;
+    limits.checkRefusals(source);
+    // A 401 is counted against the source by the error handler.
     request.principal = await options.platform.tokens.authenticate(request.headers.authorization);
+    const principal = request.principal;
+    limits.checkRefusals(`token:${principal.tokenId}`);
+    limits.chargeToken(principal);
     const params = request.params as { app_name?: string; machine_id?: string };
+    if (params.app_name !== undefined) {
+      const access = request.method === 'GET' || request.method === 'HEAD' ? 'read' : 'write';
+      await options.platform.apps.authorize(principal, params.app_name, access);
+    }
     const config = request.routeOptions.config;
-    limits.check(
-      request.principal,
+    request.rateCharges = limits.charge(
+      principal,
       config.rate ?? 'unlimited',
       config.action ?? request.routeOptions.url ?? request.url,
-      params.machine_id ?? params.app_name ?? request.principal.orgId,
+      params.machine_id ?? params.app_name ?? principal.orgId,
     );
   });
 
   app.setErrorHandler((error: FastifyError | HangarError | Error, request, reply) => {
     const { status, code, message } = describeError(error, String(request.id));
     if (status >= 500) request.log.error({ err: error }, 'request failed');
+    if (status === 401 || status === 403) {
+      // A refusal takes nothing from the org's or the target's buckets (a service's own check may refuse
+      // after the hook charged them), and counts against the caller's allowance of refusals.
+      limits.refund(request.rateCharges ?? []);
+      request.rateCharges = [];
+      limits.chargeRefusal(request.principal ? `token:${request.principal.tokenId}` : `ip:${request.ip}`);
+    }
     if (HangarError.is(error) && error.retryAfterSec !== undefined) {
       reply.header('retry-after', String(error.retryAfterSec));
     }

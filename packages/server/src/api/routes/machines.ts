@@ -265,7 +265,9 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
       follow: queryBool(request, 'follow'),
       signal: abort.signal,
     });
-    // Streamed by hand: the answer is open-ended while following.
+    // Streamed by hand: the answer is open-ended while following, and may be silent for longer than the
+    // API's idle timeout, so a followed stream lifts it for its own connection.
+    if (queryBool(request, 'follow')) request.raw.socket.setTimeout(0);
     reply.hijack();
     reply.raw.writeHead(200, {
       'content-type': 'application/x-ndjson',
@@ -280,9 +282,12 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
   app.post(`${one}/exec`, act('machine.exec'), async (request) => {
     const { app_name, machine_id } = params(request);
     const body = parse(ExecBody, request.body, 'body');
+    const timeoutSec = body.timeout ?? 30;
+    // The command may print nothing for its whole timeout: the connection outlives it by a margin.
+    request.raw.socket.setTimeout(Math.max(request.raw.socket.timeout ?? 0, (timeoutSec + 30) * 1000));
     const result = await machines.exec(principalOf(request), app_name, machine_id, {
       command: body.command ?? ['sh', '-c', body.cmd!],
-      timeoutMs: (body.timeout ?? 30) * 1000,
+      timeoutMs: timeoutSec * 1000,
       ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
     });
     return {
