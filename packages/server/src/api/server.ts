@@ -1,10 +1,11 @@
 import { createServer } from 'node:http';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { DEFAULT_API_LIMITS } from '../config/api-limits.js';
 import type { RateLimitConfig } from '../config/rate-limits.js';
 import type { Platform } from '../machines/platform.js';
 import { ERROR_HTTP_STATUS, type ErrorCode, HangarError } from '../shared/errors.js';
 import { newUlid } from '../shared/ids.js';
+import { LIMITS } from '../shared/limits.js';
 import { StoreConflictError } from '../store/store.js';
 import { ApiRateLimits } from './rate-limits.js';
 // Also declares what the hooks below read of a request (its principal, the route's rate class).
@@ -70,8 +71,14 @@ export function buildApi(options: ApiOptions): FastifyInstance {
     },
     bodyLimit: options.bodyLimitBytes ?? 1024 * 1024,
     genReqId: () => newUlid(),
-    // Query strings like `state=started&state=stopped` become arrays.
-    routerOptions: { ignoreTrailingSlash: true },
+    // Query strings like `state=started&state=stopped` become arrays. A path parameter longer than any
+    // name Hangar accepts is refused by the router (414) before any route runs.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: LIMITS.nameChars },
+    // The router's own refusals (a path that does not decode, a parameter too long) in Fly's error body.
+    frameworkErrors: (error, _request, reply) => {
+      const status = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 400;
+      (reply as FastifyReply).status(status).send({ error: error.message, status: 'invalid_argument' });
+    },
   });
   const limits = new ApiRateLimits(options.rateLimits);
 
