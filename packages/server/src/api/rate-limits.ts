@@ -17,8 +17,9 @@ export interface Charge {
 }
 
 /**
- * The order of the checks is what makes them fair: `source` before authentication (only refusals count
- * there), `token` once the token is known, `charge` only after the token's access to the target was
+ * The order of the checks is what makes them fair: a request that fails authentication counts against
+ * its source address alone (and only such requests are ever refused for it, so tenants behind one address
+ * are not locked out by someone else's bad tokens), `token` once the token is known, `charge` only after the token's access to the target was
  * checked, so that a request answered 401 or 403 never takes from the org's or the target's buckets.
  */
 export class ApiRateLimits {
@@ -34,9 +35,15 @@ export class ApiRateLimits {
       this.#refuse('requests refused by authentication or authorization', this.config.refused, waitSec);
   }
 
-  /** Counts a 401 or 403 against its source. */
-  chargeRefusal(source: string): void {
-    if (this.config.enabled) this.#limiter.take(`refused:${source}`, this.config.refused);
+  /**
+   * Counts a 401 or 403 against its source; returns the 429 to answer instead when the source's
+   * allowance is used up.
+   */
+  chargeRefusal(source: string): HangarError | undefined {
+    if (!this.config.enabled) return undefined;
+    const waitSec = this.#limiter.take(`refused:${source}`, this.config.refused);
+    if (waitSec === 0) return undefined;
+    return this.#error('requests refused by authentication or authorization', this.config.refused, waitSec);
   }
 
   /** Every request of an authenticated token. */
@@ -83,7 +90,11 @@ export class ApiRateLimits {
   }
 
   #refuse(what: string, limit: BucketLimit, waitSec: number): never {
-    throw new HangarError(
+    throw this.#error(what, limit, waitSec);
+  }
+
+  #error(what: string, limit: BucketLimit, waitSec: number): HangarError {
+    return new HangarError(
       'rate_limited',
       `rate limit exceeded for ${what} (${limit.perSecond} per second, bursts of ${limit.burst}); retry in ${waitSec}s`,
       { retryAfterSec: waitSec },

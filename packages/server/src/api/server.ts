@@ -106,10 +106,12 @@ export function buildApi(options: ApiOptions): FastifyInstance {
   // once the token's access to the app in the path is checked, the org's and the route's buckets.
   app.addHook('onRequest', async (request) => {
     if (!request.routeOptions.url) return; // unknown route: the 404 handler answers
-    const source = `ip:${request.ip}`;
-    limits.checkRefusals(source);
-    // A 401 is counted against the source by the error handler.
-    request.principal = await options.platform.tokens.authenticate(request.headers.authorization);
+    try {
+      request.principal = await options.platform.tokens.authenticate(request.headers.authorization);
+    } catch (error) {
+      // Probing for tokens is limited per source address: past its allowance, a 429 instead of the 401.
+      throw limits.chargeRefusal(`ip:${request.ip}`) ?? error;
+    }
     const principal = request.principal;
     limits.checkRefusals(`token:${principal.tokenId}`);
     limits.chargeToken(principal);
@@ -130,12 +132,12 @@ export function buildApi(options: ApiOptions): FastifyInstance {
   app.setErrorHandler((error: FastifyError | HangarError | Error, request, reply) => {
     const { status, code, message } = describeError(error, String(request.id));
     if (status >= 500) request.log.error({ err: error }, 'request failed');
-    if (status === 401 || status === 403) {
+    if ((status === 401 || status === 403) && request.principal) {
       // A refusal takes nothing from the org's or the target's buckets (a service's own check may refuse
-      // after the hook charged them), and counts against the caller's allowance of refusals.
+      // after the hook charged them), and counts against the token's allowance of refusals.
       limits.refund(request.rateCharges ?? []);
       request.rateCharges = [];
-      limits.chargeRefusal(request.principal ? `token:${request.principal.tokenId}` : `ip:${request.ip}`);
+      limits.chargeRefusal(`token:${request.principal.tokenId}`);
     }
     if (HangarError.is(error) && error.retryAfterSec !== undefined) {
       reply.header('retry-after', String(error.retryAfterSec));
