@@ -246,6 +246,13 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         };
       },
       rateLimits: config.rateLimits,
+      bodyLimitBytes: config.api.bodyLimitBytes,
+      timeouts: {
+        headersMs: config.api.headersTimeoutMs,
+        requestMs: config.api.requestTimeoutMs,
+        keepAliveMs: config.api.keepAliveTimeoutMs,
+        idleMs: config.api.idleTimeoutMs,
+      },
       logger: config.logLevel === 'silent' ? false : { level: config.logLevel },
     });
     const address = await api.listen({ host: config.listen.host, port: config.listen.port });

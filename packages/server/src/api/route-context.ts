@@ -2,7 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import type { Principal } from '../auth/tokens.js';
 import type { Platform } from '../machines/platform.js';
 import { HangarError } from '../shared/errors.js';
-import type { RateClass } from './rate-limits.js';
+import type { Charge, RateClass } from './rate-limits.js';
 
 /**
  * What every route file takes from the API around it: the services it calls, the caller, and the
@@ -13,6 +13,8 @@ import type { RateClass } from './rate-limits.js';
 declare module 'fastify' {
   interface FastifyRequest {
     principal?: Principal;
+    /** The rate-limit buckets this request took from, given back if authorization refuses it. */
+    rateCharges?: Charge[];
   }
   interface FastifyContextConfig {
     /** Which rate-limit bucket the route draws from; omitted means reads of the org only. */

@@ -1,15 +1,22 @@
 import { constants } from 'node:os';
 import { z } from 'zod';
+import { LIMITS } from '../shared/limits.js';
 import { MachineConfigSchema } from '../shared/machine-config.js';
 
-/** Request bodies and queries of the Machines API. Unknown fields are accepted, as Fly's API does. */
+/**
+ * Request bodies and queries of the Machines API. Unknown fields are accepted, as Fly's API does. Every
+ * string, list and number has a bound (shared/limits.ts); the 400 names the field and the bound.
+ */
+const name = z.string().max(LIMITS.nameChars, `at most ${LIMITS.nameChars} characters`);
+const str = z.string().max(LIMITS.stringChars, `at most ${LIMITS.stringChars} characters`);
+const value = z.string().max(LIMITS.valueChars, `at most ${LIMITS.valueChars} characters`);
 
 export const CreateAppBody = z
   .looseObject({
-    app_name: z.string().optional(),
-    name: z.string().optional(),
-    org_slug: z.string().min(1, 'org_slug is required (your default org is "personal")'),
-    network: z.string().optional(),
+    app_name: name.optional(),
+    name: name.optional(),
+    org_slug: name.min(1, 'org_slug is required (your default org is "personal")'),
+    network: name.optional(),
   })
   .refine((b) => b.app_name !== undefined || b.name !== undefined, {
     message: 'app_name is required',
@@ -18,8 +25,8 @@ export const CreateAppBody = z
 
 const createMachineFields = {
   config: MachineConfigSchema,
-  name: z.string().optional(),
-  region: z.string().optional(),
+  name: name.optional(),
+  region: name.optional(),
   skip_launch: z.boolean().optional(),
   skip_service_registration: z.boolean().optional(),
   lease_ttl: z.number().int().optional(),
@@ -30,12 +37,12 @@ const createMachineFields = {
 export const CreateMachineBody = z.looseObject(createMachineFields);
 export const UpdateMachineBody = z.looseObject({
   ...createMachineFields,
-  current_version: z.string().optional(),
+  current_version: name.optional(),
 });
 
 export const StopBody = z.looseObject({
-  signal: z.string().optional(),
-  timeout: z.union([z.string(), z.number()]).optional(),
+  signal: name.optional(),
+  timeout: z.union([z.string().max(64, 'at most 64 characters'), z.number()]).optional(),
 });
 
 /** Signal names Linux knows; numbers are accepted too (fly-go's kill sends `{"signal": 9}`). */
@@ -47,22 +54,22 @@ export function signalName(value: string | number): string | undefined {
   return name in SIGNALS ? name : undefined;
 }
 export const SignalBody = z.looseObject({
-  signal: z.union([z.string(), z.number().int()]).refine((s) => signalName(s) !== undefined, {
+  signal: z.union([name, z.number().int()]).refine((s) => signalName(s) !== undefined, {
     message: 'unknown signal; use a name such as "SIGTERM" or a number such as 15',
   }),
 });
 
 export const LeaseBody = z.looseObject({
   ttl: z.number().int().optional(),
-  description: z.string().optional(),
+  description: str.optional(),
 });
-export const MetadataValueBody = z.looseObject({ value: z.string() });
+export const MetadataValueBody = z.looseObject({ value });
 export const ExecBody = z
   .looseObject({
-    command: z.array(z.string()).min(1).optional(),
-    cmd: z.string().optional(),
+    command: z.array(str).min(1).max(LIMITS.listItems, `at most ${LIMITS.listItems} items`).optional(),
+    cmd: str.optional(),
     timeout: z.number().int().min(1).max(3600).optional(),
-    stdin: z.string().optional(),
+    stdin: z.string().optional(), // bounded by the body limit
   })
   .refine((b) => b.command !== undefined || b.cmd !== undefined, {
     message: 'command is required',
@@ -70,15 +77,17 @@ export const ExecBody = z
   });
 
 export const CreateVolumeBody = z.looseObject({
-  name: z.string({ error: 'name is required' }),
-  region: z.string().optional(),
+  name: z
+    .string({ error: 'name is required' })
+    .max(LIMITS.nameChars, `at most ${LIMITS.nameChars} characters`),
+  region: name.optional(),
   size_gb: z.number().int().optional(),
   encrypted: z.boolean().optional(),
   fstype: z.enum(['ext4', 'raw']).optional(),
   snapshot_retention: z.number().int().optional(),
   auto_backup_enabled: z.boolean().optional(),
-  snapshot_id: z.string().optional(),
-  source_volume_id: z.string().optional(),
+  snapshot_id: name.optional(),
+  source_volume_id: name.optional(),
 });
 export const UpdateVolumeBody = z.looseObject({
   snapshot_retention: z.number().int().optional(),
@@ -86,22 +95,30 @@ export const UpdateVolumeBody = z.looseObject({
 });
 export const ExtendVolumeBody = z.looseObject({ size_gb: z.number({ error: 'size_gb is required' }).int() });
 
-export const SetSecretsBody = z.looseObject({ values: z.record(z.string(), z.string().nullable()) });
-export const SetSecretBody = z.looseObject({ value: z.string() });
+export const SetSecretsBody = z.looseObject({
+  values: z
+    .record(name, value.nullable())
+    .refine((values) => Object.keys(values).length <= LIMITS.mapEntries, {
+      message: `at most ${LIMITS.mapEntries} secrets at once`,
+    }),
+});
+export const SetSecretBody = z.looseObject({ value });
 
 export const AllocateIpBody = z.looseObject({
-  type: z.string({ error: 'type is required: one of v6, shared_v4, private_v6' }),
-  region: z.string().optional(),
-  org_slug: z.string().optional(),
-  network: z.string().optional(),
-  service_name: z.string().optional(),
+  type: z.string({ error: 'type is required: one of v6, shared_v4, private_v6' }).max(64),
+  region: name.optional(),
+  org_slug: name.optional(),
+  network: name.optional(),
+  service_name: name.optional(),
 });
 
 export const CreateTokenBody = z.looseObject({
   type: z.enum(['org', 'deploy', 'readonly']),
-  org_slug: z.string().min(1),
-  app_name: z.string().optional(),
+  org_slug: name.min(1),
+  app_name: name.optional(),
   name: z.string().max(200).optional(),
-  expiry: z.string().optional(),
+  expiry: z.string().max(64, 'at most 64 characters').optional(),
 });
-export const DeployTokenBody = z.looseObject({ expiry: z.string().optional() });
+export const DeployTokenBody = z.looseObject({
+  expiry: z.string().max(64, 'at most 64 characters').optional(),
+});

@@ -1,8 +1,11 @@
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import { createServer } from 'node:http';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import { DEFAULT_API_LIMITS } from '../config/api-limits.js';
 import type { RateLimitConfig } from '../config/rate-limits.js';
 import type { Platform } from '../machines/platform.js';
 import { ERROR_HTTP_STATUS, type ErrorCode, HangarError } from '../shared/errors.js';
 import { newUlid } from '../shared/ids.js';
+import { LIMITS } from '../shared/limits.js';
 import { MetricsRegistry } from '../shared/metrics.js';
 import { StoreConflictError } from '../store/store.js';
 import { ApiRateLimits } from './rate-limits.js';
@@ -22,6 +25,8 @@ export interface ApiOptions {
   rateLimits: RateLimitConfig;
   /** Bodies above this are refused with 413 (secrets and configs are small). */
   bodyLimitBytes?: number;
+  /** Slow-client bounds (`api` in the configuration); the defaults are DEFAULT_API_TIMEOUTS. */
+  timeouts?: ApiTimeouts;
   logger?: boolean | { level: string };
   /** For /readyz; without it the API reports ready whenever it answers. */
   readiness?: () => Promise<Readiness>;
@@ -29,14 +34,57 @@ export interface ApiOptions {
   metrics?: MetricsRegistry;
 }
 
+export interface ApiTimeouts {
+  /** The whole header block must arrive within this (slowloris). */
+  headersMs: number;
+  /** The whole request, body included, must arrive within this. Answers may take longer. */
+  requestMs: number;
+  /** An idle keep-alive connection is closed after this. */
+  keepAliveMs: number;
+  /**
+   * A connection that sends and receives nothing for this long is closed. Longer than a `wait` long-poll
+   * (60 s at most); followed logs and exec lift or lengthen it for their own connection.
+   */
+  idleMs: number;
+}
+
+export const DEFAULT_API_TIMEOUTS: ApiTimeouts = {
+  headersMs: DEFAULT_API_LIMITS.headersTimeoutMs,
+  requestMs: DEFAULT_API_LIMITS.requestTimeoutMs,
+  keepAliveMs: DEFAULT_API_LIMITS.keepAliveTimeoutMs,
+  idleMs: DEFAULT_API_LIMITS.idleTimeoutMs,
+};
+
 /** Builds the Machines REST API. It validates, authorizes and calls the platform, nothing more. */
 export function buildApi(options: ApiOptions): FastifyInstance {
+  const timeouts = options.timeouts ?? DEFAULT_API_TIMEOUTS;
   const app = Fastify({
     logger: options.logger ?? false,
+    // Node checks the header and request deadlines every `connectionsCheckingInterval`: a second keeps a
+    // slow client's connection from outliving its deadline by more than that.
+    serverFactory: (handler) => {
+      const server = createServer(
+        {
+          headersTimeout: timeouts.headersMs,
+          requestTimeout: timeouts.requestMs,
+          keepAliveTimeout: timeouts.keepAliveMs,
+          connectionsCheckingInterval: Math.min(1000, timeouts.headersMs),
+        },
+        handler,
+      );
+      server.setTimeout(timeouts.idleMs);
+      return server;
+    },
     bodyLimit: options.bodyLimitBytes ?? 1024 * 1024,
     genReqId: () => newUlid(),
-    // Query strings like `state=started&state=stopped` become arrays.
-    routerOptions: { ignoreTrailingSlash: true },
+    // Query strings like `state=started&state=stopped` become arrays. A path parameter longer than any
+    // name Hangar accepts is refused by the router (414) before any route runs.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: LIMITS.nameChars },
+    // The router's own refusals (a path that does not decode, a parameter too long) in Fly's error body.
+    frameworkErrors: (error, _request, reply) => {
+      const status = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 400;
+      (reply as FastifyReply).status(status).send({ error: error.message, status: 'invalid_argument' });
+    },
   });
   const limits = new ApiRateLimits(options.rateLimits);
 
@@ -59,24 +107,45 @@ export function buildApi(options: ApiOptions): FastifyInstance {
     }
   });
 
-  // onRequest runs before the body is read: a bad token is a 401 whatever the body holds.
+  // onRequest runs before the body is read: a bad token is a 401 whatever the body holds. Rate limits are
+  // charged in the order ApiRateLimits describes: refusals per source, then the token's own bucket, then,
+  // once the token's access to the app in the path is checked, the org's and the route's buckets.
   app.addHook('onRequest', async (request) => {
     if (!request.routeOptions.url) return; // unknown route: the 404 handler answers
     if (request.routeOptions.config.public) return;
-    request.principal = await options.platform.tokens.authenticate(request.headers.authorization);
+    try {
+      request.principal = await options.platform.tokens.authenticate(request.headers.authorization);
+    } catch (error) {
+      // Probing for tokens is limited per source address: past its allowance, a 429 instead of the 401.
+      throw limits.chargeRefusal(`ip:${request.ip}`) ?? error;
+    }
+    const principal = request.principal;
+    limits.checkRefusals(`token:${principal.tokenId}`);
+    limits.chargeToken(principal);
     const params = request.params as { app_name?: string; machine_id?: string };
+    if (params.app_name !== undefined) {
+      const access = request.method === 'GET' || request.method === 'HEAD' ? 'read' : 'write';
+      await options.platform.apps.authorize(principal, params.app_name, access);
+    }
     const config = request.routeOptions.config;
-    limits.check(
-      request.principal,
+    request.rateCharges = limits.charge(
+      principal,
       config.rate ?? 'unlimited',
       config.action ?? request.routeOptions.url ?? request.url,
-      params.machine_id ?? params.app_name ?? request.principal.orgId,
+      params.machine_id ?? params.app_name ?? principal.orgId,
     );
   });
 
   app.setErrorHandler((error: FastifyError | HangarError | Error, request, reply) => {
     const { status, code, message } = describeError(error, String(request.id));
     if (status >= 500) request.log.error({ err: error }, 'request failed');
+    if ((status === 401 || status === 403) && request.principal) {
+      // A refusal takes nothing from the org's or the target's buckets (a service's own check may refuse
+      // after the hook charged them), and counts against the token's allowance of refusals.
+      limits.refund(request.rateCharges ?? []);
+      request.rateCharges = [];
+      limits.chargeRefusal(`token:${request.principal.tokenId}`);
+    }
     if (HangarError.is(error) && error.retryAfterSec !== undefined) {
       reply.header('retry-after', String(error.retryAfterSec));
     }

@@ -6,6 +6,7 @@ import { HangarError } from '../shared/errors.js';
 import type { RegistryPolicy } from '../shared/registry-policy.js';
 import { parseHostId } from '../sixpn/address-plan.js';
 import { addressInPrefix } from '../sixpn/ipv6.js';
+import { DEFAULT_API_LIMITS } from './api-limits.js';
 import { DEFAULT_RATE_LIMITS } from './rate-limits.js';
 
 const isUsablePrefix = (prefix: string) => {
@@ -97,11 +98,26 @@ export const ConfigSchema = z.strictObject({
   databaseSync: z.enum(['FULL', 'NORMAL']),
   rateLimits: z.strictObject({
     enabled: z.boolean(),
+    token: bucket,
     org: bucket,
     machineAction: bucket,
     machineRead: bucket,
     appDelete: bucket,
+    refused: bucket,
   }),
+  /** Bounds on the API's connections and bodies (config/api-limits.ts). */
+  api: z
+    .strictObject({
+      bodyLimitBytes: z.number().int().min(1024),
+      headersTimeoutMs: z.number().int().min(1000),
+      requestTimeoutMs: z.number().int().min(1000),
+      keepAliveTimeoutMs: z.number().int().min(100),
+      idleTimeoutMs: z.number().int().min(61_000, 'longer than a 60 s wait long-poll'),
+    })
+    .refine((api) => api.headersTimeoutMs <= api.requestTimeoutMs, {
+      message: 'headersTimeoutMs cannot exceed requestTimeoutMs',
+      path: ['headersTimeoutMs'],
+    }),
 });
 
 export type ResolvedConfig = z.infer<typeof ConfigSchema> & { hostId: string };
@@ -127,6 +143,7 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
   },
   databaseSync: 'FULL',
   rateLimits: DEFAULT_RATE_LIMITS,
+  api: DEFAULT_API_LIMITS,
 };
 
 /**

@@ -3,7 +3,7 @@ import { HangarError, invalidArgument } from '../shared/errors.js';
 import { newAppId } from '../shared/ids.js';
 import type { AppRecord, NetworkRecord, OrgRecord } from '../store/records.js';
 import { StoreConflictError, type WriteTx } from '../store/store.js';
-import { appFor, isoNow, orgFor, type PlatformContext, requireOrgToken } from './context.js';
+import { type Access, appFor, isoNow, orgFor, type PlatformContext, requireOrgToken } from './context.js';
 import type { MachinesService } from './machines.js';
 import type { VolumesService } from './volumes.js';
 
@@ -41,6 +41,14 @@ export class AppsService {
     private readonly machines: MachinesService,
     private readonly volumes: VolumesService,
   ) {}
+
+  /**
+   * Throws 403 (or 404) unless the principal may `access` the app: the API checks this before it charges
+   * the org's and the app's rate-limit buckets. The services check again on their own.
+   */
+  async authorize(principal: Principal, appName: string, access: Access): Promise<void> {
+    await this.ctx.store.read((tx) => appFor(tx, principal, appName, access));
+  }
 
   async create(principal: Principal, input: CreateAppInput): Promise<AppView> {
     requireOrgToken(principal, 'create apps');

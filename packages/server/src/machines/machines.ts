@@ -4,6 +4,7 @@ import { durationToMs } from '../shared/duration.js';
 import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
 import { newMachineId, newUlid } from '../shared/ids.js';
 import { KeyedQueue } from '../shared/keyed-queue.js';
+import { LIMITS } from '../shared/limits.js';
 import { type MachineConfigInput, normalizeMachineConfig } from '../shared/machine-config.js';
 import type {
   AppRecord,
@@ -67,7 +68,7 @@ export interface ListMachinesFilter {
 const METADATA_KEY = /^[a-zA-Z0-9_.-]{1,64}$/;
 const MACHINE_NAME = /^[a-zA-Z0-9](?:[a-zA-Z0-9_-]{0,61}[a-zA-Z0-9])?$/;
 const EVENTS_IN_MACHINE = 10;
-const MAX_STOP_TIMEOUT_MS = 300_000;
+const MAX_STOP_TIMEOUT_MS = LIMITS.stopTimeoutMs;
 
 type Mutation = { app: AppRecord; machine: MachineRecord };
 
@@ -168,10 +169,16 @@ export class MachinesService {
     });
   }
 
-  async versions(principal: Principal, appName: string, machineId: string): Promise<MachineVersionRecord[]> {
+  /** The newest `limit` versions of a machine, newest first. */
+  async versions(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    limit: number,
+  ): Promise<MachineVersionRecord[]> {
     return this.ctx.store.read((tx) => {
       const machine = findMachine(tx, appFor(tx, principal, appName, 'read'), machineId);
-      return tx.machineVersions.list({ machineId: machine.id }, { newestFirst: true });
+      return tx.machineVersions.list({ machineId: machine.id }, { newestFirst: true, limit });
     });
   }
 
@@ -380,6 +387,9 @@ export class MachinesService {
     options: { signal?: string; timeoutMs?: number },
     nonce?: string,
   ): Promise<void> {
+    if (options.timeoutMs !== undefined && options.timeoutMs > MAX_STOP_TIMEOUT_MS) {
+      throw invalidArgument(`timeout: at most ${MAX_STOP_TIMEOUT_MS / 1000}s`);
+    }
     await this.#mutate(principal, appName, machineId, 'restart', nonce, async ({ machine }) => {
       await this.#lifecycle.stopWorkload(machine, 'restart', options);
       await setMachineState(this.ctx, machine.id, 'stopped', 'restart', 'user');
@@ -504,6 +514,9 @@ export class MachinesService {
       for (const [key, value] of Object.entries(changes)) {
         if (value === null || value === '') delete metadata[key];
         else metadata[key] = value;
+      }
+      if (Object.keys(metadata).length > LIMITS.mapEntries) {
+        throw invalidArgument(`metadata: a machine holds at most ${LIMITS.mapEntries} keys`);
       }
       tx.machines.update({
         ...machine,

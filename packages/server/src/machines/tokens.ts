@@ -2,12 +2,13 @@ import { mintToken, type Principal, tokenIdOf, tokensFromHeader, verifyToken } f
 import { parseGoDuration } from '../shared/duration.js';
 import { HangarError, invalidArgument } from '../shared/errors.js';
 import { newOrgId } from '../shared/ids.js';
+import { formatDurationMs, LIMITS } from '../shared/limits.js';
 import type { OrgRecord, TokenRecord, TokenType } from '../store/records.js';
 import { DEFAULT_NETWORK } from './apps.js';
 import { appFor, assertWritable, isoNow, orgFor, type PlatformContext, requireOrgToken } from './context.js';
 
-/** 20 years, flyctl's default token lifetime. */
-const DEFAULT_EXPIRY_MS = 175_200 * 3_600_000;
+/** 20 years, flyctl's default token lifetime (and the longest one). */
+const DEFAULT_EXPIRY_MS = LIMITS.tokenExpiryMs;
 
 export interface CreateTokenInput {
   type: TokenType;
@@ -59,6 +60,11 @@ export class TokensService {
     const expiresInMs = input.expiry === undefined ? DEFAULT_EXPIRY_MS : parseGoDuration(input.expiry);
     if (expiresInMs === undefined || expiresInMs <= 0) {
       throw invalidArgument(`expiry: expected a positive duration such as "720h", got "${input.expiry}"`);
+    }
+    if (expiresInMs > LIMITS.tokenExpiryMs) {
+      throw invalidArgument(
+        `expiry: at most ${formatDurationMs(LIMITS.tokenExpiryMs)} (20 years), got "${input.expiry}"`,
+      );
     }
     if (input.type === 'deploy' && !input.appName)
       throw invalidArgument('app_name: a deploy token needs an app');

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { parseGoDuration } from './duration.js';
 import { parseReference } from './image-reference.js';
+import { formatDurationMs, LIMITS } from './limits.js';
 import { signalName } from './signals.js';
 
 const isImageReference = (reference: string) => {
@@ -16,17 +17,34 @@ const isImageReference = (reference: string) => {
  * MachineConfig as clients send it (fly-semantics §2). Known fields are checked strictly; fields Hangar
  * does not model are kept as sent (loose objects), as Fly's API does, so newer clients keep working.
  */
-const duration = z.union([
+const durationWithin = (maxMs: number) =>
   z
-    .string()
-    .refine((s) => parseGoDuration(s) !== undefined, { message: 'expected a duration such as "10s"' }),
-  z.number().int().nonnegative(),
-]);
-const stringMap = z.record(z.string(), z.string());
+    .union([
+      z
+        .string()
+        .max(64)
+        .refine((s) => parseGoDuration(s) !== undefined, { message: 'expected a duration such as "10s"' }),
+      z.number().int().nonnegative(),
+    ])
+    .refine((value) => (typeof value === 'number' ? value / 1e6 : (parseGoDuration(value) ?? 0)) <= maxMs, {
+      message: `at most ${formatDurationMs(maxMs)}`,
+    });
+const checkDuration = durationWithin(LIMITS.checkDurationMs);
+const str = z.string().max(LIMITS.stringChars, `at most ${LIMITS.stringChars} characters`);
+const name = z.string().max(LIMITS.nameChars, `at most ${LIMITS.nameChars} characters`);
+const value = z.string().max(LIMITS.valueChars, `at most ${LIMITS.valueChars} characters`);
+const list = <T extends z.ZodType>(item: T) =>
+  z.array(item).max(LIMITS.listItems, `at most ${LIMITS.listItems} items`);
+const boundedRecord = <K extends z.ZodType<string>, V extends z.ZodType>(key: K, item: V) =>
+  z.record(key, item).refine((r) => Object.keys(r).length <= LIMITS.mapEntries, {
+    message: `at most ${LIMITS.mapEntries} entries`,
+  });
+const stringMap = boundedRecord(name, value);
 const port = z.number().int().min(1).max(65535);
 
 const envName = z
   .string()
+  .max(LIMITS.nameChars, `at most ${LIMITS.nameChars} characters`)
   .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be a valid environment variable name')
   .refine((name) => !name.startsWith('FLY_'), { message: 'FLY_ variables are set by the platform' });
 
@@ -34,27 +52,27 @@ export const MachineGuestSchema = z.looseObject({
   cpu_kind: z.enum(['shared', 'performance']).optional(),
   cpus: z.number().int().min(1).max(64).optional(),
   memory_mb: z.number().int().min(128).max(262144).optional(),
-  gpus: z.number().int().min(0).optional(),
-  gpu_kind: z.string().optional(),
-  kernel_args: z.array(z.string()).optional(),
-  max_memory_mb: z.number().int().optional(),
+  gpus: z.number().int().min(0).max(8).optional(),
+  gpu_kind: name.optional(),
+  kernel_args: list(str).optional(),
+  max_memory_mb: z.number().int().min(0).max(262144).optional(),
   persist_rootfs: z.boolean().optional(),
 });
 
-const httpHeader = z.looseObject({ name: z.string(), values: z.array(z.string()) });
+const httpHeader = z.looseObject({ name, values: list(str) });
 
 const checkBase = {
   type: z.enum(['tcp', 'http']).optional(),
   port: port.optional(),
-  interval: duration.optional(),
-  timeout: duration.optional(),
-  grace_period: duration.optional(),
-  method: z.string().optional(),
-  path: z.string().optional(),
+  interval: checkDuration.optional(),
+  timeout: checkDuration.optional(),
+  grace_period: checkDuration.optional(),
+  method: name.optional(),
+  path: str.optional(),
   protocol: z.enum(['http', 'https']).optional(),
-  tls_server_name: z.string().optional(),
+  tls_server_name: name.optional(),
   tls_skip_verify: z.boolean().optional(),
-  headers: z.array(httpHeader).optional(),
+  headers: list(httpHeader).optional(),
 };
 export const MachineCheckSchema = z.looseObject({
   ...checkBase,
@@ -69,7 +87,7 @@ const machinePort = z
     port: port.optional(),
     start_port: port.optional(),
     end_port: port.optional(),
-    handlers: z.array(z.enum(['http', 'tls', 'pg_tls', 'proxy_proto', 'edge_http'])).optional(),
+    handlers: list(z.enum(['http', 'tls', 'pg_tls', 'proxy_proto', 'edge_http'])).optional(),
     force_https: z.boolean().optional(),
     http_options: z.looseObject({}).optional(),
     tls_options: z.looseObject({}).optional(),
@@ -86,12 +104,12 @@ export const MachineServiceSchema = z
   .looseObject({
     protocol: z.enum(['tcp', 'udp']),
     internal_port: port,
-    ports: z.array(machinePort).optional(),
+    ports: list(machinePort).optional(),
     concurrency: z
       .looseObject({
         type: z.enum(['connections', 'requests']).optional(),
-        soft_limit: z.number().int().min(0).optional(),
-        hard_limit: z.number().int().min(0).optional(),
+        soft_limit: z.number().int().min(0).max(1_000_000).optional(),
+        hard_limit: z.number().int().min(0).max(1_000_000).optional(),
       })
       .refine(
         (c) => c.soft_limit === undefined || c.hard_limit === undefined || c.soft_limit <= c.hard_limit,
@@ -102,19 +120,17 @@ export const MachineServiceSchema = z
       .optional(),
     autostart: z.boolean().optional(),
     autostop: autostop.optional(),
-    min_machines_running: z.number().int().min(0).optional(),
-    checks: z.array(z.looseObject(checkBase)).optional(),
-    force_instance_key: z.string().optional(),
-    force_instance_description: z.string().optional(),
+    min_machines_running: z.number().int().min(0).max(1000).optional(),
+    checks: list(z.looseObject(checkBase)).optional(),
+    force_instance_key: name.optional(),
+    force_instance_description: str.optional(),
     // Hangar's own service settings (docs/proxy.md): Fly has no equivalent fields.
     /** How long a machine of this service may sit without traffic before autostop takes it. */
-    idle_timeout: duration.optional(),
+    idle_timeout: durationWithin(24 * 3_600_000).optional(),
     /** How long a request may wait for a stopped or suspended machine to wake. */
-    wake_timeout: duration.optional(),
+    wake_timeout: durationWithin(LIMITS.checkDurationMs).optional(),
     /** Requests that never wake a machine: the proxy answers them "asleep" instead. */
-    wake_exempt: z
-      .looseObject({ paths: z.array(z.string()).optional(), user_agents: z.array(z.string()).optional() })
-      .optional(),
+    wake_exempt: z.looseObject({ paths: list(str).optional(), user_agents: list(str).optional() }).optional(),
   })
   .refine(
     (s) =>
@@ -127,25 +143,24 @@ export const MachineServiceSchema = z
   );
 
 const mount = z.looseObject({
-  volume: z.string().min(1),
-  path: z
-    .string()
+  volume: name.min(1),
+  path: str
     .regex(/^\//, 'must be an absolute path')
     .refine((p) => p !== '/', { message: 'cannot mount a volume at /' }),
-  name: z.string().optional(),
+  name: name.optional(),
   encrypted: z.boolean().optional(),
-  size_gb: z.number().int().optional(),
-  extend_threshold_percent: z.number().int().optional(),
-  add_size_gb: z.number().int().optional(),
-  size_gb_limit: z.number().int().optional(),
+  size_gb: z.number().int().min(1).max(500).optional(),
+  extend_threshold_percent: z.number().int().min(0).max(100).optional(),
+  add_size_gb: z.number().int().min(1).max(500).optional(),
+  size_gb_limit: z.number().int().min(1).max(500).optional(),
 });
 
 const file = z
   .looseObject({
-    guest_path: z.string().regex(/^\//, 'must be an absolute path'),
+    guest_path: str.regex(/^\//, 'must be an absolute path'),
     raw_value: z.string().base64('must be base64').optional(),
-    secret_name: z.string().optional(),
-    image_config: z.string().optional(),
+    secret_name: name.optional(),
+    image_config: z.string().max(LIMITS.valueChars).optional(),
     mode: z.number().int().min(0).max(0o7777).optional(),
   })
   .refine((f) => [f.raw_value, f.secret_name, f.image_config].filter((v) => v !== undefined).length === 1, {
@@ -161,64 +176,67 @@ for (const cpus of [1, 2, 4, 6, 8, 10, 12, 14, 16]) {
   SIZE_PRESETS[`performance-${cpus}x`] = { cpu_kind: 'performance', cpus, memory_mb: 2048 * cpus };
 }
 
-const stringList = z.array(z.string());
+const stringList = list(str);
 
 export const MachineConfigSchema = z
   .looseObject({
-    image: z
-      .string()
+    image: str
       .trim()
       .min(1, 'an image reference is required, e.g. "registry.example/app:1"')
       .refine(isImageReference, {
         message: 'not a valid image reference; use e.g. "registry.example/app:1" or "app@sha256:<digest>"',
       }),
-    env: z.record(envName, z.string()).optional(),
+    env: boundedRecord(envName, value).optional(),
     init: z
       .looseObject({
         exec: stringList.optional(),
         entrypoint: stringList.optional(),
         cmd: stringList.optional(),
         tty: z.boolean().optional(),
-        swap_size_mb: z.number().int().min(0).optional(),
+        swap_size_mb: z.number().int().min(0).max(262144).optional(),
         kernel_args: stringList.optional(),
       })
       .optional(),
     guest: MachineGuestSchema.optional(),
-    size: z
-      .string()
+    size: name
       .refine((name) => name in SIZE_PRESETS, {
         message: `unknown size preset; use one of ${Object.keys(SIZE_PRESETS).join(', ')}`,
       })
       .optional(),
-    services: z.array(MachineServiceSchema).optional(),
-    checks: z.record(z.string(), MachineCheckSchema).optional(),
+    services: list(MachineServiceSchema).optional(),
+    checks: z
+      .record(name, MachineCheckSchema)
+      .refine((r) => Object.keys(r).length <= LIMITS.listItems, {
+        message: `at most ${LIMITS.listItems} checks`,
+      })
+      .optional(),
     mounts: z.array(mount).max(1, 'a machine mounts at most one volume').optional(),
     restart: z
       .looseObject({
         policy: z.enum(['no', 'always', 'on-failure', 'spot-price']).optional(),
-        max_retries: z.number().int().min(0).optional(),
+        max_retries: z.number().int().min(0).max(LIMITS.restartMaxRetries).optional(),
       })
       .optional(),
     auto_destroy: z.boolean().optional(),
     metadata: stringMap.optional(),
-    files: z.array(file).optional(),
+    files: list(file).optional(),
     stop_config: z
       .looseObject({
-        signal: z
-          .string()
+        signal: name
           .refine((name) => signalName(name) !== undefined, {
             message: 'unknown signal; use a name such as "SIGTERM"',
           })
           .optional(),
-        timeout: duration.optional(),
+        // One stop holds the machine's queue (and hangard's shutdown) for this long at most.
+        timeout: durationWithin(LIMITS.stopTimeoutMs).optional(),
       })
       .optional(),
     dns: z.looseObject({ skip_registration: z.boolean().optional() }).optional(),
     schedule: z.enum(['hourly', 'daily', 'weekly', 'monthly']).optional(),
     standbys: stringList.optional(),
-    processes: z.array(z.looseObject({})).optional(),
-    statics: z.array(z.looseObject({ guest_path: z.string(), url_prefix: z.string() })).optional(),
-    metrics: z.looseObject({ port: port.optional(), path: z.string().optional() }).optional(),
+    processes: list(z.looseObject({})).optional(),
+    statics: list(z.looseObject({ guest_path: str, url_prefix: str })).optional(),
+    metrics: z.looseObject({ port: port.optional(), path: str.optional() }).optional(),
     disable_machine_autostart: z.boolean().optional(),
   })
   .refine((c) => !(c.size !== undefined && c.guest !== undefined), {

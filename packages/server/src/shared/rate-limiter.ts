@@ -43,6 +43,23 @@ export class RateLimiter {
     return Math.max(1, Math.ceil((1 - bucket.tokens) / limit.perSecond));
   }
 
+  /** The seconds `take` would ask to wait now (0 when a token is there), taking nothing. */
+  peek(key: string, limit: BucketLimit): number {
+    const bucket = this.#buckets.get(key);
+    if (!bucket) return 0;
+    const tokens = Math.min(
+      limit.burst,
+      bucket.tokens + ((this.#now() - bucket.updatedMs) / 1000) * limit.perSecond,
+    );
+    return tokens >= 1 ? 0 : Math.max(1, Math.ceil((1 - tokens) / limit.perSecond));
+  }
+
+  /** Gives back a token taken for a request that turned out not to count (refused by authorization). */
+  refund(key: string, limit: BucketLimit): void {
+    const bucket = this.#buckets.get(key);
+    if (bucket) bucket.tokens = Math.min(limit.burst, bucket.tokens + 1);
+  }
+
   #sweep(now: number): void {
     if (now - this.#lastSweepMs < 10_000) return;
     this.#lastSweepMs = now;

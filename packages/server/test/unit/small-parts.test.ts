@@ -189,10 +189,10 @@ test('api rate limits: buckets belong to one org, so another org cannot drain th
     appId: null,
     name: 'n',
   });
-  limits.check(principal('intruder'), 'machine_action', 'secrets.set', 'acme');
+  limits.charge(principal('intruder'), 'machine_action', 'secrets.set', 'acme');
   assert.throws(
-    () => limits.check(principal('intruder'), 'machine_action', 'secrets.set', 'acme'),
+    () => limits.charge(principal('intruder'), 'machine_action', 'secrets.set', 'acme'),
     /rate limit/,
   );
-  limits.check(principal('owner'), 'machine_action', 'secrets.set', 'acme');
+  limits.charge(principal('owner'), 'machine_action', 'secrets.set', 'acme');
 });

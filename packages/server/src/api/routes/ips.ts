@@ -27,7 +27,8 @@ export function ipRoutes(app: FastifyInstance, { platform }: RouteDeps): void {
 
   app.delete(`${base}/:ip`, { config: { rate: 'machine_action', action: 'ip.release' } }, async (request) => {
     const { app_name, ip } = request.params as { app_name: string; ip: string };
-    await platform.ips.release(principalOf(request), app_name, decodeURIComponent(ip));
+    // The router has decoded the path once already: decoding again made "%25" a 500.
+    await platform.ips.release(principalOf(request), app_name, ip);
     return { ok: true };
   });
 }

@@ -2,6 +2,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { WAITABLE_STATES, type WaitableState } from '../../machines/states.js';
 import { queryDurationToMs } from '../../shared/duration.js';
 import { invalidArgument } from '../../shared/errors.js';
+import { LIMITS } from '../../shared/limits.js';
 import { leaseNonce, metadataFilters, queryBool, queryInt, queryList, queryString } from '../query.js';
 import { principalOf, type RouteDeps } from '../route-context.js';
 import {
@@ -207,6 +208,7 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
 
   app.post(`${one}/metadata/:key`, act('machine.metadata.set'), async (request, reply) => {
     const { app_name, machine_id, key } = request.params as MachineParams & { key: string };
+    checkMetadataKey(key);
     const { value } = parse(MetadataValueBody, request.body, 'body');
     await machines.patchMetadata(
       principalOf(request),
@@ -241,13 +243,15 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
 
   app.get(`${one}/events`, read('machine.events'), async (request) => {
     const { app_name, machine_id } = params(request);
-    const limit = queryInt(request, 'limit', { min: 1, max: 1000 }) ?? 100;
+    const limit = queryInt(request, 'limit', { min: 1, max: LIMITS.pageMax }) ?? 100;
     return (await machines.events(principalOf(request), app_name, machine_id, limit)).map(wire.event);
   });
 
   app.get(`${one}/versions`, read('machine.versions'), async (request) => {
     const { app_name, machine_id } = params(request);
-    return (await machines.versions(principalOf(request), app_name, machine_id)).map(wire.version);
+    // Versions grow with every update: the newest `limit` (default and bound: shared/limits.ts pageMax).
+    const limit = queryInt(request, 'limit', { min: 1, max: LIMITS.pageMax }) ?? LIMITS.pageMax;
+    return (await machines.versions(principalOf(request), app_name, machine_id, limit)).map(wire.version);
   });
 
   app.get(`${one}/ps`, read('machine.ps'), async (request) => {
@@ -265,7 +269,9 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
       follow: queryBool(request, 'follow'),
       signal: abort.signal,
     });
-    // Streamed by hand: the answer is open-ended while following.
+    // Streamed by hand: the answer is open-ended while following, and may be silent for longer than the
+    // API's idle timeout, so a followed stream lifts it for its own connection.
+    if (queryBool(request, 'follow')) request.raw.socket.setTimeout(0);
     reply.hijack();
     reply.raw.writeHead(200, {
       'content-type': 'application/x-ndjson',
@@ -280,9 +286,12 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
   app.post(`${one}/exec`, act('machine.exec'), async (request) => {
     const { app_name, machine_id } = params(request);
     const body = parse(ExecBody, request.body, 'body');
+    const timeoutSec = body.timeout ?? 30;
+    // The command may print nothing for its whole timeout: the connection outlives it by a margin.
+    request.raw.socket.setTimeout(Math.max(request.raw.socket.timeout ?? 0, (timeoutSec + 30) * 1000));
     const result = await machines.exec(principalOf(request), app_name, machine_id, {
       command: body.command ?? ['sh', '-c', body.cmd!],
-      timeoutMs: (body.timeout ?? 30) * 1000,
+      timeoutMs: timeoutSec * 1000,
       ...(body.stdin !== undefined ? { stdin: body.stdin } : {}),
     });
     return {
@@ -315,6 +324,12 @@ function checkSignal(value: string): string {
   return name;
 }
 
+function checkMetadataKey(key: string): void {
+  if (key.length > LIMITS.nameChars) {
+    throw invalidArgument(`metadata key: at most ${LIMITS.nameChars} characters`);
+  }
+}
+
 function optionalNonce(request: FastifyRequest): { nonce?: string } {
   const nonce = leaseNonce(request);
   return nonce ? { nonce } : {};
@@ -334,9 +349,15 @@ function metadataPatch(body: unknown): { changes: Record<string, string | null>;
   const source =
     typeof metadata === 'object' && metadata !== null ? (metadata as Record<string, unknown>) : flat;
   const changes: Record<string, string | null> = {};
+  if (Object.keys(source).length > LIMITS.mapEntries) {
+    throw invalidArgument(`metadata: at most ${LIMITS.mapEntries} entries`);
+  }
   for (const [key, value] of Object.entries(source)) {
+    checkMetadataKey(key);
     if (value !== null && typeof value !== 'string')
       throw invalidArgument(`metadata.${key}: expected a string or null`);
+    if (value !== null && value.length > LIMITS.valueChars)
+      throw invalidArgument(`metadata.${key}: at most ${LIMITS.valueChars} characters`);
     changes[key] = value;
   }
   if (machineVersion !== undefined && typeof machineVersion !== 'string') {
