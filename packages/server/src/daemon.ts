@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from './api/server.js';
 import { mintToken } from './auth/tokens.js';
-import { type ResolvedConfig, registryPolicyOf } from './config/config.js';
+import { dnsForwards, type ResolvedConfig, registryPolicyOf } from './config/config.js';
 import { type HostDns, startHostDns } from './dns/host-dns.js';
 import { createPlatform, type Platform } from './machines/platform.js';
 import type { HostLockOptions } from './net/host-lock.js';
@@ -173,12 +173,14 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       await hostRuntime.images.gc(inUse);
     }
     if (hostNetwork) {
-      let dnsNote = `.internal DNS on ${RESOLVER_ADDRESS} port ${DNS_PORT}`;
+      let dnsNote = `.internal DNS on ${RESOLVER_ADDRESS} port ${DNS_PORT} (other names ${dnsForwards(config) ? 'forwarded' : 'refused'})`;
       try {
         dns = await startHostDns({
           store,
           networks: hostNetwork.networksUp(),
           onError: (error) => warn(`DNS: ${error.message}`),
+          forward: dnsForwards(config),
+          pendingPerNetwork: config.dns.pendingPerNetwork,
         });
       } catch (error) {
         // Port 53 of fdaa::3 taken by something else: machines still run and reach each other by address.
