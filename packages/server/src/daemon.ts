@@ -6,6 +6,7 @@ import { mintToken } from './auth/tokens.js';
 import { dnsForwards, type ResolvedConfig, registryPolicyOf } from './config/config.js';
 import { type HostDns, startHostDns } from './dns/host-dns.js';
 import { createPlatform, type Platform } from './machines/platform.js';
+import { limitsOf } from './machines/quotas.js';
 import type { HostLockOptions } from './net/host-lock.js';
 import { HostNetwork } from './net/host-network.js';
 import { RegistryProxy } from './registry/registry-proxy.js';
@@ -146,6 +147,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       region: config.region,
       ips: config.ips,
       registryPolicy: registryPolicyOf(config),
+      limits: limitsOf(config),
       now: options.now ?? Date.now,
     });
     // Before reconcile, whose restarts may pull from it.
