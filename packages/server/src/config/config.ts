@@ -96,8 +96,6 @@ export const ConfigSchema = z.strictObject({
     volumesPerApp: z.number().int().min(0),
     volumeBytesPerApp: z.number().int().min(0),
     snapshotsPerVolume: z.number().int().min(0),
-    imagesPerApp: z.number().int().min(0),
-    imageBytesPerApp: z.number().int().min(0),
   }),
   /**
    * Admission against this host: the guest memory and cpus of started and starting machines stay under
@@ -136,8 +134,6 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
     volumesPerApp: 20,
     volumeBytesPerApp: 1024 * 1024 * 1024 * 1024,
     snapshotsPerVolume: 10,
-    imagesPerApp: 20,
-    imageBytesPerApp: 20 * 1024 * 1024 * 1024,
   },
   capacity: { memoryOvercommit: 1.5, cpuOvercommit: 4 },
   pruning: {

@@ -43,8 +43,6 @@ test('quotas: machines per app, volumes, volume bytes and snapshots per volume',
         volumesPerApp: 2,
         volumeBytesPerApp: 3 * 1024 * 1024 * 1024,
         snapshotsPerVolume: 1,
-        imagesPerApp: 20,
-        imageBytesPerApp: 1024 * 1024 * 1024,
       },
     },
   });
