@@ -6,6 +6,7 @@ import { mintToken } from './auth/tokens.js';
 import { dnsForwards, type ResolvedConfig, registryPolicyOf } from './config/config.js';
 import { type HostDns, startHostDns } from './dns/host-dns.js';
 import { createPlatform, type Platform } from './machines/platform.js';
+import { pruneStore } from './machines/pruning.js';
 import { limitsOf } from './machines/quotas.js';
 import type { HostLockOptions } from './net/host-lock.js';
 import { HostNetwork } from './net/host-network.js';
@@ -87,6 +88,8 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
   let registryProxy: RegistryProxy | undefined;
   let hostNetwork: HostNetwork | undefined;
   let dns: HostDns | undefined;
+  let pruneTimer: NodeJS.Timeout | undefined;
+  let stopPruning = async () => {};
   try {
     if ((options.realVolumes ?? true) && (await hostCanLoopMount())) {
       volumeStorage = new VolumeStorage({ dir: join(config.dataDir, 'volumes') });
@@ -162,8 +165,11 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     // Before serving: adopt what survived a restart, settle what ended meanwhile, remove what nobody knows.
     await platform.machines.reconcile();
     await platform.volumes.reconcile();
-    if (hostRuntime) {
-      // Unpacked images no machine record names any more are removed; a later boot pulls again if needed.
+    // Unpacked images no machine record names any more are removed (a later boot pulls again if
+    // needed), at start and then on the pruning schedule with the store's old events, versions and
+    // destroyed machines.
+    const collectImages = async () => {
+      if (!hostRuntime) return;
       const inUse = await store.read(
         (tx) =>
           new Set(
@@ -173,7 +179,26 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
           ),
       );
       await hostRuntime.images.gc(inUse);
-    }
+    };
+    await collectImages();
+    let pruning: Promise<void> | undefined;
+    pruneTimer = setInterval(() => {
+      pruning ??= (async () => {
+        try {
+          await pruneStore(store, config.pruning, (options.now ?? Date.now)());
+          await collectImages();
+        } catch (error) {
+          warn(`pruning: ${(error as Error).message}`);
+        } finally {
+          pruning = undefined;
+        }
+      })();
+    }, config.pruning.intervalSeconds * 1000);
+    pruneTimer.unref();
+    stopPruning = async () => {
+      clearInterval(pruneTimer);
+      await pruning;
+    };
     if (hostNetwork) {
       let dnsNote = `.internal DNS on ${RESOLVER_ADDRESS} port ${DNS_PORT} (other names ${dnsForwards(config) ? 'forwarded' : 'refused'})`;
       try {
@@ -211,6 +236,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       network: networkStatus,
       close: () => {
         closing ??= (async () => {
+          await stopPruning();
           await platform.machines.close();
           await opened.close();
           try {
@@ -233,6 +259,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       },
     };
   } catch (error) {
+    clearInterval(pruneTimer);
     await api?.close();
     await registryProxy?.close().catch(() => undefined);
     await dns?.close().catch(() => undefined);

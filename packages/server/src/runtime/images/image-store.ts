@@ -95,6 +95,8 @@ interface BundleMeta {
 }
 
 const META_FILE = 'image.json';
+/** How long gc() keeps an image prepare() handed out, whatever the store says (a boot takes less). */
+const PREPARED_HOLD_MS = 10 * 60_000;
 const HEX_DIGEST = /^[a-f0-9]{64}$/;
 const TRAVERSE_ONLY = 0o711;
 
@@ -120,6 +122,11 @@ export class ImageStore {
   readonly #unpacks = new SharedWork<BundleMeta>();
   /** Digests being copied or unpacked: gc() must leave them alone. */
   readonly #busy = new Map<string, number>();
+  /**
+   * Digests handed out by prepare() lately: a boot records its image in the store only after prepare,
+   * so gc() (which runs on a schedule) leaves them alone for PREPARED_HOLD_MS.
+   */
+  readonly #handedOut = new Map<string, number>();
   readonly #layoutLock = new ReadWriteLock();
   readonly #stats: ImageStoreStats = { resolves: 0, copies: 0, unpacks: 0, hits: 0 };
   #closed = false;
@@ -246,7 +253,11 @@ export class ImageStore {
    * The caller includes every digest a machine runs or is about to start from.
    */
   async gc(inUse: Set<string>): Promise<ImageGcResult> {
-    const keep = (digest: string) => inUse.has(digest) || this.#busy.has(digest);
+    const now = Date.now();
+    for (const [digest, at] of this.#handedOut)
+      if (now - at > PREPARED_HOLD_MS) this.#handedOut.delete(digest);
+    const keep = (digest: string) =>
+      inUse.has(digest) || this.#busy.has(digest) || this.#handedOut.has(digest);
     const bundles: string[] = [];
     for (const hex of await readdir(this.#unpackedDir)) {
       if (!HEX_DIGEST.test(hex) || keep(`sha256:${hex}`)) continue;
@@ -280,6 +291,7 @@ export class ImageStore {
   }
 
   #prepared(parsed: ImageReference, meta: BundleMeta): PreparedImage {
+    this.#handedOut.set(meta.digest, Date.now());
     return {
       ref: {
         registry: parsed.registry,
