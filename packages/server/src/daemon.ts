@@ -168,7 +168,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     // Unpacked images no machine record names any more are removed (a later boot pulls again if
     // needed), at start and then on the pruning schedule with the store's old events, versions and
     // destroyed machines.
-    const collectImages = async () => {
+    const collectImages = async (spareRecentMs: number) => {
       if (!hostRuntime) return;
       const inUse = await store.read(
         (tx) =>
@@ -178,15 +178,16 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
               .flatMap((m) => (m.state !== 'destroyed' && m.imageRef ? [m.imageRef.digest] : [])),
           ),
       );
-      await hostRuntime.images.gc(inUse);
+      await hostRuntime.images.gc(inUse, { spareRecentMs });
     };
-    await collectImages();
+    // At start no boot is under way; later, an image a boot prepared in the last 10 minutes stays.
+    await collectImages(0);
     let pruning: Promise<void> | undefined;
     pruneTimer = setInterval(() => {
       pruning ??= (async () => {
         try {
           await pruneStore(store, config.pruning, (options.now ?? Date.now)());
-          await collectImages();
+          await collectImages(10 * 60_000);
         } catch (error) {
           warn(`pruning: ${(error as Error).message}`);
         } finally {

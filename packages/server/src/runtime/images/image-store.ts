@@ -95,8 +95,8 @@ interface BundleMeta {
 }
 
 const META_FILE = 'image.json';
-/** How long gc() keeps an image prepare() handed out, whatever the store says (a boot takes less). */
-const PREPARED_HOLD_MS = 10 * 60_000;
+/** How long a hand-out is remembered: longer than any `spareRecentMs` worth asking for. */
+const PREPARED_HOLD_MS = 60 * 60_000;
 const HEX_DIGEST = /^[a-f0-9]{64}$/;
 const TRAVERSE_ONLY = 0o711;
 
@@ -123,8 +123,8 @@ export class ImageStore {
   /** Digests being copied or unpacked: gc() must leave them alone. */
   readonly #busy = new Map<string, number>();
   /**
-   * Digests handed out by prepare() lately: a boot records its image in the store only after prepare,
-   * so gc() (which runs on a schedule) leaves them alone for PREPARED_HOLD_MS.
+   * When prepare() last handed out each digest: a boot records its image in the store only after
+   * prepare, so a gc() while machines boot spares what was handed out lately (`spareRecentMs`).
    */
   readonly #handedOut = new Map<string, number>();
   readonly #layoutLock = new ReadWriteLock();
@@ -250,14 +250,16 @@ export class ImageStore {
 
   /**
    * Removes every unpacked bundle and layout image whose digest is not in `inUse` (nor being prepared).
-   * The caller includes every digest a machine runs or is about to start from.
+   * The caller includes every digest a machine runs or is about to start from; with `spareRecentMs`
+   * (a gc while machines may be booting), digests prepare() handed out that recently are kept too.
    */
-  async gc(inUse: Set<string>): Promise<ImageGcResult> {
+  async gc(inUse: Set<string>, options: { spareRecentMs?: number } = {}): Promise<ImageGcResult> {
     const now = Date.now();
     for (const [digest, at] of this.#handedOut)
       if (now - at > PREPARED_HOLD_MS) this.#handedOut.delete(digest);
+    const since = now - (options.spareRecentMs ?? 0);
     const keep = (digest: string) =>
-      inUse.has(digest) || this.#busy.has(digest) || this.#handedOut.has(digest);
+      inUse.has(digest) || this.#busy.has(digest) || (this.#handedOut.get(digest) ?? -1) > since;
     const bundles: string[] = [];
     for (const hex of await readdir(this.#unpackedDir)) {
       if (!HEX_DIGEST.test(hex) || keep(`sha256:${hex}`)) continue;
