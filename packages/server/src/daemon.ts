@@ -3,9 +3,11 @@ import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApi } from './api/server.js';
 import { mintToken } from './auth/tokens.js';
-import { parseListen, type ResolvedConfig, registryPolicyOf } from './config/config.js';
+import { dnsForwards, parseListen, type ResolvedConfig, registryPolicyOf } from './config/config.js';
 import { type HostDns, startHostDns } from './dns/host-dns.js';
 import { createPlatform, type Platform } from './machines/platform.js';
+import { pruneStore } from './machines/pruning.js';
+import { limitsOf } from './machines/quotas.js';
 import type { HostLockOptions } from './net/host-lock.js';
 import { HostNetwork } from './net/host-network.js';
 import { HangarProxy } from './proxy/proxy.js';
@@ -93,6 +95,8 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
   let hostNetwork: HostNetwork | undefined;
   let dns: HostDns | undefined;
   let proxy: HangarProxy | undefined;
+  let pruneTimer: NodeJS.Timeout | undefined;
+  let stopPruning = async () => {};
   try {
     if ((options.realVolumes ?? true) && (await hostCanLoopMount())) {
       volumeStorage = new VolumeStorage({ dir: join(config.dataDir, 'volumes') });
@@ -162,6 +166,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       region: config.region,
       ips: config.ips,
       registryPolicy: registryPolicyOf(config),
+      limits: limitsOf(config),
       now: options.now ?? Date.now,
     });
     // Before reconcile, whose restarts may pull from it.
@@ -177,8 +182,11 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     await platform.machines.reconcile();
     await platform.volumes.recover();
     await platform.volumes.reconcile();
-    if (hostRuntime) {
-      // Unpacked images no machine record names any more are removed; a later boot pulls again if needed.
+    // Unpacked images no machine record names any more are removed (a later boot pulls again if
+    // needed), at start and then on the pruning schedule with the store's old events, versions and
+    // destroyed machines.
+    const collectImages = async (spareRecentMs: number) => {
+      if (!hostRuntime) return;
       const inUse = await store.read(
         (tx) =>
           new Set(
@@ -187,15 +195,37 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
               .flatMap((m) => (m.state !== 'destroyed' && m.imageRef ? [m.imageRef.digest] : [])),
           ),
       );
-      await hostRuntime.images.gc(inUse);
-    }
+      await hostRuntime.images.gc(inUse, { spareRecentMs });
+    };
+    // At start no boot is under way; later, an image a boot prepared in the last 10 minutes stays.
+    await collectImages(0);
+    let pruning: Promise<void> | undefined;
+    pruneTimer = setInterval(() => {
+      pruning ??= (async () => {
+        try {
+          await pruneStore(store, config.pruning, (options.now ?? Date.now)());
+          await collectImages(10 * 60_000);
+        } catch (error) {
+          warn(`pruning: ${(error as Error).message}`);
+        } finally {
+          pruning = undefined;
+        }
+      })();
+    }, config.pruning.intervalSeconds * 1000);
+    pruneTimer.unref();
+    stopPruning = async () => {
+      clearInterval(pruneTimer);
+      await pruning;
+    };
     if (hostNetwork) {
-      let dnsNote = `.internal DNS on ${RESOLVER_ADDRESS} port ${DNS_PORT}`;
+      let dnsNote = `.internal DNS on ${RESOLVER_ADDRESS} port ${DNS_PORT} (other names ${dnsForwards(config) ? 'forwarded' : 'refused'})`;
       try {
         dns = await startHostDns({
           store,
           networks: hostNetwork.networksUp(),
           onError: (error) => warn(`DNS: ${error.message}`),
+          forward: dnsForwards(config),
+          pendingPerNetwork: config.dns.pendingPerNetwork,
         });
       } catch (error) {
         // Port 53 of fdaa::3 taken by something else: machines still run and reach each other by address.
@@ -271,6 +301,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         closing ??= (async () => {
           // First: no new wakes or autostops while the orchestrator drains.
           proxy?.close();
+          await stopPruning();
           await platform.machines.close();
           await opened.close();
           try {
@@ -295,6 +326,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     };
   } catch (error) {
     proxy?.close();
+    clearInterval(pruneTimer);
     await api?.close();
     await registryProxy?.close().catch(() => undefined);
     await dns?.close().catch(() => undefined);

@@ -118,6 +118,42 @@ export const ConfigSchema = z.strictObject({
       message: 'headersTimeoutMs cannot exceed requestTimeoutMs',
       path: ['headersTimeoutMs'],
     }),
+  /** A machine's two log files together stay under this many bytes (see docs/operations.md, Limits). */
+  logs: z.strictObject({
+    maxBytesPerMachine: z
+      .number()
+      .int()
+      .min(64 * 1024),
+  }),
+  /** DNS for machines: names outside .internal/.flycast go to the host's resolvers only when allowed. */
+  dns: z.strictObject({
+    /** `egress`: forward only while `network.egress` is on; `always`; `never`. */
+    forward: z.enum(['egress', 'always', 'never']),
+    /** Forwarded queries one network may have waiting for an upstream at once. */
+    pendingPerNetwork: z.number().int().min(1).max(65536),
+  }),
+  /** Per-app quotas; a request past one is refused with 429 naming the quota and this key. */
+  quotas: z.strictObject({
+    machinesPerApp: z.number().int().min(0),
+    volumesPerApp: z.number().int().min(0),
+    volumeBytesPerApp: z.number().int().min(0),
+    snapshotsPerVolume: z.number().int().min(0),
+  }),
+  /**
+   * Admission against this host: the guest memory and cpus of started and starting machines stay under
+   * the host's memory and cpus times these ratios.
+   */
+  capacity: z.strictObject({
+    memoryOvercommit: z.number().positive(),
+    cpuOvercommit: z.number().positive(),
+  }),
+  /** What is pruned from the store, and how often. */
+  pruning: z.strictObject({
+    intervalSeconds: z.number().int().min(1),
+    eventsPerMachine: z.number().int().min(1),
+    versionsPerMachine: z.number().int().min(1),
+    destroyedRetentionHours: z.number().min(0),
+  }),
 });
 
 export type ResolvedConfig = z.infer<typeof ConfigSchema> & { hostId: string };
@@ -144,6 +180,21 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
   databaseSync: 'FULL',
   rateLimits: DEFAULT_RATE_LIMITS,
   api: DEFAULT_API_LIMITS,
+  logs: { maxBytesPerMachine: 2 * 1024 * 1024 },
+  dns: { forward: 'egress', pendingPerNetwork: 256 },
+  quotas: {
+    machinesPerApp: 100,
+    volumesPerApp: 20,
+    volumeBytesPerApp: 1024 * 1024 * 1024 * 1024,
+    snapshotsPerVolume: 10,
+  },
+  capacity: { memoryOvercommit: 1.5, cpuOvercommit: 4 },
+  pruning: {
+    intervalSeconds: 600,
+    eventsPerMachine: 100,
+    versionsPerMachine: 20,
+    destroyedRetentionHours: 24,
+  },
 };
 
 /**
@@ -152,6 +203,11 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
  */
 export function ownRegistryAddresses(config: Pick<ResolvedConfig, 'registry'>): string[] {
   return [`127.0.0.1:${config.registry.port}`, `localhost:${config.registry.port}`];
+}
+
+/** Whether the machines' DNS relays names outside .internal/.flycast to the host's resolvers. */
+export function dnsForwards(config: Pick<ResolvedConfig, 'dns' | 'network'>): boolean {
+  return config.dns.forward === 'always' || (config.dns.forward === 'egress' && config.network.egress);
 }
 
 /** The pull policy of shared/registry-policy.ts, as this configuration sets it. */

@@ -22,10 +22,18 @@ export interface ForwarderOptions {
   upstreams: DnsEndpoint[];
   /** How long to wait for one upstream before trying the next. */
   timeoutMs: number;
+  /** Queries of all networks waiting for an upstream at once (default 4096). */
+  maxPending?: number;
+  /**
+   * Queries of one network waiting at once (default 256): a flood from one network fills its own
+   * share, never the others'.
+   */
+  pendingPerNetwork?: number;
 }
 
 /** Bounds the memory a flood of forwarded queries can pin; beyond it the client gets SERVFAIL at once. */
 const MAX_PENDING = 4096;
+const PENDING_PER_NETWORK = 256;
 
 interface Pending {
   upstream: DnsEndpoint;
@@ -67,21 +75,45 @@ export class Forwarder {
   readonly #sockets = new Map<'udp4' | 'udp6', dgram.Socket>();
   readonly #pending = new Map<number, Pending>();
   readonly #tcpSockets = new Set<net.Socket>();
+  readonly #maxPending: number;
+  readonly #pendingPerNetwork: number;
+  /** Forwards in flight per network (UDP and TCP alike). */
+  readonly #inFlight = new Map<number, number>();
   #closed = false;
 
   constructor(options: ForwarderOptions) {
     this.#upstreams = options.upstreams;
     this.#timeoutMs = options.timeoutMs;
+    this.#maxPending = options.maxPending ?? MAX_PENDING;
+    this.#pendingPerNetwork = options.pendingPerNetwork ?? PENDING_PER_NETWORK;
   }
 
   /**
    * The upstream's reply with the client's id, or undefined when no upstream answered in time. With
    * `retryTruncatedOverTcp` (the client asked over TCP, so it cannot fall back itself), a truncated UDP
-   * reply is fetched again over TCP from the same upstream.
+   * reply is fetched again over TCP from the same upstream. `network` is the caller's: past its share
+   * of waiting queries, undefined at once.
    */
-  async forward(query: Buffer, retryTruncatedOverTcp: boolean): Promise<Buffer | undefined> {
+  async forward(query: Buffer, retryTruncatedOverTcp: boolean, network: number): Promise<Buffer | undefined> {
     const question = questionBytes(query);
     if (!question) return undefined;
+    const inFlight = this.#inFlight.get(network) ?? 0;
+    if (inFlight >= this.#pendingPerNetwork) return undefined;
+    this.#inFlight.set(network, inFlight + 1);
+    try {
+      return await this.#forward(query, question, retryTruncatedOverTcp);
+    } finally {
+      const left = (this.#inFlight.get(network) ?? 1) - 1;
+      if (left > 0) this.#inFlight.set(network, left);
+      else this.#inFlight.delete(network);
+    }
+  }
+
+  async #forward(
+    query: Buffer,
+    question: Buffer,
+    retryTruncatedOverTcp: boolean,
+  ): Promise<Buffer | undefined> {
     for (const upstream of this.#upstreams) {
       if (this.#closed) return undefined;
       const reply = await this.#overUdp(query, question, upstream);
@@ -136,7 +168,7 @@ export class Forwarder {
   }
 
   #overUdp(query: Buffer, question: Buffer, upstream: DnsEndpoint): Promise<Buffer | undefined> {
-    if (this.#pending.size >= MAX_PENDING) return Promise.resolve(undefined);
+    if (this.#pending.size >= this.#maxPending) return Promise.resolve(undefined);
     let id = randomInt(0x10000);
     while (this.#pending.has(id)) id = randomInt(0x10000);
     const outgoing = Buffer.from(query);

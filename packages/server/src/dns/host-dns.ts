@@ -21,6 +21,10 @@ export async function startHostDns(options: {
   onError: (error: Error) => void;
   /** Default: 53; tests of the server alone use another. */
   port?: number;
+  /** Relay other names to the host's resolvers (off: REFUSED). */
+  forward: boolean;
+  /** Forwarded queries one network may have waiting at once. */
+  pendingPerNetwork: number;
 }): Promise<HostDns> {
   const port = options.port ?? DNS_PORT;
   const view = new DnsView(options.store);
@@ -32,6 +36,8 @@ export async function startHostDns(options: {
     view,
     addresses: [...bound].map((host) => ({ host, port })),
     onError: options.onError,
+    forward: options.forward,
+    forwardPendingPerNetwork: options.pendingPerNetwork,
   });
   try {
     await server.start();

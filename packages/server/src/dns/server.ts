@@ -25,6 +25,14 @@ export interface DnsServerOptions {
   networkOf?: (sourceAddress: string) => number | undefined;
   /** Per upstream, before the next one is tried (default 2000). */
   forwardTimeoutMs?: number;
+  /**
+   * Whether names outside `.internal`/`.flycast` are relayed at all (default true). Off, they get
+   * REFUSED: with egress off, forwarding would be a way out of the machine (data in query names).
+   */
+  forward?: boolean;
+  /** Forwarded queries waiting at once: per network (default 256) and in all (default 4096). */
+  forwardPendingPerNetwork?: number;
+  forwardMaxPending?: number;
   /** A TCP connection with no query for this long is closed (default 10000). */
   tcpIdleTimeoutMs?: number;
   /** Told about failures that are not the client's fault (an answer that cannot be encoded, a socket error). */
@@ -92,6 +100,7 @@ export class DnsServer {
   readonly #tcpIdleTimeoutMs: number;
   readonly #onError: (error: Error) => void;
   readonly #forwarder: Forwarder;
+  readonly #forward: boolean;
   readonly #listeners: Listener[] = [];
   readonly #connections = new Set<net.Socket>();
   #started = false;
@@ -107,9 +116,14 @@ export class DnsServer {
     this.#networkOf = options.networkOf ?? networkIdOf;
     this.#tcpIdleTimeoutMs = options.tcpIdleTimeoutMs ?? 10_000;
     this.#onError = options.onError ?? (() => {});
+    this.#forward = options.forward ?? true;
     this.#forwarder = new Forwarder({
-      upstreams: options.forwardTo ?? readResolvConf(),
+      upstreams: this.#forward ? (options.forwardTo ?? readResolvConf()) : [],
       timeoutMs: options.forwardTimeoutMs ?? 2000,
+      ...(options.forwardPendingPerNetwork !== undefined
+        ? { pendingPerNetwork: options.forwardPendingPerNetwork }
+        : {}),
+      ...(options.forwardMaxPending !== undefined ? { maxPending: options.forwardMaxPending } : {}),
     });
   }
 
@@ -323,12 +337,13 @@ export class DnsServer {
     const callerNetwork = this.#networkOf(source);
     if (!isLocalName(question.name)) {
       // Recursion only for callers on a 6PN network, so a listener exposed by mistake is no open resolver.
-      if (callerNetwork === undefined) {
+      // And none while forwarding is off (egress off): REFUSED says so at once.
+      if (callerNetwork === undefined || !this.#forward) {
         respond('REFUSED', false);
         return;
       }
       this.#forwarder
-        .forward(query, transport === 'tcp')
+        .forward(query, transport === 'tcp', callerNetwork)
         .then((answer) => (answer ? reply(answer) : respond('SERVFAIL', false)))
         // Nothing may reject unhandled here: on Node 20 that ends the process.
         .catch((error: Error) => this.#onError(error));

@@ -6,6 +6,7 @@ import { HangarError } from '../shared/errors.js';
 import type { RegistryPolicy } from '../shared/registry-policy.js';
 import type { AppRecord, OrgRecord } from '../store/records.js';
 import type { ReadTx, Store } from '../store/store.js';
+import { DEFAULT_LIMITS, type Limits } from './quotas.js';
 
 /** What every service of the orchestrator shares. */
 export interface PlatformContext {
@@ -21,8 +22,12 @@ export interface PlatformContext {
   ips: { sharedV4: string; publicV6Prefix: string };
   /** Where machines' images may come from (Hangar's registry and the operator's pull policy). */
   registryPolicy: RegistryPolicy;
+  /** Per-app quotas and this host's capacity (default: DEFAULT_LIMITS of quotas.ts). */
+  limits?: Limits;
   now: () => number;
 }
+
+export const limitsIn = (ctx: PlatformContext): Limits => ctx.limits ?? DEFAULT_LIMITS;
 
 export type Access = 'read' | 'write';
 

@@ -17,7 +17,7 @@ import type {
   MachineVersionRecord,
 } from '../store/records.js';
 import type { ReadTx } from '../store/store.js';
-import { appFor, isoNow, type PlatformContext } from './context.js';
+import { appFor, isoNow, limitsIn, type PlatformContext } from './context.js';
 import { ExitHandler } from './exits.js';
 import { checkMachineImage } from './image-rules.js';
 import { Leases } from './leases.js';
@@ -38,6 +38,7 @@ import {
   uniqueName,
   type WaitInput,
 } from './machine-rules.js';
+import { admitOnHost, checkMachineQuota } from './quotas.js';
 import { addressUnaddressedMachines, settleRecovered } from './reconcile.js';
 import { canBegin, type MachineAction } from './states.js';
 import { MachineWaits } from './wait.js';
@@ -206,6 +207,8 @@ export class MachinesService {
     const view = await this.ctx.store.write((tx) => {
       const app = appFor(tx, principal, appName, 'write');
       checkSecretsVersion(app, input.minSecretsVersion);
+      checkMachineQuota(tx, app, limitsIn(this.ctx).quotas);
+      if (launch && this.ctx.runtime) admitOnHost(tx, limitsIn(this.ctx).capacity, config, undefined);
       const name = input.name ?? uniqueName(tx, app);
       if (nameTaken(tx, app, name)) {
         throw new HangarError('name_taken', `a machine named "${name}" already exists in app ${app.name}`);
@@ -276,6 +279,9 @@ export class MachinesService {
       checkSecretsVersion(app, input.minSecretsVersion);
       await checkMachineImage(config.image, app.name, this.ctx.registryPolicy);
       const wasRunning = machine.state === 'started';
+      if (wasRunning && !input.skipLaunch) {
+        await this.ctx.store.read((tx) => admitOnHost(tx, limitsIn(this.ctx).capacity, config, machine.id));
+      }
       // A suspended machine's frozen workload belongs to the old version: it goes too.
       if (wasRunning || machine.state === 'suspended') await this.#lifecycle.stopWorkload(machine, 'update');
       const updated = await this.ctx.store.write((tx) => {
@@ -319,6 +325,9 @@ export class MachinesService {
       nonce,
       async ({ machine }) => {
         this.#lifecycle.requireRuntime();
+        await this.ctx.store.read((tx) =>
+          admitOnHost(tx, limitsIn(this.ctx).capacity, machine.config, machine.id),
+        );
         await this.#lifecycle.boot(machine.id);
         return { previousState: machine.state };
       },

@@ -8,7 +8,8 @@ import { newSnapshotId, newVolumeId } from '../shared/ids.js';
 import { KeyedQueue } from '../shared/keyed-queue.js';
 import type { AppRecord, VolumeRecord, VolumeSnapshotRecord } from '../store/records.js';
 import type { ReadTx } from '../store/store.js';
-import { appFor, isoNow, type PlatformContext } from './context.js';
+import { appFor, isoNow, limitsIn, type PlatformContext } from './context.js';
+import { checkSnapshotQuota, checkVolumeQuota } from './quotas.js';
 
 /** Fly's volume rules: names of letters, digits and underscores up to 30; sizes 1-500 GB, growing only. */
 const VOLUME_NAME = /^[a-z0-9_]{1,30}$/;
@@ -159,6 +160,8 @@ export class VolumesService {
           if (appFor(tx, principal, appName, 'write').id !== volume.appId) {
             throw new HangarError('not_found', `app "${appName}" was deleted while the volume was created`);
           }
+          // Again, inside the write: another create may have taken the room meanwhile.
+          checkVolumeQuota(tx, tx.apps.get(volume.appId)!, limitsIn(this.ctx).quotas, volume.sizeGb, true);
           tx.volumes.insert(volume);
         });
       } catch (error) {
@@ -215,6 +218,7 @@ export class VolumesService {
       sourceVolumeId = source.id;
     }
     checkSize(sizeGb);
+    checkVolumeQuota(tx, app, limitsIn(this.ctx).quotas, sizeGb, true);
     const volume: VolumeRecord = {
       id: newVolumeId(),
       appId: app.id,
@@ -273,16 +277,21 @@ export class VolumesService {
     const storage = this.ctx.volumeStorage;
     if (!storage) {
       return this.ctx.store.write((tx) => {
-        const volume = growable(findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId), sizeGb);
+        const app = appFor(tx, principal, appName, 'write');
+        const volume = growable(findVolume(tx, app, volumeId), sizeGb);
+        checkVolumeQuota(tx, app, limitsIn(this.ctx).quotas, sizeGb - volume.sizeGb, false);
         const updated = { ...volume, sizeGb };
         tx.volumes.update(updated);
         return { volume: updated, needsRestart: volume.attachedMachineId !== null };
       });
     }
     return this.#queue.run(volumeId, async () => {
-      const volume = await this.ctx.store.read((tx) =>
-        growable(findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId), sizeGb),
-      );
+      const volume = await this.ctx.store.read((tx) => {
+        const app = appFor(tx, principal, appName, 'write');
+        const found = growable(findVolume(tx, app, volumeId), sizeGb);
+        checkVolumeQuota(tx, app, limitsIn(this.ctx).quotas, sizeGb - found.sizeGb, false);
+        return found;
+      });
       const { needsRemount } = await storage.extend(volume.id, sizeGb);
       const updated = await this.ctx.store.write((tx) => {
         const current = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
@@ -349,6 +358,7 @@ export class VolumesService {
     if (!storage) {
       return this.ctx.store.write((tx) => {
         const volume = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
+        checkSnapshotQuota(tx, volume, limitsIn(this.ctx).quotas);
         const id = newSnapshotId();
         const digest = createHash('sha256').update(`${volume.id}/${id}`).digest('hex');
         const snapshot = this.#snapshotRecord(volume, id, { sizeBytes: 0, digest });
@@ -357,9 +367,11 @@ export class VolumesService {
       });
     }
     return this.#queue.run(volumeId, async () => {
-      const volume = await this.ctx.store.read((tx) =>
-        findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId),
-      );
+      const volume = await this.ctx.store.read((tx) => {
+        const found = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
+        checkSnapshotQuota(tx, found, limitsIn(this.ctx).quotas);
+        return found;
+      });
       const id = newSnapshotId();
       // 1. The record, `running`: from here on no reconcile pass removes this snapshot's image.
       await this.ctx.store.write((tx) => {

@@ -56,6 +56,7 @@ export async function startHostRuntime(
       images,
       volumes,
       network,
+      logMaxBytes: config.logs.maxBytesPerMachine,
     });
     const how = detection.choice.hideUnifiedCgroup ? ' (cgroup2 hidden from it: hybrid cgroups)' : '';
     return {

@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { existsSync, type FSWatcher, watch } from 'node:fs';
 import {
@@ -23,7 +23,7 @@ import { signalName, signalOfNumber } from '../shared/signals.js';
 import { netnsName, netnsPath } from '../sixpn/netns.js';
 import { MACHINE_RESOLV_CONF } from '../sixpn/resolver.js';
 import type { ImageRefRecord } from '../store/records.js';
-import { followLines, readTail, rotateIfLarge, tailLines } from './machine-logs.js';
+import { followLines, LOG_WRITER, readTail, rotateIfLarge, tailLines } from './machine-logs.js';
 import { containerId, machineIdOf, machinePaths } from './machine-paths.js';
 import { buildOciConfig, resolveCommand, resolveUser } from './oci/bundle.js';
 import { containerCgroupPath, type MachineCgroups } from './oci/cgroups.js';
@@ -77,7 +77,7 @@ export interface LinuxRuntimeOptions {
   volumes: VolumeMounter | undefined;
   /** Private networking; without it a machine's namespace has only its loopback. */
   network?: NetworkAttacher | undefined;
-  /** Log files are rotated past this size (one rotated file is kept). */
+  /** A machine's log files together stay under this many bytes (each file half of it). */
   logMaxBytes?: number;
   pidsLimit?: number;
 }
@@ -91,9 +91,17 @@ interface Running {
   handled: boolean;
 }
 
-/** The shim: runs the container in the foreground, then records its exit status where hangard finds it. */
+/**
+ * The shim: runs the container in the foreground with its stdout and stderr piped into the log writer
+ * (machine-logs.ts), then, once the writer has written the last line, records the exit status where
+ * hangard finds it.
+ */
 const SHIM =
-  'exit_file=$1; shift; "$@"; status=$?; echo "$status" > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"';
+  'exit_file=$1; log=$2; half=$3; shift 3; ' +
+  `{ "$@"; echo "$?" > "$exit_file.tmp"; } 2>&1 | { ${LOG_WRITER}; }; ` +
+  'mv "$exit_file.tmp" "$exit_file"';
+/** The default of a machine's log cap (its two log files together). */
+export const DEFAULT_LOG_MAX_BYTES = 2 * 1024 * 1024;
 const START_TIMEOUT_MS = 30_000;
 /** exec answers carry the output in the response body: keep it bounded. */
 const EXEC_OUTPUT_MAX_BYTES = 1024 * 1024;
@@ -119,6 +127,10 @@ export class LinuxRuntime implements MachineRuntime {
     // Rotate logs, and catch any exit whose inotify event was missed.
     this.#housekeeping = setInterval(() => void this.#sweep(), 2_000);
     this.#housekeeping.unref();
+  }
+
+  get #logMaxBytes(): number {
+    return this.#options.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES;
   }
 
   async prepare(spec: MachineSpec, signal?: AbortSignal): Promise<ImageRefRecord> {
@@ -201,22 +213,19 @@ export class LinuxRuntime implements MachineRuntime {
     await this.#launch(id, paths);
   }
 
-  /** Starts the shim detached (it outlives hangard) with the container's output appended to the log. */
+  /** Starts the shim detached (it outlives hangard, its log writer too) with the container's output going to the log. */
   async #launch(id: string, paths: ReturnType<typeof machinePaths>): Promise<void> {
-    const log = await open(paths.log, 'a', 0o600);
-    let shim: ChildProcess;
-    try {
-      const { file, args } = this.#options.cli.runCommandLine(paths.dir, containerId(id), paths.pid, {
-        netnsPath: netnsPath(id),
-        mountPoint: paths.sysfs,
-      });
-      shim = spawn('sh', ['-c', SHIM, 'hangar-shim', paths.exit, file, ...args], {
-        detached: true,
-        stdio: ['ignore', log.fd, log.fd],
-      });
-    } finally {
-      await log.close();
-    }
+    // The writer appends; made here with mode 0600 so that the shell never creates it more open.
+    await (await open(paths.log, 'a', 0o600)).close();
+    const { file, args } = this.#options.cli.runCommandLine(paths.dir, containerId(id), paths.pid, {
+      netnsPath: netnsPath(id),
+      mountPoint: paths.sysfs,
+    });
+    const half = String(Math.floor(this.#logMaxBytes / 2));
+    const shim = spawn('sh', ['-c', SHIM, 'hangar-shim', paths.exit, paths.log, half, file, ...args], {
+      detached: true,
+      stdio: 'ignore',
+    });
     shim.unref();
     this.#watch(id);
     // Running once the runtime has written the pid file: checked with a stat, not a runtime process.
@@ -366,7 +375,7 @@ export class LinuxRuntime implements MachineRuntime {
     const logFile = machinePaths(this.#options.dataDir, machineId).log;
     const tail = await readTail(logFile, options.tailLines);
     for (const line of tail.lines) yield line;
-    if (options.follow) yield* followLines(logFile, options.signal, tail.endOffset);
+    if (options.follow) yield* followLines(logFile, options.signal, tail.endOffset, tail.inode);
   }
 
   async recover(known: { machineId: string; state: string }[]): Promise<RecoveredMachine[]> {
@@ -590,7 +599,8 @@ export class LinuxRuntime implements MachineRuntime {
     for (const machineId of [...this.#running.keys()]) {
       const paths = machinePaths(this.#options.dataDir, machineId);
       if (existsSync(paths.exit)) await this.#collectExit(machineId);
-      else await rotateIfLarge(paths.log, this.#options.logMaxBytes ?? 1024 * 1024).catch(() => undefined);
+      // Only a machine started by an older shim (no log writer) can get past the cap.
+      else await rotateIfLarge(paths.log, this.#logMaxBytes).catch(() => undefined);
     }
   }
 }

@@ -15,6 +15,8 @@ export const ERROR_HTTP_STATUS = {
   payload_too_large: 413,
   unsupported_media_type: 415,
   name_taken: 422,
+  quota_exceeded: 422,
+  insufficient_capacity: 422,
   rate_limited: 429,
   internal: 500,
   runtime_unavailable: 501,

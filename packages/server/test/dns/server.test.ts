@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
 import dnsPacket from 'dns-packet';
+import { dnsForwards } from '../../src/config/config.js';
 import { readResolvConf } from '../../src/dns/forward.js';
 import { DnsServer, type DnsServerOptions } from '../../src/dns/server.js';
 import { DnsView } from '../../src/dns/view.js';
@@ -45,7 +46,7 @@ async function setup(t: TestContext, options: Partial<DnsServerOptions> = {}) {
  * Fake upstream resolver on loopback (UDP and TCP on one port). `mode`: answer `<name> A 192.0.2.1`,
  * stay silent, or answer over UDP with TC set (and in full over TCP).
  */
-async function fakeUpstream(t: TestContext, mode: 'answer' | 'silent' | 'truncate') {
+async function fakeUpstream(t: TestContext, mode: 'answer' | 'silent' | 'truncate' | 'flood-silent') {
   const seen: dnsPacket.DecodedPacket[] = [];
   const answerTo = (packet: dnsPacket.DecodedPacket, truncated: boolean) =>
     dnsPacket.encode({
@@ -62,6 +63,8 @@ async function fakeUpstream(t: TestContext, mode: 'answer' | 'silent' | 'truncat
     const packet = dnsPacket.decode(message);
     seen.push(packet);
     if (mode === 'silent') return;
+    // Names starting `flood` are never answered: they pile up as pending queries.
+    if (mode === 'flood-silent' && packet.questions?.[0]?.name.startsWith('flood')) return;
     udp.send(answerTo(packet, mode === 'truncate'), remote.port, remote.address);
   });
   await new Promise<void>((resolve) => udp.bind(0, '127.0.0.1', resolve));
@@ -245,6 +248,54 @@ test('dns server: SERVFAIL when the upstream does not answer or there is none', 
 
   const none = await setup(t, { forwardTo: [] });
   assert.equal(rcodeOf(await udpQuery(none.v4, query('example.com', 'A'))), 'SERVFAIL');
+});
+
+test('dns server: a flood from one network leaves the other networks their forwarding', async (t) => {
+  const upstream = await fakeUpstream(t, 'flood-silent');
+  // 127.0.0.1 is network 1, ::1 network 2. Without a share per network, the 16 slots in all would be
+  // taken by network 1's flood and network 2 would get SERVFAIL.
+  const networks: Record<string, number> = { '127.0.0.1': 1, '::1': 2 };
+  const { v4, v6 } = await setup(t, {
+    forwardTo: [upstream.endpoint],
+    networkOf: (address) => networks[address],
+    forwardTimeoutMs: 1500,
+    forwardMaxPending: 16,
+    forwardPendingPerNetwork: 8,
+  });
+  const flood = Array.from({ length: 40 }, (_, i) => udpQuery(v4, query(`flood${i}.example`, 'A'), 3000));
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const other = await udpQuery(v6, query('example.com', 'A'));
+  assert.equal(rcodeOf(other), 'NOERROR');
+  assert.deepEqual(dataOf(other), ['192.0.2.1']);
+  // The flooding network itself: past its share, SERVFAIL at once, not after the timeout.
+  const replies = await Promise.all(flood);
+  assert.ok(replies.every((r) => rcodeOf(r) === 'SERVFAIL'));
+  const relayed = upstream.seen.filter((p) => p.questions?.[0]?.name.startsWith('flood')).length;
+  assert.equal(relayed, 8, 'only its share of the flood reached the upstream');
+});
+
+test('dns server: with forwarding off (egress off), other names are REFUSED and never relayed', async (t) => {
+  const upstream = await fakeUpstream(t, 'answer');
+  const off = await setup(t, { forwardTo: [upstream.endpoint], forward: false });
+  assert.equal(rcodeOf(await udpQuery(off.v4, query('example.com', 'A'))), 'REFUSED');
+  const [overTcp] = await tcpExchange(off.v4, [dnsPacket.encode(query('example.org', 'A'))], 1);
+  assert.equal(rcodeOf(dnsPacket.decode(overTcp!)), 'REFUSED');
+  assert.equal(upstream.seen.length, 0);
+  // .internal names are still answered.
+  assert.equal(rcodeOf(await udpQuery(off.v4, query('web.internal', 'AAAA'))), 'NOERROR');
+  // The positive control: the same upstream, forwarding on.
+  const on = await setup(t, { forwardTo: [upstream.endpoint], forward: true });
+  assert.deepEqual(dataOf(await udpQuery(on.v4, query('example.com', 'A'))), ['192.0.2.1']);
+  assert.equal(upstream.seen.length, 1);
+});
+
+test('dns forwarding follows egress unless set to always or never', () => {
+  const with_ = (forward: 'egress' | 'always' | 'never', egress: boolean) =>
+    dnsForwards({ dns: { forward, pendingPerNetwork: 1 }, network: { mode: 'auto', egress } });
+  assert.equal(with_('egress', false), false);
+  assert.equal(with_('egress', true), true);
+  assert.equal(with_('always', false), true);
+  assert.equal(with_('never', true), false);
 });
 
 test('dns server: malformed packets are dropped or FORMERR, and the server keeps serving', async (t) => {

@@ -42,6 +42,8 @@ const APPLETS = [
   'timeout',
   'nslookup',
   'ping',
+  'yes',
+  'seq',
 ];
 const BUSYBOX = '/bin/busybox';
 

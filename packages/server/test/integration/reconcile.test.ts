@@ -134,8 +134,9 @@ test('kill -9 of hangard: machines keep running, the next hangard re-adopts and 
   const shims = (await processesMentioning(`machines/${vanished}/exit`)).filter((p) =>
     p.cmdline.includes('hangar-shim'),
   );
-  assert.equal(shims.length, 1, JSON.stringify(shims));
-  process.kill(shims[0]!.pid, 'SIGKILL');
+  // The shim and the subshells of its pipeline into the log writer: all of them.
+  assert.ok(shims.length >= 1, JSON.stringify(shims));
+  for (const shim of shims) process.kill(shim.pid, 'SIGKILL');
   await runCommand('crun', ['--root', stateRoot, 'kill', `hangar-${vanished}`, 'KILL']);
   await pollUntil('the vanished container to be gone', async () => {
     const list = await crunList(stateRoot);

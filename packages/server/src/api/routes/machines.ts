@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { WAITABLE_STATES, type WaitableState } from '../../machines/states.js';
 import { queryDurationToMs } from '../../shared/duration.js';
@@ -277,8 +278,13 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
       'content-type': 'application/x-ndjson',
       'fly-request-id': String(request.id),
     });
+    // With backpressure: a reader that stops reading stops the reading of the log (the lines come from
+    // an async iterator that reads a chunk at a time), so nothing piles up in hangard.
     for await (const message of lines) {
-      reply.raw.write(`${JSON.stringify({ instance: machine_id, message })}\n`);
+      if (abort.signal.aborted) break;
+      if (!reply.raw.write(`${JSON.stringify({ instance: machine_id, message })}\n`)) {
+        await once(reply.raw, 'drain', { signal: abort.signal }).catch(() => undefined);
+      }
     }
     reply.raw.end();
   });

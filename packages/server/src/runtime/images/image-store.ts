@@ -95,6 +95,8 @@ interface BundleMeta {
 }
 
 const META_FILE = 'image.json';
+/** How long a hand-out is remembered: longer than any `spareRecentMs` worth asking for. */
+const PREPARED_HOLD_MS = 60 * 60_000;
 const HEX_DIGEST = /^[a-f0-9]{64}$/;
 const TRAVERSE_ONLY = 0o711;
 
@@ -120,6 +122,11 @@ export class ImageStore {
   readonly #unpacks = new SharedWork<BundleMeta>();
   /** Digests being copied or unpacked: gc() must leave them alone. */
   readonly #busy = new Map<string, number>();
+  /**
+   * When prepare() last handed out each digest: a boot records its image in the store only after
+   * prepare, so a gc() while machines boot spares what was handed out lately (`spareRecentMs`).
+   */
+  readonly #handedOut = new Map<string, number>();
   readonly #layoutLock = new ReadWriteLock();
   readonly #stats: ImageStoreStats = { resolves: 0, copies: 0, unpacks: 0, hits: 0 };
   #closed = false;
@@ -243,10 +250,16 @@ export class ImageStore {
 
   /**
    * Removes every unpacked bundle and layout image whose digest is not in `inUse` (nor being prepared).
-   * The caller includes every digest a machine runs or is about to start from.
+   * The caller includes every digest a machine runs or is about to start from; with `spareRecentMs`
+   * (a gc while machines may be booting), digests prepare() handed out that recently are kept too.
    */
-  async gc(inUse: Set<string>): Promise<ImageGcResult> {
-    const keep = (digest: string) => inUse.has(digest) || this.#busy.has(digest);
+  async gc(inUse: Set<string>, options: { spareRecentMs?: number } = {}): Promise<ImageGcResult> {
+    const now = Date.now();
+    for (const [digest, at] of this.#handedOut)
+      if (now - at > PREPARED_HOLD_MS) this.#handedOut.delete(digest);
+    const since = now - (options.spareRecentMs ?? 0);
+    const keep = (digest: string) =>
+      inUse.has(digest) || this.#busy.has(digest) || (this.#handedOut.get(digest) ?? -1) > since;
     const bundles: string[] = [];
     for (const hex of await readdir(this.#unpackedDir)) {
       if (!HEX_DIGEST.test(hex) || keep(`sha256:${hex}`)) continue;
@@ -280,6 +293,7 @@ export class ImageStore {
   }
 
   #prepared(parsed: ImageReference, meta: BundleMeta): PreparedImage {
+    this.#handedOut.set(meta.digest, Date.now());
     return {
       ref: {
         registry: parsed.registry,
