@@ -4,6 +4,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { mkdir, readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { removeMachineNamespaces, usernsPath } from '../../src/runtime/machine-namespaces.js';
 import { detectOciRuntime } from '../../src/runtime/oci/detect.js';
 import { OciCli } from '../../src/runtime/oci/oci-cli.js';
 import { runCommand } from '../../src/shared/run.js';
@@ -98,7 +99,7 @@ async function forceCleanup(dataDir: string, ids: Set<string>): Promise<void> {
   for (const line of loops.stdout.split('\n').filter((l) => l.includes(dataDir))) {
     await attempt(() => runCommand('losetup', ['-d', line.split(':')[0]!]));
   }
-  for (const id of ids) await attempt(() => runCommand('ip', ['netns', 'delete', `hangar-${id}`]));
+  for (const id of ids) await attempt(() => removeMachineNamespaces(id));
   for (const dir of (await cgroupDirsOf(ids)).sort().reverse()) {
     await attempt(() => rmdir(join(dir, 'ctr')).catch(() => undefined));
     await attempt(() => rmdir(dir));
@@ -127,12 +128,13 @@ test('kill -9 of hangard: machines keep running, the next hangard re-adopts and 
     assert.deepEqual(
       {
         netns: [...ids].filter((id) => netns.includes(`hangar-${id}`)),
+        userns: [...ids].filter((id) => existsSync(usernsPath(id))),
         mounts: await mountsUnder(dataDir),
         processes: (await processesMentioning(dataDir)).map((p) => p.cmdline),
         cgroups: await cgroupDirsOf(ids),
         dataDir: existsSync(dataDir),
       },
-      { netns: [], mounts: [], processes: [], cgroups: [], dataDir: false },
+      { netns: [], userns: [], mounts: [], processes: [], cgroups: [], dataDir: false },
       'nothing of the test is left on the host',
     );
   });
@@ -218,8 +220,6 @@ test('kill -9 of hangard: machines keep running, the next hangard re-adopts and 
   config.linux.namespaces = config.linux.namespaces.map((ns: Json) =>
     ns.type === 'network' ? { type: 'network' } : ns,
   );
-  // No machine network namespace to mount a sysfs of (hangard does that as it runs a machine): the host's.
-  config.mounts = config.mounts.map((m: Json) => (m.destination === '/sys' ? { ...m, source: '/sys' } : m));
   await writeFile(join(strayDir, 'config.json'), JSON.stringify(config));
   const scratch = harness.makeDataDir();
   const { choice } = await detectOciRuntime(join(scratch, 'probe'), join(scratch, 'probe-state'));
