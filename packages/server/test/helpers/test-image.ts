@@ -42,6 +42,8 @@ const APPLETS = [
   'timeout',
   'nslookup',
   'ping',
+  'ping6',
+  'ip',
 ];
 const BUSYBOX = '/bin/busybox';
 
