@@ -95,14 +95,28 @@ function address(text: string): string {
   return text;
 }
 
+/**
+ * An address as the 128-bit integer the NA target rule compares (`0x` and 32 hex digits): nft 1.0.6
+ * types a raw payload expression (`@th,64,128`) as an integer, so its set cannot take address text.
+ */
+function addressInteger(text: string): string {
+  const groups = parseIpv6(address(text));
+  if (!groups) throw new HangarError('internal', `"${text}" is not an IPv6 address`);
+  return `0x${groups.map((group) => group.toString(16).padStart(4, '0')).join('')}`;
+}
+
 function mac(text: string): string {
   if (!MAC.test(text)) throw new HangarError('internal', `"${text}" is not a MAC address`);
   return text;
 }
 
-/** A named set with its elements one per line; nft rejects `elements = { }`, so none means none. */
+/**
+ * A named set with its elements one per line; nft rejects `elements = { }`, so none means none. The
+ * type is a datatype (`ifname . ipv6_addr`) or, for a key no datatype names, `typeof` and expressions.
+ */
 function set(name: string, type: string, elements: readonly string[], comment: string): string[] {
-  const lines = [`  # ${comment}`, `  set ${name} {`, `    type ${type}`];
+  const declaration = type.startsWith('typeof ') ? type : `type ${type}`;
+  const lines = [`  # ${comment}`, `  set ${name} {`, `    ${declaration}`];
   if (elements.length > 0) {
     lines.push('    elements = {');
     elements.forEach((element, i) => {
@@ -218,6 +232,13 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
       ]),
     ],
     [
+      'bridge na_targets',
+      attachments.flatMap((a) => [
+        `${ifname(a.veth)} . ${addressInteger(a.address)}`,
+        `${ifname(a.veth)} . ${addressInteger(a.linkLocal)}`,
+      ]),
+    ],
+    [
       'inet services',
       networks.flatMap((n) =>
         [address(n.serviceAddress), RESOLVER_ADDRESS].flatMap((to) =>
@@ -289,6 +310,12 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
       elements('bridge port_addrs'),
       "each machine port and its machine's addresses (6PN and link-local)",
     ),
+    ...set(
+      'na_targets',
+      'typeof iifname . @th,64,128',
+      elements('bridge na_targets'),
+      'each machine port and the addresses its neighbour advertisements may claim (its own, as integers)',
+    ),
     '  chain prerouting {',
     '    type filter hook prerouting priority filter; policy accept;',
     `    iifname ${anyPort} jump from_machine`,
@@ -298,6 +325,10 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
     '    ether type != ip6 counter drop comment "6PN is IPv6 only"',
     // Only the host routes: a machine's router advertisement or redirect would hijack its peers' routes.
     '    icmpv6 type { nd-router-advert, nd-redirect, router-renumbering } counter drop comment "router messages"',
+    // A neighbour advertisement may only claim the sender's own addresses: one for a peer's address
+    // (or the gateway's) would point the neighbours' caches at the sender's MAC and let it intercept
+    // their traffic. The target starts 8 bytes into the ICMPv6 header; nft 1.0.6 has no name for it.
+    '    icmpv6 type nd-neighbor-advert iifname . @th,64,128 != @na_targets counter drop comment "forged neighbour advertisement"',
     '    iifname . ip6 saddr @port_addrs accept',
     // Before an address is configured the kernel speaks from :: (duplicate address detection, MLD).
     '    ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } accept',

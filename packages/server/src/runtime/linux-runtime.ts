@@ -24,6 +24,7 @@ import { netnsName, netnsPath } from '../sixpn/netns.js';
 import { MACHINE_RESOLV_CONF } from '../sixpn/resolver.js';
 import type { ImageRefRecord } from '../store/records.js';
 import { followLines, LOG_WRITER, readTail, rotateIfLarge, tailLines } from './machine-logs.js';
+import { ensureMachineNamespaces, removeMachineNamespaces, usernsPath } from './machine-namespaces.js';
 import { containerId, machineIdOf, machinePaths } from './machine-paths.js';
 import { buildOciConfig, resolveCommand, resolveUser } from './oci/bundle.js';
 import { containerCgroupPath, type MachineCgroups } from './oci/cgroups.js';
@@ -108,8 +109,9 @@ const EXEC_OUTPUT_MAX_BYTES = 1024 * 1024;
 
 /**
  * Machines as OCI containers on this Linux host. Each boot is a fresh overlay of the machine's image
- * (shared, unpacked once per app) with an empty upper layer; the container runs in its own user, pid,
- * mount, ipc, uts and cgroup namespaces and in the machine's network namespace, under tini as PID 1.
+ * (shared, unpacked once per app) with an empty upper layer; the container runs in its own pid,
+ * mount, ipc, uts and cgroup namespaces and in the machine's user and network namespaces (kept across
+ * boots, machine-namespaces.ts), under tini as PID 1.
  * The container is started by a detached shim, so it keeps running while hangard restarts; its exit
  * status lands in a file that a restarted hangard still finds.
  */
@@ -176,12 +178,10 @@ export class LinuxRuntime implements MachineRuntime {
       ...(await this.#writeFiles(spec, paths.files, owner)),
       ...(await this.#mountVolumes(spec)),
     ];
-    await this.#ensureNetns(id);
+    await this.#ensureNamespaces(id, spec.uidMapping);
     if (spec.network && this.#options.network) {
       await this.#options.network.attach(id, netnsName(id), spec.network);
     }
-    // The machine's /sys: a sysfs of its network namespace, mounted where only its runtime sees it.
-    await mkdir(paths.sysfs, { recursive: true });
     await this.#options.cgroups.prepare(id, spec.memoryBytes);
     const config = buildOciConfig({
       hostname: id,
@@ -193,7 +193,7 @@ export class LinuxRuntime implements MachineRuntime {
       mapping: spec.uidMapping,
       initBinary: INIT_BINARY,
       netnsPath: netnsPath(id),
-      sysfs: paths.sysfs,
+      usernsPath: usernsPath(id),
       cgroupsPath: containerCgroupPath(id),
       memoryBytes: this.#options.cgroups.mode === 'v2' ? spec.memoryBytes : undefined,
       cpus: spec.cpus,
@@ -217,10 +217,7 @@ export class LinuxRuntime implements MachineRuntime {
   async #launch(id: string, paths: ReturnType<typeof machinePaths>): Promise<void> {
     // The writer appends; made here with mode 0600 so that the shell never creates it more open.
     await (await open(paths.log, 'a', 0o600)).close();
-    const { file, args } = this.#options.cli.runCommandLine(paths.dir, containerId(id), paths.pid, {
-      netnsPath: netnsPath(id),
-      mountPoint: paths.sysfs,
-    });
+    const { file, args } = this.#options.cli.runCommandLine(paths.dir, containerId(id), paths.pid);
     const half = String(Math.floor(this.#logMaxBytes / 2));
     const shim = spawn('sh', ['-c', SHIM, 'hangar-shim', paths.exit, paths.log, half, file, ...args], {
       detached: true,
@@ -303,7 +300,7 @@ export class LinuxRuntime implements MachineRuntime {
     if (this.#running.has(machineId)) await this.stop(machineId, { signal: 'SIGKILL', timeoutMs: 5_000 });
     else await this.#killUnwatched(machineId);
     await this.#teardownBoot(machineId);
-    await runCommand('ip', ['netns', 'delete', netnsName(machineId)]);
+    await removeMachineNamespaces(machineId);
     await rm(machinePaths(this.#options.dataDir, machineId).dir, { recursive: true, force: true });
   }
 
@@ -492,15 +489,13 @@ export class LinuxRuntime implements MachineRuntime {
     return binds;
   }
 
-  async #ensureNetns(machineId: string): Promise<void> {
-    if (!existsSync(netnsPath(machineId))) {
-      await runChecked('ip', ['netns', 'add', netnsName(machineId)]);
-      await runChecked('ip', ['-n', netnsName(machineId), 'link', 'set', 'lo', 'up']);
-    }
+  /** The machine's user and network namespaces (machine-namespaces.ts), kept across boots. */
+  async #ensureNamespaces(machineId: string, mapping: UidMapping): Promise<void> {
+    await ensureMachineNamespaces(machineId, mapping);
     // Every boot, not only at creation: a namespace made before this setting existed gets it too.
-    // The namespace belongs to the host's user namespace, so the machine's CAP_NET_RAW does not count
-    // in it and raw ICMP sockets are refused; ping sockets (ICMP datagrams, what iputils ping uses, for
-    // IPv4 and IPv6 alike) need the machine's groups in this range. Host gids, so all of them.
+    // Root in the machine has raw sockets (CAP_NET_RAW over its own namespace); its other users have
+    // ping sockets (ICMP datagrams, what iputils ping uses as a non-root user, for IPv4 and IPv6 alike)
+    // when their groups are in this range. Host gids, so all of them.
     await runChecked('nsenter', [`--net=${netnsPath(machineId)}`, '--', 'tee', PING_GROUP_RANGE_FILE], {
       input: PING_GROUP_RANGE_ALL,
     });

@@ -9,11 +9,6 @@ export function machinePaths(dataDir: string, machineId: string) {
     /** The overlay mount point: the image underneath, this boot's changes in `upper`. */
     rootfs: join(dir, 'rootfs'),
     upper: join(dir, 'upper'),
-    /**
-     * Where the machine's sysfs is mounted, in its runtime's own mount namespace only (oci-cli.ts); on
-     * the host an empty dir.
-     */
-    sysfs: join(dir, 'sys'),
     work: join(dir, 'work'),
     /** config.files and the generated /etc files, bind-mounted into the machine. */
     files: join(dir, 'files'),

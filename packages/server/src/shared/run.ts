@@ -57,7 +57,7 @@ const DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024;
  * Tools run in the C locale, so the messages matched against (EPERM, "not mounted"...) are stable, and
  * with the system directories on PATH even when hangard was started with a user's PATH.
  */
-const TOOL_ENV = {
+export const TOOL_ENV = {
   ...process.env,
   LC_ALL: 'C',
   PATH: `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`,

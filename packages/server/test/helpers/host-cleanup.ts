@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readdir, readFile, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { removeMachineNamespaces } from '../../src/runtime/machine-namespaces.js';
 import { runCommand } from '../../src/shared/run.js';
 import { mountsUnder, processesMentioning, sleep } from './integration.js';
 
@@ -71,7 +72,7 @@ export async function forceCleanup(dataDir: string, ids: Set<string>): Promise<v
   for (const device of await loopDevicesUnder(dataDir)) {
     await attempt(() => runCommand('losetup', ['-d', device]));
   }
-  for (const id of ids) await attempt(() => runCommand('ip', ['netns', 'delete', `hangar-${id}`]));
+  for (const id of ids) await attempt(() => removeMachineNamespaces(id));
   for (const dir of (await cgroupDirsOf(ids)).sort().reverse()) {
     await attempt(() => rmdir(join(dir, 'ctr')).catch(() => undefined));
     await attempt(() => rmdir(dir));

@@ -44,6 +44,8 @@ const APPLETS = [
   'ping',
   'yes',
   'seq',
+  'ping6',
+  'ip',
 ];
 const BUSYBOX = '/bin/busybox';
 

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { usernsPath } from '../../src/runtime/machine-namespaces.js';
 import { runCommand } from '../../src/shared/run.js';
 import { createApp, startTestHangard } from '../helpers/hangard.js';
 import { type Json, mountsUnder, NEEDS_ROOT, ok, processesMentioning } from '../helpers/integration.js';
@@ -71,11 +72,12 @@ test('kernel attacks: a tenant in a machine gets nothing', { skip, timeout: 120_
         netns: [...[...machineIds].map((id) => `hangar-${id}`), hostNetns].filter((name) =>
           netns.includes(name),
         ),
+        userns: [...machineIds].filter((id) => existsSync(usernsPath(id))),
         mounts: await mountsUnder(h.dataDir),
         processes: await processesMentioning(h.dataDir),
         dirs: [h.dataDir, scratch].filter((dir) => existsSync(dir)),
       },
-      { netns: [], mounts: [], processes: [], dirs: [] },
+      { netns: [], userns: [], mounts: [], processes: [], dirs: [] },
       'nothing of the test is left on the host',
     );
   });
@@ -280,8 +282,9 @@ test('kernel attacks: a tenant in a machine gets nothing', { skip, timeout: 120_
   });
 
   await t.test('ping: ICMP echo works in the machine over IPv4 and IPv6', async () => {
-    // Negative control: a network namespace without Hangar's setting refuses ping sockets (EACCES) to
-    // a machine-like unprivileged gid; the same probe works once the setting is there.
+    // Ping sockets (iputils ping as a non-root user). Negative control: a network namespace without
+    // Hangar's setting refuses them (EACCES) to a machine-like unprivileged gid; the same probe works
+    // once the setting is there.
     await runCommand('ip', ['netns', 'delete', hostNetns]);
     await run('ip', ['netns', 'add', hostNetns]);
     await run('ip', ['-n', hostNetns, 'link', 'set', 'lo', 'up']);
@@ -323,10 +326,60 @@ test('kernel attacks: a tenant in a machine gets nothing', { skip, timeout: 120_
       'ping ::1': 'ok',
       [`ping ${privateIp}`]: 'ok',
     });
-    // busybox's ping knows only raw sockets, which the host-owned network namespace refuses.
-    const busyboxPing = await inMachine(['ping', '-c1', '-W2', '127.0.0.1']);
-    t.diagnostic(`busybox ping: exit ${busyboxPing.exit_code} ${busyboxPing.stderr.trim()}`);
+    // Raw sockets (busybox ping, Alpine's): root in the machine has CAP_NET_RAW over its own network
+    // namespace, which belongs to the machine's user namespace.
+    for (const [command, target] of [
+      [['ping', '-c1', '-W5'], '127.0.0.1'],
+      [['ping', '-6', '-c1', '-W5'], '::1'],
+      [['ping', '-6', '-c1', '-W5'], privateIp],
+      [['ping6', '-c1', '-W5'], privateIp],
+    ] as const) {
+      const pinged = await inMachine([...command, target]);
+      assert.equal(pinged.exit_code, 0, `${command.join(' ')} ${target}: ${JSON.stringify(pinged)}`);
+      assert.match(pinged.stdout, /1 packets transmitted, 1 packets received/, JSON.stringify(pinged));
+    }
   });
+
+  await t.test(
+    'network administration: the machine cannot change its own links, addresses or routes',
+    async () => {
+      // Docker's default capabilities exactly: CAP_NET_RAW, not CAP_NET_ADMIN (bit 12).
+      const caps = await sh('/bin/busybox grep CapEff /proc/self/status');
+      assert.match(caps.stdout, /^CapEff:\t00000000a80425fb$/m, JSON.stringify(caps));
+      const attempts = [
+        ['ip addr add 10.77.0.1/32 dev lo', /RTNETLINK answers: Operation not permitted/],
+        ['ip -6 addr add fdaa:77::1/128 dev eth0', /RTNETLINK answers: Operation not permitted/],
+        ['ip route add 10.78.0.0/16 dev eth0', /RTNETLINK answers: Operation not permitted/],
+        ['ip link set eth0 down', /Operation not permitted/],
+        ['ip link add hgx0 type bridge', /RTNETLINK answers: Operation not permitted/],
+      ] as const;
+      // Positive control: the same commands succeed as root of a user namespace (with every capability)
+      // that owns its network namespace, so each failure below is the missing capability, nothing else.
+      const control = await run('unshare', [
+        '--user',
+        '--map-root-user',
+        '--net',
+        'sh',
+        '-c',
+        `busybox ip link set lo up && busybox ip link add eth0 type bridge && busybox ip link set eth0 up && ${attempts
+          .map(([command]) => `busybox ${command}`)
+          .join(' && ')} && echo done`,
+      ]);
+      assert.equal(control.stdout, 'done\n', JSON.stringify(control));
+      for (const [command, reason] of attempts) {
+        const attempt = await sh(command);
+        assert.notEqual(attempt.exit_code, 0, `${command}: ${JSON.stringify(attempt)}`);
+        assert.match(attempt.stderr, reason, `${command}: ${JSON.stringify(attempt)}`);
+      }
+      // Nothing changed: eth0 is up with its address, and the machine still reaches itself over it.
+      const link = await sh('ip -6 addr show dev eth0');
+      assert.match(link.stdout, /state UP|,UP/, JSON.stringify(link));
+      assert.ok(link.stdout.includes(attacker.private_ip as string), JSON.stringify(link));
+      assert.doesNotMatch(link.stdout, /fdaa:77::1/);
+      const routes = await sh('ip route; ip -6 route');
+      assert.doesNotMatch(routes.stdout, /10\.78\.0\.0/, JSON.stringify(routes));
+    },
+  );
 
   t.diagnostic(`attacks-kernel took ${Math.round(performance.now() - began)} ms`);
 });

@@ -6,6 +6,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import { usernsPath } from '../../src/runtime/machine-namespaces.js';
 import { runCommand } from '../../src/shared/run.js';
 import { createApp, startTestHangard } from '../helpers/hangard.js';
 import { type Json, NEEDS_ROOT, ok, processesMentioning } from '../helpers/integration.js';
@@ -85,13 +86,14 @@ test('isolation: machines cannot reach other apps or the host', { skip, timeout:
     assert.deepEqual(
       {
         netns: [...machineIds].filter((id) => netns.includes(`hangar-${id}`)),
+        userns: [...machineIds].filter((id) => existsSync(usernsPath(id))),
         mounts: mountinfo.split('\n').filter((line) => line.split(' ')[4]?.startsWith(h.dataDir)),
         loopDevices: loops.split('\n').filter((line) => line.includes(h.dataDir)),
         processes: await processesMentioning(h.dataDir),
         cgroups: [...machineIds].filter((id) => existsSync(join('/sys/fs/cgroup/memory/hangar', id))),
         dirs: [h.dataDir, scratch].filter((dir) => existsSync(dir)),
       },
-      { netns: [], mounts: [], loopDevices: [], processes: [], cgroups: [], dirs: [] },
+      { netns: [], userns: [], mounts: [], loopDevices: [], processes: [], cgroups: [], dirs: [] },
       'nothing of the test is left on the host',
     );
   });

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
+import { usernsPath } from '../../src/runtime/machine-namespaces.js';
 import { runCommand } from '../../src/shared/run.js';
 import { createApp, startTestHangard, type TestHangard } from '../helpers/hangard.js';
 import { type Json, NEEDS_ROOT, ok, pollUntil, processesMentioning, sleep } from '../helpers/integration.js';
@@ -127,6 +128,7 @@ async function assertHostClean(dataDir: string, machineIds: Set<string>): Promis
   const loops = (await runCommand('losetup', ['-a'])).stdout;
   const leftovers = {
     netns: [...machineIds].filter((id) => new RegExp(`^hangar-${id}\\b`, 'm').test(netns)),
+    userns: [...machineIds].filter((id) => existsSync(usernsPath(id))),
     mounts: mountinfo.split('\n').filter((line) => line.split(' ')[4]?.startsWith(dataDir)),
     loopDevices: loops.split('\n').filter((line) => line.includes(dataDir)),
     processes: await processesMentioning(dataDir),
@@ -135,6 +137,7 @@ async function assertHostClean(dataDir: string, machineIds: Set<string>): Promis
   };
   assert.deepEqual(leftovers, {
     netns: [],
+    userns: [],
     mounts: [],
     loopDevices: [],
     processes: [],

@@ -4,6 +4,7 @@ import { existsSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { usernsPath } from '../../src/runtime/machine-namespaces.js';
 import { detectOciRuntime } from '../../src/runtime/oci/detect.js';
 import { OciCli } from '../../src/runtime/oci/oci-cli.js';
 import { runCommand } from '../../src/shared/run.js';
@@ -67,12 +68,13 @@ test('kill -9 of hangard: machines keep running, the next hangard re-adopts and 
     assert.deepEqual(
       {
         netns: [...ids].filter((id) => netns.includes(`hangar-${id}`)),
+        userns: [...ids].filter((id) => existsSync(usernsPath(id))),
         mounts: await mountsUnder(dataDir),
         processes: (await processesMentioning(dataDir)).map((p) => p.cmdline),
         cgroups: await cgroupDirsOf(ids),
         dataDir: existsSync(dataDir),
       },
-      { netns: [], mounts: [], processes: [], cgroups: [], dataDir: false },
+      { netns: [], userns: [], mounts: [], processes: [], cgroups: [], dataDir: false },
       'nothing of the test is left on the host',
     );
   });
@@ -159,8 +161,6 @@ test('kill -9 of hangard: machines keep running, the next hangard re-adopts and 
   config.linux.namespaces = config.linux.namespaces.map((ns: Json) =>
     ns.type === 'network' ? { type: 'network' } : ns,
   );
-  // No machine network namespace to mount a sysfs of (hangard does that as it runs a machine): the host's.
-  config.mounts = config.mounts.map((m: Json) => (m.destination === '/sys' ? { ...m, source: '/sys' } : m));
   await writeFile(join(strayDir, 'config.json'), JSON.stringify(config));
   const scratch = harness.makeDataDir();
   const { choice } = await detectOciRuntime(join(scratch, 'probe'), join(scratch, 'probe-state'));

@@ -102,6 +102,27 @@ test('ruleset: each port is bound to its MAC and its addresses (anti-spoofing)',
   assert.match(text, /nd-router-advert, nd-redirect/);
 });
 
+test("ruleset: a machine's neighbour advertisements may only claim its own addresses", () => {
+  const text = buildRuleset(desiredState(2, 2));
+  // The 6PN address and the link-local of each port, as the 128-bit integers the target is read as.
+  for (const line of [
+    '"hgv1" . 0xfdaa000000010a7b007d000000010002',
+    '"hgv1" . 0xfe8000000000000000fd00fffe000001',
+    '"hgv3" . 0xfdaa000000020a7b007d000000030002',
+  ]) {
+    assert.ok(text.includes(line), line);
+  }
+  assert.ok(!text.includes('"hgv1" . 0xfdaa000000010a7b007d000000020002'), "no port may claim a peer's");
+  assert.match(text, /set na_targets \{\n\s+typeof iifname \. @th,64,128\n/);
+  // After the MAC check (so the port is the sender's own) and before any accept.
+  assert.match(
+    text,
+    /counter drop comment "router messages"\n\s+icmpv6 type nd-neighbor-advert iifname \. @th,64,128 != @na_targets counter drop comment "forged neighbour advertisement"\n\s+iifname \. ip6 saddr @port_addrs accept/,
+  );
+  // No machines: the set is declared without elements (nft refuses an empty element list).
+  assert.match(buildRuleset(desiredState(1, 0)), /set na_targets \{\n\s+typeof iifname \. @th,64,128\n\s+\}/);
+});
+
 test('ruleset: machines reach the host only for DNS on their own ::3 and fdaa::3', () => {
   const text = buildRuleset(desiredState(2, 1));
   for (const bridge of ['hgn1', 'hgn2']) {
@@ -265,9 +286,9 @@ test('ruleset: size is O(networks + machines), the rules themselves are constant
   const small = buildRuleset(desiredState(1, 1)).split('\n').length;
   const medium = buildRuleset(desiredState(100, 1)).split('\n').length;
   const large = buildRuleset(desiredState(1000, 1)).split('\n').length;
-  // Per network: 4 service elements + 1 same_bridge; per machine: 1 MAC + 2 addresses.
-  assert.equal(medium - small, 99 * 8);
-  assert.equal(large - medium, 900 * 8);
+  // Per network: 4 service elements + 1 same_bridge; per machine: 1 MAC + 2 addresses + 2 NA targets.
+  assert.equal(medium - small, 99 * 10);
+  assert.equal(large - medium, 900 * 10);
   assert.deepEqual(
     structure(buildRuleset(desiredState(1000, 2))),
     structure(buildRuleset(desiredState(1, 1))),
@@ -279,7 +300,7 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
   const before = rulesetState(base);
   assert.equal(rulesetDelta(before, rulesetState(base)), '', 'same state: nothing to do');
 
-  // One more machine in network 2: its MAC and its two addresses, nothing else.
+  // One more machine in network 2: its MAC and its two addresses (also as NA targets), nothing else.
   const extra = planAttachment({
     machineId: '0000000000ffff',
     machineNumber: 0xffff,
@@ -292,6 +313,7 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
     [
       'add element bridge hangar port_macs { "hgvffff" . 02:fd:00:00:ff:ff }',
       'add element bridge hangar port_addrs { "hgvffff" . fdaa:0:2:a7b:7d:0:ffff:2, "hgvffff" . fe80::fd:ff:fe00:ffff }',
+      'add element bridge hangar na_targets { "hgvffff" . 0xfdaa000000020a7b007d0000ffff0002, "hgvffff" . 0xfe8000000000000000fd00fffe00ffff }',
       '',
     ].join('\n'),
   );
@@ -305,7 +327,7 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
     `delete element inet hangar flycast ${element}\n`,
   );
 
-  // Network 3 and its machines go: deletes in all five sets. Its Flycast entry may stay in the store
+  // Network 3 and its machines go: deletes in all six sets. Its Flycast entry may stay in the store
   // (the app lives elsewhere); without the bridge it is ignored, so its element goes too.
   const smaller = { ...base, networks: base.networks.slice(0, 2), attachments: base.attachments.slice(0, 4) };
   const removed = rulesetDelta(before, rulesetState(smaller))!;
@@ -317,6 +339,7 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
     [
       'delete element bridge hangar port_macs',
       'delete element bridge hangar port_addrs',
+      'delete element bridge hangar na_targets',
       'delete element inet hangar services',
       'delete element inet hangar flycast',
       'delete element inet hangar same_bridge',

@@ -57,7 +57,7 @@ test('OCI config: init first, user namespace, limits, the machine netns, no host
     mapping: uidRangeForApp(3),
     initBinary: '/usr/bin/tini-static',
     netnsPath: '/var/run/netns/hangar-m1',
-    sysfs: '/data/machines/m1/sys',
+    usernsPath: '/var/run/hangar/userns/hangar-m1',
     cgroupsPath: '/hangar/m1/ctr',
     memoryBytes: undefined,
     cpus: 2,
@@ -71,7 +71,11 @@ test('OCI config: init first, user namespace, limits, the machine netns, no host
   assert.deepEqual(config.linux.uidMappings, [
     { containerID: 0, hostID: uidRangeForApp(3).hostId, size: 65_536 },
   ]);
-  assert.ok(config.linux.namespaces.some((n) => n.type === 'user'));
+  assert.deepEqual(
+    config.linux.namespaces.find((n) => n.type === 'user'),
+    { type: 'user', path: '/var/run/hangar/userns/hangar-m1' },
+    "joins the user namespace that owns the machine's network namespace",
+  );
   assert.deepEqual(
     config.linux.namespaces.find((n) => n.type === 'network'),
     { type: 'network', path: '/var/run/netns/hangar-m1' },
@@ -88,9 +92,9 @@ test('OCI config: init first, user namespace, limits, the machine netns, no host
     config.mounts.find((m) => m.destination === '/sys'),
     {
       destination: '/sys',
-      type: 'bind',
-      source: '/data/machines/m1/sys',
-      options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'],
+      type: 'sysfs',
+      source: 'sysfs',
+      options: ['nosuid', 'noexec', 'nodev', 'ro'],
     },
     "the machine's own sysfs, never the host's /sys",
   );

@@ -14,8 +14,8 @@ export interface BundleInput {
   mapping: UidMapping;
   initBinary: string;
   netnsPath: string;
-  /** Where the machine's sysfs is mounted for its runtime (oci-cli.ts runCommandLine). */
-  sysfs: string;
+  /** The machine's user namespace, which owns its network namespace (machine-namespaces.ts). */
+  usernsPath: string;
   cgroupsPath: string;
   /** Set in the config only on cgroup v2; on v1 the machine's parent cgroup holds it (see cgroups.ts). */
   memoryBytes: number | undefined;
@@ -93,12 +93,13 @@ export function buildOciConfig(input: BundleInput) {
         source: 'mqueue',
         options: ['nosuid', 'noexec', 'nodev'],
       },
-      // The machine's own sysfs (its network devices only), read-only; not the host's /sys.
+      // A sysfs of the machine's network namespace (its network devices only), read-only; not the
+      // host's /sys. The runtime can mount it because that namespace belongs to the machine's user one.
       {
         destination: '/sys',
-        type: 'bind',
-        source: input.sysfs,
-        options: ['rbind', 'nosuid', 'noexec', 'nodev', 'ro'],
+        type: 'sysfs',
+        source: 'sysfs',
+        options: ['nosuid', 'noexec', 'nodev', 'ro'],
       },
       // In the machine's cgroup namespace: only its own cgroup, as the root of each hierarchy.
       {
@@ -124,7 +125,9 @@ export function buildOciConfig(input: BundleInput) {
         { type: 'ipc' },
         { type: 'uts' },
         { type: 'mount' },
-        { type: 'user' },
+        // Joined, not made: the namespace that owns the machine's network namespace. runc needs the
+        // mappings above even so; they are the ones it was made with.
+        { type: 'user', path: input.usernsPath },
         { type: 'cgroup' },
         { type: 'network', path: input.netnsPath },
       ],

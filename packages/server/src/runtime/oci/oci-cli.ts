@@ -35,29 +35,11 @@ export class OciCli {
   /**
    * The command that runs a container in the foreground: it exits with the container's exit status, and
    * writes the container's pid to `pidFile` as soon as it runs.
-   *
-   * With `sysfs`, the runtime runs in a private mount namespace of its own in which a sysfs of the
-   * machine's network namespace is mounted at `sysfs.mountPoint` (the bundle bind-mounts it at /sys).
-   * The container cannot mount it itself (the network namespace belongs to the host's user namespace),
-   * and a mount made in the host's namespace would be copied into every private mount namespace made
-   * meanwhile (other machines' runtime processes), pinning this machine's network namespace there after
-   * it is deleted. Here it exists only for the runtime process and the container, and ends with them.
    */
-  runCommandLine(
-    bundle: string,
-    id: string,
-    pidFile: string,
-    sysfs?: { netnsPath: string; mountPoint: string },
-  ): { file: string; args: string[] } {
+  runCommandLine(bundle: string, id: string, pidFile: string): { file: string; args: string[] } {
     const run = ['--root', this.stateRoot, 'run', '--bundle', bundle, '--pid-file', pidFile, id];
-    if (!this.choice.hideUnifiedCgroup && !sysfs) return { file: this.choice.binary, args: run };
-    // $0 is the runtime binary, $1 the sysfs mount point when there is one, and "$@" the runtime's
-    // arguments: nothing is spliced into the script text.
-    const steps = [
-      ...(sysfs ? ['mount -t sysfs -o ro,nosuid,nodev,noexec sysfs "$1"', 'shift'] : []),
-      ...(this.choice.hideUnifiedCgroup ? ['umount /sys/fs/cgroup/unified'] : []),
-      'exec "$0" "$@"',
-    ];
+    if (!this.choice.hideUnifiedCgroup) return { file: this.choice.binary, args: run };
+    // $0 is the runtime binary and "$@" its arguments: nothing is spliced into the script text.
     return {
       file: 'unshare',
       args: [
@@ -65,15 +47,13 @@ export class OciCli {
         // A slave copy, not a private one: the runtime process lives as long as its machine, and a private
         // copy would pin every mount the host had when it started (another machine's volume, a netns), so
         // that unmounting them on the host frees nothing. Slave receives the host's unmounts; what is
-        // mounted or unmounted in here (the sysfs, the hidden cgroup2 mount) still stays in here.
+        // mounted or unmounted in here (the hidden cgroup2 mount) still stays in here.
         '--propagation',
         'slave',
-        ...(sysfs ? ['nsenter', `--net=${sysfs.netnsPath}`, '--'] : []),
         'sh',
         '-c',
-        steps.join(' && '),
+        'umount /sys/fs/cgroup/unified && exec "$0" "$@"',
         this.choice.binary,
-        ...(sysfs ? [sysfs.mountPoint] : []),
         ...run,
       ],
     };
