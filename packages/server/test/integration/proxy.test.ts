@@ -121,6 +121,8 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
       runtime: 'required',
       network: { mode: 'required', egress: false },
       registry: { port: registryPort, insecure: [] },
+      // Its subtests keep more small machines running than a 2-core host admits by default.
+      capacity: { memoryOvercommit: 64, cpuOvercommit: 64 },
       proxy: {
         mode: 'on',
         http: `127.0.0.1:${proxyPort}`,
