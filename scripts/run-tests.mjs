@@ -48,9 +48,6 @@ const child = spawn(
     '--test',
     '--test-concurrency=2',
     '--test-timeout=120000',
-    // A file whose tests and after-hooks are all done exits, even if a handle (an idle keep-alive socket
-    // of a client) would keep its event loop alive until that socket times out.
-    '--test-force-exit',
     '--test-reporter=tap',
     ...files,
   ],

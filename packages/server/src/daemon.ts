@@ -1,7 +1,7 @@
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { buildApi } from './api/server.js';
+import { buildApi, closeApi } from './api/server.js';
 import { mintToken } from './auth/tokens.js';
 import { dnsForwards, parseListen, type ResolvedConfig, registryPolicyOf } from './config/config.js';
 import { type HostDns, startHostDns } from './dns/host-dns.js';
@@ -64,6 +64,9 @@ export interface StartOptions {
    */
   onDetail?: (message: string) => void;
 }
+
+/** At shutdown, requests in flight get this long before the API cuts what is still open. */
+const SHUTDOWN_GRACE_MS = 2_000;
 
 export const dataFiles = (dataDir: string) => ({
   database: join(dataDir, 'hangar.db'),
@@ -303,7 +306,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
           proxy?.close();
           await stopPruning();
           await platform.machines.close();
-          await opened.close();
+          await closeApi(opened, SHUTDOWN_GRACE_MS);
           try {
             if (options.removeMachinesOnClose && runtime) {
               const ids = await store.read((tx) => tx.machines.list().map((m) => m.id));

@@ -203,3 +203,17 @@ function describeError(
     message: `internal error (request ${requestId}); the details are in hangard's log`,
   };
 }
+
+/**
+ * Closes the API for shutdown: no new connections, idle ones closed at once, requests in flight get
+ * `graceMs` to finish. What is still open then (a followed log, a `wait` long-poll, an exec stream) is
+ * cut, so a shutdown never waits on a client: such clients reconnect to the next hangard.
+ */
+export async function closeApi(app: FastifyInstance, graceMs: number): Promise<void> {
+  const cut = setTimeout(() => app.server.closeAllConnections(), graceMs);
+  try {
+    await app.close();
+  } finally {
+    clearTimeout(cut);
+  }
+}
