@@ -278,6 +278,8 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
       'content-type': 'application/x-ndjson',
       'fly-request-id': String(request.id),
     });
+    // Sent now, not with the first line: a follower of a silent machine learns at once that it is in.
+    reply.raw.flushHeaders();
     // With backpressure: a reader that stops reading stops the reading of the log (the lines come from
     // an async iterator that reads a chunk at a time), so nothing piles up in hangard.
     for await (const message of lines) {
