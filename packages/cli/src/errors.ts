@@ -66,7 +66,7 @@ function apiHint(err: MachinesApiError): string | undefined {
     case 'network_error':
       return 'is hangard running? start it with ./scripts/start.sh, or point --api-url (HANGAR_API_URL) at it';
     case 'unauthorized':
-      return 'check HANGAR_API_TOKEN or the token file (HANGAR_TOKEN_FILE, default /var/lib/hangar/personal.token)';
+      return 'check HANGAR_API_TOKEN or the token file (HANGAR_TOKEN_FILE, default /var/lib/hangar/personal.token), or run `hangar auth login`';
     case 'forbidden':
       return 'this token cannot reach that resource; use an org token or a deploy token for this app';
     case 'not_found':

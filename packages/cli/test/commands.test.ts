@@ -303,7 +303,12 @@ function io(env: Record<string, string>, files: Record<string, string> = {}): Cl
     env,
     interactive: false,
     prompt: async () => '',
+    promptSecret: async () => '',
     readFile: (path) => files[path],
+    writePrivateFile: () => assert.fail('nothing is written here'),
+    removeFile: () => false,
+    stdinIsTTY: true,
+    readStdin: async () => '',
   };
 }
 

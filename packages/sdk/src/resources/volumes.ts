@@ -2,6 +2,7 @@ import { path, type RequestOptions, type Transport } from '../client.js';
 import type {
   CreateVolumeRequest,
   ExtendVolumeResponse,
+  ForkVolumeRequest,
   UpdateVolumeRequest,
   Volume,
   VolumeSnapshot,
@@ -36,6 +37,17 @@ export class VolumesResource {
       body: input,
       signal: opts.signal,
     });
+  }
+
+  /** A new volume with a copy of `id`'s data (`POST /volumes` with `source_volume_id`). */
+  async fork(
+    app: string,
+    id: string,
+    input: ForkVolumeRequest = {},
+    opts: RequestOptions = {},
+  ): Promise<Volume> {
+    const name = input.name ?? (await this.get(app, id, opts)).name;
+    return this.create(app, { name, region: input.region, source_volume_id: id }, opts);
   }
 
   get(app: string, id: string, opts: RequestOptions = {}): Promise<Volume> {
