@@ -366,7 +366,8 @@ export interface ExitEvent {
   oom_killed?: boolean;
   requested_stop?: boolean;
   restarting?: boolean;
-  signal?: number;
+  /** A number (Fly) or a name (`SIGKILL`, Hangar). */
+  signal?: number | string;
   exited_at?: number | string;
 }
 

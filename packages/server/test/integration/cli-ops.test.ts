@@ -139,4 +139,108 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  await t.test('machine update, leases, restart --force-stop and clone', async () => {
+    const app = 'ops-update';
+    try {
+      expectSuccess(await hangar(h, ['apps', 'create', app]), 'apps create');
+      // SIGINT (the default stop signal) is trapped: a graceful stop says so and exits 0; a kill cannot.
+      const image = await pushImage(app, [
+        '/bin/busybox',
+        'sh',
+        '-c',
+        'trap "echo graceful stop; exit 0" INT; echo booted; while true; do /bin/busybox sleep 1; done',
+      ]);
+      const run = await hangar(h, ['machine', 'run', image, '-a', app, '--memory', '128', '--json']);
+      expectSuccess(run, 'machine run');
+      const first = JSON.parse(run.stdout) as { id: string; instance_id: string };
+      const id = first.id;
+
+      const update = await hangar(h, [
+        'machine',
+        'update',
+        id,
+        '-a',
+        app,
+        '-e',
+        'COLOR=blue',
+        '--vm-memory',
+        '192',
+      ]);
+      expectSuccess(update, 'machine update');
+      assert.match(update.stdout, /^Updated machine \w+:\n/);
+      assert.match(update.stdout, /\n {2}\+ env\.COLOR: "blue"\n/);
+      assert.match(update.stdout, /\n {2}~ guest\.memory_mb: 128 -> 192\n/);
+      const updated = await client.machines.get(app, id);
+      assert.notEqual(updated.instance_id, first.instance_id);
+      assert.equal(updated.state, 'started');
+      assert.equal(updated.config?.env?.COLOR, 'blue');
+      assert.equal(updated.config?.guest?.memory_mb, 192);
+      assert.equal((await client.machines.versions(app, id)).length, 2);
+      const exec = await client.machines.exec(app, id, {
+        command: ['/bin/busybox', 'sh', '-c', 'echo $COLOR'],
+      });
+      assert.equal(exec.stdout, 'blue\n', 'the new version runs');
+      const noLease = await client.machines.getLease(app, id).catch((error: unknown) => error);
+      assert.ok(isMachinesApiError(noLease, 'not_found'), 'the update released its lease');
+      const same = await hangar(h, ['machine', 'update', id, '-a', app, '-e', 'COLOR=blue']);
+      expectSuccess(same, 'machine update without a change');
+      assert.equal(same.stdout, `No changes to apply to machine ${id}\n`);
+      assert.equal((await client.machines.versions(app, id)).length, 2);
+
+      // Someone else's lease: the update is refused and says why; leases view shows it, clear removes it.
+      const lease = await client.machines.acquireLease(app, id, { ttl: 120, description: 'someone else' });
+      const blocked = await hangar(h, ['machine', 'update', id, '-a', app, '--vm-memory', '256']);
+      assert.equal(blocked.code, 1, blocked.stdout);
+      assert.match(blocked.stderr, /HTTP 409/);
+      assert.match(blocked.stderr, /\nHint: another client holds a lease/);
+      assert.equal((await client.machines.get(app, id)).config?.guest?.memory_mb, 192);
+      const view = await hangar(h, ['machine', 'leases', 'view', id, '-a', app, '--json']);
+      expectSuccess(view, 'machine leases view');
+      const [viewed] = JSON.parse(view.stdout) as {
+        machine_id: string;
+        lease: { nonce: string; description: string };
+      }[];
+      assert.equal(viewed?.lease.nonce, lease.nonce);
+      assert.equal(viewed?.lease.description, 'someone else');
+      expectSuccess(await hangar(h, ['machine', 'leases', 'clear', id, '-a', app]), 'machine leases clear');
+      const cleared = await client.machines.getLease(app, id).catch((error: unknown) => error);
+      assert.ok(isMachinesApiError(cleared, 'not_found'), 'the lease is gone');
+
+      /** The newest exit event's details, once there are more exit events than `before`. */
+      const exits = async () =>
+        (await client.machines.events(app, id, { limit: 100 })).filter((e) => e.type === 'exit');
+      let before = (await exits()).length;
+      expectSuccess(await hangar(h, ['machine', 'restart', id, '-a', app]), 'machine restart');
+      await client.waitForState(app, id, 'started', { timeoutMs: 30_000 });
+      let events = await exits();
+      assert.equal(events.length, before + 1);
+      assert.equal(events[0]?.request?.exit_event?.exit_code, 0, 'a plain restart stops gracefully');
+      before = events.length;
+      expectSuccess(
+        await hangar(h, ['machine', 'restart', id, '-a', app, '--force-stop']),
+        'restart --force-stop',
+      );
+      await client.waitForState(app, id, 'started', { timeoutMs: 30_000 });
+      events = await exits();
+      assert.equal(events.length, before + 1);
+      assert.equal(events[0]?.request?.exit_event?.signal, 'SIGKILL', '--force-stop kills');
+      const logs = await hangar(h, ['machine', 'logs', id, '-a', app, '-n', '1000']);
+      // Boot, update (graceful), restart (graceful), restart --force-stop (killed: nothing said).
+      assert.equal(logs.stdout, 'booted\ngraceful stop\nbooted\ngraceful stop\nbooted\nbooted\n');
+
+      const clone = await hangar(h, ['machine', 'clone', id, '-a', app, '--name', 'web-clone', '--json']);
+      expectSuccess(clone, 'machine clone');
+      const cloned = JSON.parse(clone.stdout) as { id: string; name: string; state: string };
+      assert.notEqual(cloned.id, id);
+      assert.equal(cloned.name, 'web-clone');
+      assert.equal(cloned.state, 'started');
+      const copy = await client.machines.get(app, cloned.id);
+      assert.equal(copy.config?.image, updated.config?.image);
+      assert.equal(copy.config?.env?.COLOR, 'blue');
+      assert.equal(copy.config?.guest?.memory_mb, 192);
+    } finally {
+      await removeApp(app);
+    }
+  });
 });
