@@ -144,7 +144,7 @@ test('machine update of a stopped machine skips the launch; no change makes no u
     0,
   );
   const update = server.requests.find((r) => r.method === 'POST' && r.path === '/v1/apps/acme/machines/m1');
-  assert.equal((update?.body as { skip_launch?: boolean }).skip_launch, true);
+  assert.equal((update?.body as { skip_launch?: boolean } | undefined)?.skip_launch, true);
   assert.ok(!calls(server.requests).some((c) => c.endsWith('/wait')), 'nothing to wait for');
 
   server.requests.length = 0;

@@ -82,13 +82,21 @@ export class VolumesResource {
     });
   }
 
-  /** Starts an on-demand snapshot; it completes asynchronously (see `listSnapshots`). */
-  async createSnapshot(app: string, id: string, opts: RequestOptions = {}): Promise<void> {
-    await this.#t.request({
+  /**
+   * Takes an on-demand snapshot. Hangar answers with the snapshot once it is complete; Fly answers with
+   * an empty body and completes it asynchronously (see `listSnapshots`), hence `undefined`.
+   */
+  async createSnapshot(
+    app: string,
+    id: string,
+    opts: RequestOptions = {},
+  ): Promise<VolumeSnapshot | undefined> {
+    const body = await this.#t.request<VolumeSnapshot | undefined | ''>({
       method: 'POST',
       path: path`/v1/apps/${app}/volumes/${id}/snapshots`,
       signal: opts.signal,
     });
+    return body && typeof body === 'object' ? body : undefined;
   }
 
   /** Returns the volume in its new state (`pending_destroy` or `destroyed`). */

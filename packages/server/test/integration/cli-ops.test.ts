@@ -243,4 +243,102 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
       await removeApp(app);
     }
   });
+
+  await t.test('secrets import and deploy, ips, volume snapshots and forks', async () => {
+    const app = 'ops-res';
+    try {
+      expectSuccess(await hangar(h, ['apps', 'create', app]), 'apps create');
+      const image = await pushImage(app);
+      const volume = await hangar(h, ['volumes', 'create', 'data', '-a', app, '--size', '1', '--json']);
+      expectSuccess(volume, 'volumes create');
+      const volumeId = (JSON.parse(volume.stdout) as { id: string }).id;
+      const run = await hangar(h, [
+        'machine',
+        'run',
+        image,
+        '-a',
+        app,
+        '--memory',
+        '128',
+        '-v',
+        `${volumeId}:/data`,
+        '--json',
+      ]);
+      expectSuccess(run, 'machine run');
+      const id = (JSON.parse(run.stdout) as { id: string }).id;
+      const sh = async (script: string) =>
+        (await client.machines.exec(app, id, { command: ['/bin/busybox', 'sh', '-c', script] })).stdout;
+
+      // Staged secrets reach the machine only with `secrets deploy`; values are never printed.
+      const imported = await hangar(h, ['secrets', 'import', '-a', app, '--stage'], {
+        stdin: '# comment\nAPI_KEY=k-one-two\nMOTTO="two words"\n',
+      });
+      expectSuccess(imported, 'secrets import --stage');
+      assert.ok(!imported.stdout.includes('k-one-two') && !imported.stderr.includes('k-one-two'));
+      assert.deepEqual((await client.secrets.list(app)).secrets.map((x) => x.name).sort(), [
+        'API_KEY',
+        'MOTTO',
+      ]);
+      assert.equal(await sh('echo "[$API_KEY]"'), '[]\n', 'staged: not in the machine yet');
+      const deploy = await hangar(h, ['secrets', 'deploy', '-a', app]);
+      expectSuccess(deploy, 'secrets deploy');
+      assert.equal(deploy.stdout, `Updated 1 machine of ${app}\n`);
+      assert.equal(await sh('echo "[$API_KEY] [$MOTTO]"'), '[k-one-two] [two words]\n');
+
+      const v4 = await hangar(h, ['ips', 'allocate-v4', '-a', app]);
+      assert.equal(v4.code, 1, v4.stdout);
+      assert.match(v4.stderr, /\nHint: add --shared/);
+      const shared = await hangar(h, ['ips', 'allocate-v4', '--shared', '-a', app, '--json']);
+      expectSuccess(shared, 'ips allocate-v4 --shared');
+      assert.equal((JSON.parse(shared.stdout) as { type: string }[])[0]?.type, 'shared_v4');
+      const flycast = await hangar(h, ['ips', 'allocate-v6', '--private', '-a', app, '--json']);
+      expectSuccess(flycast, 'ips allocate-v6 --private');
+      assert.match((JSON.parse(flycast.stdout) as { ip: string }[])[0]?.ip ?? '', /^fdaa:/);
+      const priv = await hangar(h, ['ips', 'private', '-a', app, '--json']);
+      expectSuccess(priv, 'ips private');
+      const machine = await client.machines.get(app, id);
+      assert.deepEqual(
+        (JSON.parse(priv.stdout) as { id: string; private_ip: string }[]).map((m) => [m.id, m.private_ip]),
+        [[id, machine.private_ip]],
+      );
+
+      // A snapshot and a fork of the live volume; the fork holds the data, and mounts elsewhere.
+      await sh('echo kept > /data/file && sync');
+      const snap = await hangar(h, ['volumes', 'snapshots', 'create', volumeId, '-a', app, '--json']);
+      expectSuccess(snap, 'volumes snapshots create');
+      const snapshotId = (JSON.parse(snap.stdout) as { id: string }).id;
+      const snaps = await hangar(h, ['volumes', 'snapshots', 'list', volumeId, '-a', app, '--json']);
+      expectSuccess(snaps, 'volumes snapshots list');
+      assert.ok((JSON.parse(snaps.stdout) as { id: string }[]).some((x) => x.id === snapshotId));
+      const fork = await hangar(h, ['volumes', 'fork', volumeId, '-a', app, '--name', 'data_copy', '--json']);
+      expectSuccess(fork, 'volumes fork');
+      const forked = JSON.parse(fork.stdout) as {
+        id: string;
+        name: string;
+        attached_machine_id: string | null;
+      };
+      assert.equal(forked.name, 'data_copy');
+      assert.equal(forked.attached_machine_id, null);
+      const reader = await hangar(h, [
+        'machine',
+        'run',
+        image,
+        '-a',
+        app,
+        '--memory',
+        '128',
+        '-v',
+        `${forked.id}:/data`,
+        '--json',
+      ]);
+      expectSuccess(reader, 'machine run on the fork');
+      const readerId = (JSON.parse(reader.stdout) as { id: string }).id;
+      const read = await client.machines.exec(app, readerId, {
+        command: ['/bin/busybox', 'cat', '/data/file'],
+      });
+      assert.equal(read.stdout, 'kept\n');
+    } finally {
+      await removeApp(app);
+    }
+  });
 });
