@@ -10,6 +10,7 @@ import { auth } from './commands/auth/index.js';
 import { ips } from './commands/ips/index.js';
 import { machine } from './commands/machine/index.js';
 import { orgs } from './commands/orgs/index.js';
+import { scale } from './commands/scale/index.js';
 import { secrets } from './commands/secrets/index.js';
 import { tokens } from './commands/tokens/index.js';
 import { volumes } from './commands/volumes/index.js';
@@ -28,6 +29,7 @@ export const NOUNS: Noun[] = [
   tokens,
   auth,
   orgs,
+  scale,
 ];
 
 /** Top-level verbs (`hangar status`), listed after the groups. */

@@ -341,4 +341,87 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
       await removeApp(app);
     }
   });
+
+  await t.test('scale count clones and destroys, reusing volumes; scale memory and show', async () => {
+    const app = 'ops-scale';
+    try {
+      expectSuccess(await hangar(h, ['apps', 'create', app]), 'apps create');
+      const image = await pushImage(app);
+      const volume = await client.volumes.create(app, { name: 'data', size_gb: 1 });
+      const run = await hangar(h, [
+        'machine',
+        'run',
+        image,
+        '-a',
+        app,
+        '--memory',
+        '128',
+        '-v',
+        `${volume.id}:/data`,
+        '--json',
+      ]);
+      expectSuccess(run, 'machine run');
+      const first = (JSON.parse(run.stdout) as { id: string }).id;
+      const live = async () => (await client.machines.list(app)).filter((m) => m.state !== 'destroyed');
+
+      const up = await hangar(h, ['scale', 'count', '2', '-a', app, '--json']);
+      expectSuccess(up, 'scale count 2');
+      const [grown] = JSON.parse(up.stdout) as { created: string[]; destroyed: string[] }[];
+      assert.equal(grown?.created.length, 1);
+      const clone = grown?.created[0] ?? '';
+      let machines = await live();
+      assert.deepEqual(machines.map((m) => m.id).sort(), [first, clone].sort());
+      for (const m of machines) assert.equal(m.state, 'started');
+      const cloneVolume = (await client.machines.get(app, clone)).config?.mounts?.[0]?.volume;
+      assert.ok(cloneVolume && cloneVolume !== volume.id, 'the clone has a volume of its own');
+      assert.equal((await client.volumes.list(app)).length, 2);
+
+      // Without a terminal, destroying needs --yes; nothing happens without it.
+      const refused = await hangar(h, ['scale', 'count', '1', '-a', app]);
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /refusing to destroy 1 machine/);
+      assert.equal((await live()).length, 2);
+      const down = await hangar(h, ['scale', 'count', '1', '-a', app, '--yes']);
+      expectSuccess(down, 'scale count 1');
+      machines = await live();
+      assert.deepEqual(
+        machines.map((m) => m.id),
+        [first],
+        'the newest machine went',
+      );
+      const freed = (await client.volumes.list(app)).find((v) => v.id === cloneVolume);
+      assert.ok(freed && !freed.attached_machine_id, 'its volume stays, unattached');
+
+      const again = await hangar(h, ['scale', 'count', '2', '-a', app, '--json']);
+      expectSuccess(again, 'scale count 2 again');
+      const regrown = (JSON.parse(again.stdout) as { created: string[] }[])[0]?.created[0] ?? '';
+      assert.equal(
+        (await client.machines.get(app, regrown)).config?.mounts?.[0]?.volume,
+        cloneVolume,
+        'reused',
+      );
+      assert.equal((await client.volumes.list(app)).length, 2);
+
+      const memory = await hangar(h, ['scale', 'memory', '192', '-a', app]);
+      expectSuccess(memory, 'scale memory');
+      for (const m of await live()) {
+        assert.equal(m.config?.guest?.memory_mb, 192, m.id);
+        assert.equal(m.state, 'started', m.id);
+      }
+      const show = await hangar(h, ['scale', 'show', '-a', app, '--json']);
+      expectSuccess(show, 'scale show');
+      assert.deepEqual(JSON.parse(show.stdout), [
+        {
+          process_group: 'app',
+          count: 2,
+          cpu_kind: 'shared',
+          cpus: 1,
+          memory_mb: 192,
+          regions: [machines[0]?.region],
+        },
+      ]);
+    } finally {
+      await removeApp(app);
+    }
+  });
 });
