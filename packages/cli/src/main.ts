@@ -13,6 +13,9 @@ import { orgs } from './commands/orgs/index.js';
 import { scale } from './commands/scale/index.js';
 import { secrets } from './commands/secrets/index.js';
 import { tokens } from './commands/tokens/index.js';
+import logs from './commands/top/logs.js';
+import releases from './commands/top/releases.js';
+import status from './commands/top/status.js';
 import { volumes } from './commands/volumes/index.js';
 import { reportError } from './errors.js';
 import { type CliIO, processIO } from './io.js';
@@ -35,6 +38,9 @@ export const NOUNS: Noun[] = [
 /** Top-level verbs (`hangar status`), listed after the groups. */
 // biome-ignore format: one verb per line, so that branches adding verbs merge cleanly
 export const VERBS: Verb[] = [
+  status,
+  logs,
+  releases,
 ];
 
 /** Builds the whole command tree. Exported so tests can walk it. */

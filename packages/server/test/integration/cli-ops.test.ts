@@ -57,6 +57,45 @@ function hangar(h: TestHangard, args: string[], options: RunOptions = {}): Promi
   });
 }
 
+/** A running `hangar` that does not end by itself (`logs` following): wait on its output, then stop it. */
+function hangarFollowing(h: TestHangard, args: string[]) {
+  const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HANGAR_API_URL: h.url, HANGAR_API_TOKEN: h.token };
+  const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  const waiters: Array<() => void> = [];
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+    for (const wake of waiters.splice(0)) wake();
+  });
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const closed = new Promise<number | null>((resolve) => child.on('close', resolve));
+  return {
+    /** Resolves once `until(stdout)` holds; fails after `timeoutMs` with what was printed. */
+    async waitFor(until: (stdout: string) => boolean, timeoutMs = 60_000): Promise<void> {
+      const deadline = Date.now() + timeoutMs;
+      while (!until(stdout)) {
+        const left = deadline - Date.now();
+        if (left <= 0 || child.exitCode !== null) {
+          assert.fail(`hangar ${args.join(' ')}: condition not met\nstdout:\n${stdout}\nstderr:\n${stderr}`);
+        }
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, Math.min(left, 1_000));
+          waiters.push(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+      }
+    },
+    async stop(): Promise<CliResult> {
+      child.kill('SIGTERM');
+      const code = await closed;
+      return { code: code ?? 1, stdout, stderr };
+    },
+  };
+}
+
 function expectSuccess(result: CliResult, what: string): void {
   assert.equal(
     result.code,
@@ -421,6 +460,90 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
         },
       ]);
     } finally {
+      await removeApp(app);
+    }
+  });
+
+  await t.test('status, logs (merged and followed) and releases', async () => {
+    const app = 'ops-view';
+    let follower: ReturnType<typeof hangarFollowing> | undefined;
+    try {
+      expectSuccess(await hangar(h, ['apps', 'create', app]), 'apps create');
+      const cmd = [
+        '/bin/busybox',
+        'sh',
+        '-c',
+        'echo "hello from $FLY_MACHINE_ID"; while true; do /bin/busybox sleep 1; done',
+      ];
+      const image = await pushImage(app, cmd);
+      const run = await hangar(h, ['machine', 'run', image, '-a', app, '--memory', '128', '--json']);
+      expectSuccess(run, 'machine run');
+      const first = (JSON.parse(run.stdout) as { id: string }).id;
+      const clone = await hangar(h, ['machine', 'clone', first, '-a', app, '--json']);
+      expectSuccess(clone, 'machine clone');
+      const second = (JSON.parse(clone.stdout) as { id: string }).id;
+      const region = (await client.machines.get(app, first)).region;
+
+      const status = await hangar(h, ['status', '-a', app]);
+      expectSuccess(status, 'status');
+      assert.match(status.stdout, new RegExp(`^App\\s+${app}$`, 'm'));
+      for (const id of [first, second]) {
+        assert.match(status.stdout, new RegExp(`^app\\s+${id}\\s+\\w{26}\\s+${region}\\s+started\\s`, 'm'));
+      }
+      const statusJson = JSON.parse((await hangar(h, ['status', '-a', app, '--json'])).stdout);
+      assert.equal(statusJson.app.name, app);
+      assert.equal(statusJson.machines.length, 2);
+
+      const logs = await hangar(h, ['logs', '-a', app, '--no-tail']);
+      expectSuccess(logs, 'logs --no-tail');
+      assert.deepEqual(
+        logs.stdout.trimEnd().split('\n').sort(),
+        [first, second].sort().map((id) => `app[${id}] ${region} hello from ${id}`),
+      );
+
+      // Following: both machines' lines, then a line written after the follow began.
+      follower = hangarFollowing(h, ['logs', '-a', app]);
+      const lineOf = (id: string) => `app[${id}] ${region} hello from ${id}`;
+      const count = (out: string, line: string) => out.split('\n').filter((l) => l === line).length;
+      await follower.waitFor((out) => count(out, lineOf(first)) === 1 && count(out, lineOf(second)) === 1);
+      await client.machines.restart(app, second);
+      await follower.waitFor((out) => count(out, lineOf(second)) === 2);
+      await follower.stop();
+      follower = undefined;
+
+      // A new image on one machine is a new release; an env change on the other keeps it in its own.
+      const v2 = await buildTestImage({
+        registry: `127.0.0.1:${registryPort}`,
+        token: h.token,
+        repository: `${app}/web`,
+        tag: 'v2',
+        config: { cmd },
+      });
+      expectSuccess(
+        await hangar(h, ['machine', 'update', first, '-a', app, '--image', v2]),
+        'update --image',
+      );
+      expectSuccess(await hangar(h, ['machine', 'update', second, '-a', app, '-e', 'A=1']), 'update -e');
+      const releases = await hangar(h, ['releases', '-a', app, '--json']);
+      expectSuccess(releases, 'releases');
+      const list = JSON.parse(releases.stdout) as {
+        version: number;
+        image: string;
+        running: string[];
+        machines: string[];
+      }[];
+      assert.deepEqual(
+        list.map((r) => [r.version, r.image, r.running, r.machines.sort()]),
+        [
+          [2, v2, [first], [first]],
+          [1, image, [second], [first, second].sort()],
+        ],
+      );
+      const table = await hangar(h, ['releases', '-a', app]);
+      assert.match(table.stdout, /^v2\s+running on 1\s/m);
+      assert.match(table.stdout, /^v1\s+running on 1\s/m);
+    } finally {
+      await follower?.stop();
       await removeApp(app);
     }
   });
