@@ -13,6 +13,7 @@ import { orgs } from './commands/orgs/index.js';
 import { scale } from './commands/scale/index.js';
 import { secrets } from './commands/secrets/index.js';
 import { tokens } from './commands/tokens/index.js';
+import doctor from './commands/top/doctor.js';
 import logs from './commands/top/logs.js';
 import releases from './commands/top/releases.js';
 import status from './commands/top/status.js';
@@ -41,6 +42,7 @@ export const VERBS: Verb[] = [
   status,
   logs,
   releases,
+  doctor,
 ];
 
 /** Builds the whole command tree. Exported so tests can walk it. */

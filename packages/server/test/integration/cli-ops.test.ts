@@ -547,4 +547,94 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
       await removeApp(app);
     }
   });
+
+  await t.test('doctor: host, token, and an app’s failed boot, crash and missing address', async () => {
+    const app = 'ops-doctor';
+    try {
+      const host = await hangar(h, ['doctor']);
+      expectSuccess(host, 'doctor');
+      assert.match(host.stdout, /^\[ok\] {3}api: .* answers and is ready\n/);
+      assert.match(
+        host.stdout,
+        /^\[ok\] {3}token: org token \S+ of organization personal \(from HANGAR_API_TOKEN\)/m,
+      );
+      assert.match(host.stdout, /^\[ok\] {3}version: hangard 0\.1\.0, CLI 0\.1\.0$/m);
+      const forged = await hangar(h, ['doctor'], { env: { HANGAR_API_TOKEN: 'hg1_0000000000_forged' } });
+      assert.equal(forged.code, 1);
+      assert.match(forged.stdout, /^\[FAIL\] token: the token from HANGAR_API_TOKEN is refused/m);
+
+      expectSuccess(await hangar(h, ['apps', 'create', app]), 'apps create');
+      const image = await pushImage(app);
+      const web = await hangar(h, [
+        'machine',
+        'run',
+        image,
+        '-a',
+        app,
+        '--memory',
+        '128',
+        '-p',
+        '80:8080/tcp:http',
+        '--json',
+      ]);
+      expectSuccess(web, 'machine run with a service');
+      const webId = (JSON.parse(web.stdout) as { id: string }).id;
+      const noAddress = await hangar(h, ['doctor', '-a', app, '--json']);
+      expectSuccess(noAddress, 'doctor -a with a service and no address');
+      const checks = (
+        JSON.parse(noAddress.stdout) as { checks: { name: string; status: string; detail: string }[] }
+      ).checks;
+      assert.deepEqual(
+        checks
+          .filter((c) => c.name === `machine ${webId}` || c.name === 'addresses')
+          .map((c) => [c.name, c.status]),
+        [
+          [`machine ${webId}`, 'ok'],
+          ['addresses', 'warn'],
+        ],
+      );
+
+      // A machine that exits 3 (no restart), and one whose image does not exist.
+      const crashImage = await buildTestImage({
+        registry: `127.0.0.1:${registryPort}`,
+        token: h.token,
+        repository: `${app}/crash`,
+        config: { cmd: ['/bin/busybox', 'sh', '-c', 'echo dying; exit 3'] },
+      });
+      const crash = await client.machines.launch(app, {
+        config: {
+          image: crashImage,
+          guest: { cpu_kind: 'shared', cpus: 1, memory_mb: 128 },
+          restart: { policy: 'no' },
+        },
+      });
+      await client.waitForState(app, crash.id, 'stopped', { timeoutMs: 30_000 });
+      const missing = await client.machines.launch(app, {
+        config: {
+          image: `127.0.0.1:${registryPort}/${app}/missing:1`,
+          guest: { cpu_kind: 'shared', cpus: 1, memory_mb: 128 },
+        },
+      });
+      await client.waitForState(app, missing.id, 'failed', { timeoutMs: 30_000 });
+      expectSuccess(
+        await hangar(h, ['ips', 'allocate-v6', '--private', '-a', app]),
+        'ips allocate-v6 --private',
+      );
+
+      const sick = await hangar(h, ['doctor', '-a', app]);
+      assert.equal(sick.code, 1, sick.stdout);
+      assert.match(sick.stdout, new RegExp(`^\\[FAIL\\] machine ${missing.id}: failed: .*missing`, 'm'));
+      assert.match(
+        sick.stdout,
+        new RegExp(`\\n {7}fix: fix the cause, then: hangar machine start ${missing.id} -a ${app}`),
+      );
+      assert.match(
+        sick.stdout,
+        new RegExp(`^\\[warn\\] machine ${crash.id}: exited with code 3 at .*, state now stopped$`, 'm'),
+      );
+      assert.match(sick.stdout, /^\[ok\] {3}addresses: private_v6$/m);
+    } finally {
+      await removeApp(app);
+    }
+  });
 });
