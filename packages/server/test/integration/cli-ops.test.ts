@@ -508,10 +508,19 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
       await follower.waitFor((out) => count(out, lineOf(first)) === 1 && count(out, lineOf(second)) === 1);
       await client.machines.restart(app, second);
       await follower.waitFor((out) => count(out, lineOf(second)) === 2);
+      // A machine created while following joins the merged output.
+      const third = (
+        await client.machines.launch(app, {
+          config: (await client.machines.get(app, first)).config ?? { image },
+        })
+      ).id;
+      await follower.waitFor((out) => count(out, lineOf(third)) === 1);
+      await client.machines.destroy(app, third, { force: true });
       await follower.stop();
       follower = undefined;
 
-      // A new image on one machine is a new release; an env change on the other keeps it in its own.
+      // A new image on one machine is a new release; an env change on the other keeps it in its own. The
+      // destroyed machine stays in the history of the release it ran.
       const v2 = await buildTestImage({
         registry: `127.0.0.1:${registryPort}`,
         token: h.token,
@@ -536,7 +545,7 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
         list.map((r) => [r.version, r.image, r.running, r.machines.sort()]),
         [
           [2, v2, [first], [first]],
-          [1, image, [second], [first, second].sort()],
+          [1, image, [second], [first, second, third].sort()],
         ],
       );
       const table = await hangar(h, ['releases', '-a', app]);

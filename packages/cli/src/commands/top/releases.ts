@@ -21,7 +21,7 @@ async function histories(api: MachinesClient, app: string): Promise<MachineHisto
 
 export default defineVerb<{ all?: boolean }>({
   usage: 'releases',
-  summary: 'List the app’s releases: runs of machine versions with the same image',
+  summary: 'List the app’s releases: the machine versions that brought in each image',
   description:
     'List the app’s releases, newest first. Hangar keeps every version of every machine’s config; a ' +
     'release groups the versions that brought in one image (or one `fly_release_id`, which deploys set): ' +
