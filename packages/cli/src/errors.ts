@@ -82,6 +82,12 @@ function apiHint(err: MachinesApiError): string | undefined {
       return 'another client holds a lease on this machine; wait for it to expire and try again';
     case 'precondition_failed':
     case 'failed_precondition':
+      if (/current_version/.test(err.detail ?? '')) {
+        return 'the machine changed since it was read (another update won); run the command again';
+      }
+      if (/min_secrets_version|secrets version/.test(err.detail ?? '')) {
+        return 'the app’s secrets are older than asked for; check them with `hangar secrets list -a APP`';
+      }
       return 'the machine is not in a state that allows this; check it with `hangar machine status ID -a APP`';
     case 'timeout':
     case 'deadline_exceeded':
