@@ -65,7 +65,9 @@ function writePrivateFile(path: string, text: string): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   // Written beside and renamed, so a reader never sees half a file; created 0600, never wider.
   const temporary = `${path}.${process.pid}.tmp`;
-  writeFileSync(temporary, text, { mode: 0o600 });
+  // `wx`: never write through a file (or symlink) someone left at that name; a stale one of ours goes.
+  rmSync(temporary, { force: true });
+  writeFileSync(temporary, text, { mode: 0o600, flag: 'wx' });
   renameSync(temporary, path);
 }
 
