@@ -80,3 +80,30 @@ export function buildReleases(histories: MachineHistory[]): Release[] {
   }
   return releases;
 }
+
+export interface RollbackStep {
+  machine: Machine;
+  /** The config the machine goes back to. */
+  config: MachineConfig;
+  /** `own`: the config it last had in the target release; `image`: it was not in it, only the image changes. */
+  how: 'own' | 'image';
+}
+
+/**
+ * Rolling back to `target` on the machines that run now: each goes back to the config it last had in
+ * that release, or, if it was not in it (created later), keeps its config with the release's image (and
+ * release id). Secrets are not versioned: every machine boots with the app's current secrets.
+ */
+export function planRollback(histories: MachineHistory[], target: Release, live: Machine[]): RollbackStep[] {
+  const configs = new Map<string, MachineConfig | undefined>();
+  for (const h of histories) for (const v of h.versions) configs.set(v.version, v.user_config);
+  return live.map((machine) => {
+    const own = target.machine_versions.filter((v) => v.machine_id === machine.id).at(-1);
+    const config = own ? configs.get(own.version) : undefined;
+    if (config) return { machine, config: structuredClone(config), how: 'own' as const };
+    const current: MachineConfig = structuredClone(machine.config ?? { image: target.image });
+    current.image = target.image;
+    if (target.release_id) current.metadata = { ...current.metadata, fly_release_id: target.release_id };
+    return { machine, config: current, how: 'image' as const };
+  });
+}

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { cli, expectCode, startFakeServer } from './helpers.js';
 
-const { ulidTime, buildReleases } = await import('../src/releases.js');
+const { ulidTime, buildReleases, planRollback } = await import('../src/releases.js');
 
 /** A ULID whose time is `ms` (the random part is fixed). */
 function ulid(ms: number): string {
@@ -200,4 +200,68 @@ test('releases prints newest first with what runs where', async (t) => {
     ].join('\n'),
   );
   assert.equal(server.requests[0]?.url.searchParams.get('include_deleted'), 'true');
+});
+
+test('rollback plan: machines of the release get their own config back; later machines only the image', () => {
+  const v = (minute: number) => ulid(T0 + minute * 60_000);
+  const m1 = { ...machine('m1', v(10)), config: { image: 'img:2', env: { A: '2' } } };
+  const m2 = { ...machine('m2', v(11)), config: { image: 'img:2', env: { B: '1' } } };
+  const history = [
+    {
+      machine: m1,
+      versions: [
+        { version: v(10), user_config: { image: 'img:2', env: { A: '2' } } },
+        { version: v(1), user_config: { image: 'img:1', env: { A: '1' } } },
+        { version: v(0), user_config: { image: 'img:1' } },
+      ],
+    },
+    { machine: m2, versions: [{ version: v(11), user_config: { image: 'img:2', env: { B: '1' } } }] },
+  ];
+  const [first] = buildReleases(history);
+  assert.ok(first);
+  assert.deepEqual(
+    planRollback(history, first, [m1, m2]).map((s) => [s.machine.id, s.how, s.config]),
+    [
+      ['m1', 'own', { image: 'img:1', env: { A: '1' } }],
+      ['m2', 'image', { image: 'img:1', env: { B: '1' } }],
+    ],
+  );
+});
+
+test('releases rollback asks first, then updates each machine back; unknown versions are refused', async (t) => {
+  const versions: Record<string, unknown[]> = {
+    m1: [
+      { version: ulid(T0 + 60_000), user_config: { image: 'img:2' } },
+      { version: ulid(T0), user_config: { image: 'img:1' } },
+    ],
+  };
+  const server = await startFakeServer(t, (req) => {
+    if (req.path === '/v1/apps/acme/machines')
+      return { body: [{ ...machine('m1', ulid(T0 + 60_000)), config: { image: 'img:2' } }] };
+    if (req.path.endsWith('/versions')) return { body: versions.m1 };
+    if (req.path.endsWith('/lease'))
+      return { status: 201, body: { status: 'success', data: { nonce: 'n', expires_at: 1 } } };
+    if (req.path.endsWith('/wait')) return { body: { ok: true } };
+    return { body: { ...machine('m1', 'V3'), config: { image: 'img:2' } } };
+  });
+  const refused = await cli(['releases', 'rollback', '-a', 'acme'], { apiUrl: server.url });
+  expectCode(refused, 1);
+  assert.match(
+    refused.stderr,
+    /m1: back to its config of v1\n.*\nError: refusing to roll back acme to v1 \(img:1\), updating 1 machine without confirmation\n/s,
+  );
+  const done = await cli(['releases', 'rollback', 'v1', '-a', 'acme', '--yes'], { apiUrl: server.url });
+  expectCode(done, 0);
+  const update = server.requests.find((r) => r.method === 'POST' && r.path === '/v1/apps/acme/machines/m1');
+  assert.deepEqual((update?.body as { config?: unknown } | undefined)?.config, { image: 'img:1' });
+  assert.equal(done.stdout, 'Rolled back acme to v1 (img:1): 1 machine updated\n');
+  const missing = await cli(['releases', 'rollback', '7', '-a', 'acme', '--yes'], { apiUrl: server.url });
+  expectCode(missing, 1);
+  assert.match(
+    missing.stderr,
+    /^Error: app acme has no release v7\nHint: list them with `hangar releases -a acme`\n$/,
+  );
+  const bad = await cli(['releases', 'forward', '-a', 'acme'], { apiUrl: server.url });
+  expectCode(bad, 1);
+  assert.match(bad.stderr, /unknown releases action "forward"/);
 });

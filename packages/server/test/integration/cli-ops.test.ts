@@ -551,6 +551,29 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
       const table = await hangar(h, ['releases', '-a', app]);
       assert.match(table.stdout, /^v2\s+running on 1\s/m);
       assert.match(table.stdout, /^v1\s+running on 1\s/m);
+
+      // Rollback to v1: the machine on v2 gets its own v1 config back (a new release, v3); the other,
+      // already on its v1 config, is left alone.
+      const rolled = await hangar(h, ['releases', 'rollback', '-a', app, '--yes']);
+      expectSuccess(rolled, 'releases rollback');
+      assert.equal(rolled.stdout, `Rolled back ${app} to v1 (${image}): 1 machine updated\n`);
+      const back = await client.machines.get(app, first);
+      assert.equal(back.config?.image, image);
+      assert.equal(back.state, 'started');
+      assert.equal((await client.machines.get(app, second)).config?.env?.A, '1', 'untouched');
+      const after = JSON.parse((await hangar(h, ['releases', '-a', app, '--json'])).stdout) as {
+        version: number;
+        image: string;
+        running: string[];
+      }[];
+      assert.deepEqual(
+        after.map((r) => [r.version, r.image, r.running]),
+        [
+          [3, image, [first]],
+          [2, v2, []],
+          [1, image, [second]],
+        ],
+      );
     } finally {
       await follower?.stop();
       await removeApp(app);
