@@ -69,6 +69,18 @@ test('auth login reads the token from stdin; a refused token stores nothing', as
   );
   assert.deepEqual(other, {});
 
+  const port = server.url.split(':').at(-1);
+  const schemeless = await cli(['auth', 'login', '--url', `127.0.0.1:${port}`], {
+    env: BARE,
+    files: {},
+    stdin: 'good',
+  });
+  expectCode(schemeless, 1);
+  assert.match(
+    schemeless.stderr,
+    /^Error: cannot reach hangard at https:\/\/127\.0\.0\.1:\d+\nHint: a URL without a scheme means https:\/\/; hangard speaks plain HTTP/,
+  );
+
   const none = await cli(['auth', 'login', '--url', server.url], { env: BARE, files: {} });
   expectCode(none, 1);
   assert.match(none.stderr, /^Error: no token given\nHint: pass --token, or pipe the token/);

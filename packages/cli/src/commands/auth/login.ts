@@ -55,9 +55,12 @@ export default defineVerb<{ url?: string; token?: string }>({
       current = await newClient(url, token, io).tokens.current();
     } catch (err) {
       if (isMachinesApiError(err, 'network_error')) {
+        const noScheme = opts.url !== undefined && !/^[a-z][a-z0-9+.-]*:\/\//i.test(opts.url.trim());
         throw new CliError(
           `cannot reach hangard at ${url}`,
-          'check the URL, and that hangard listens on an address this machine can reach (listen.host)',
+          noScheme
+            ? 'a URL without a scheme means https://; hangard speaks plain HTTP: write http://HOST:4280'
+            : 'check the URL, and that hangard listens on an address this machine can reach (listen.host)',
         );
       }
       if (isMachinesApiError(err) && err.status === 401) {
