@@ -3,6 +3,7 @@
 // `machine update`, `scale vm|memory` and `secrets deploy` share it.
 
 import { isMachinesApiError, type Machine, type MachineConfig, type MachinesClient } from '@hangar/sdk';
+import { CliError } from './errors.js';
 import { diffConfig } from './machine-config.js';
 import type { Output } from './output.js';
 
@@ -45,7 +46,11 @@ export async function updateMachine(
   try {
     const machine = await api.machines.get(app, id);
     if (!machine.config) {
-      return { machine, changes: [], updated: false };
+      // Fly leaves `config` out when the host is unreachable (`host_status`); updating blind would lose it.
+      throw new CliError(
+        `machine ${id} has no config to update (host status: ${machine.host_status ?? 'unknown'})`,
+        `try again once \`hangar machine status ${id} -a ${app}\` shows its config`,
+      );
     }
     const config = change(machine.config, machine);
     const changes = diffConfig(machine.config, config);
