@@ -66,7 +66,7 @@ function apiHint(err: MachinesApiError): string | undefined {
     case 'network_error':
       return 'is hangard running? start it with ./scripts/start.sh, or point --api-url (HANGAR_API_URL) at it';
     case 'unauthorized':
-      return 'check HANGAR_API_TOKEN or the token file (HANGAR_TOKEN_FILE, default /var/lib/hangar/personal.token)';
+      return 'check HANGAR_API_TOKEN or the token file (HANGAR_TOKEN_FILE, default /var/lib/hangar/personal.token), or run `hangar auth login`';
     case 'forbidden':
       return 'this token cannot reach that resource; use an org token or a deploy token for this app';
     case 'not_found':
@@ -82,6 +82,12 @@ function apiHint(err: MachinesApiError): string | undefined {
       return 'another client holds a lease on this machine; wait for it to expire and try again';
     case 'precondition_failed':
     case 'failed_precondition':
+      if (/current_version/.test(err.detail ?? '')) {
+        return 'the machine changed since it was read (another update won); run the command again';
+      }
+      if (/min_secrets_version|secrets version/.test(err.detail ?? '')) {
+        return 'the app’s secrets are older than asked for; check them with `hangar secrets list -a APP`';
+      }
       return 'the machine is not in a state that allows this; check it with `hangar machine status ID -a APP`';
     case 'timeout':
     case 'deadline_exceeded':

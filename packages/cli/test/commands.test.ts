@@ -196,6 +196,10 @@ test('secrets set --stage only stores; without it machines are updated with min_
     if (req.path === '/v1/apps/acme/secrets') return { body: { secrets: [], version: 7 } };
     if (req.path === '/v1/apps/acme/machines' && req.method === 'GET') return { body: [MACHINE] };
     if (req.path.endsWith('/wait')) return { body: { ok: true } };
+    if (req.path.endsWith('/lease')) {
+      return { body: { status: 'success', data: { nonce: 'n1', expires_at: 1_900_000_000 } } };
+    }
+    if (req.method === 'GET') return { body: MACHINE };
     return { body: { ...MACHINE, instance_id: '01NEWVERSION' } };
   });
   const staged = await cli(['secrets', 'set', 'A=1', 'B=x=y', '-a', 'acme', '--stage'], {
@@ -217,9 +221,11 @@ test('secrets set --stage only stores; without it machines are updated with min_
     config: MACHINE.config,
     current_version: MACHINE.instance_id,
     min_secrets_version: 7,
-    skip_launch: false,
   });
-  assert.equal(server.requests.at(-1)?.url.searchParams.get('version'), '01NEWVERSION');
+  assert.equal(update?.headers['fly-machine-lease-nonce'], 'n1', 'each machine is leased while updated');
+  const wait = server.requests.find((r) => r.path.endsWith('/wait'));
+  assert.equal(wait?.url.searchParams.get('version'), '01NEWVERSION');
+  assert.equal(server.requests.at(-1)?.method, 'DELETE', 'the lease is released');
 });
 
 test('tokens create prints only the token; deploy tokens ask for the app’s org', async (t) => {
@@ -303,7 +309,12 @@ function io(env: Record<string, string>, files: Record<string, string> = {}): Cl
     env,
     interactive: false,
     prompt: async () => '',
+    promptSecret: async () => '',
     readFile: (path) => files[path],
+    writePrivateFile: () => assert.fail('nothing is written here'),
+    removeFile: () => false,
+    stdinIsTTY: true,
+    readStdin: async () => '',
   };
 }
 

@@ -2,6 +2,7 @@ import { type MachinesClientOptions, type RequestOptions, Transport } from './cl
 import { AppsResource } from './resources/apps.js';
 import { IPAssignmentsResource } from './resources/ips.js';
 import { MachinesResource } from './resources/machines.js';
+import { PlatformResource } from './resources/platform.js';
 import { SecretsResource } from './resources/secrets.js';
 import { TokensResource } from './resources/tokens.js';
 import { VolumesResource } from './resources/volumes.js';
@@ -23,6 +24,7 @@ export class MachinesClient {
   readonly secrets: SecretsResource;
   readonly ipAssignments: IPAssignmentsResource;
   readonly tokens: TokensResource;
+  readonly platform: PlatformResource;
   /** The transport every resource shares (exposed for custom calls to endpoints not wrapped here). */
   readonly transport: Transport;
 
@@ -34,6 +36,7 @@ export class MachinesClient {
     this.secrets = new SecretsResource(this.transport);
     this.ipAssignments = new IPAssignmentsResource(this.transport);
     this.tokens = new TokensResource(this.transport);
+    this.platform = new PlatformResource(this.transport);
   }
 
   /** The resolved API root, e.g. `http://127.0.0.1:4280`. */

@@ -366,7 +366,8 @@ export interface ExitEvent {
   oom_killed?: boolean;
   requested_stop?: boolean;
   restarting?: boolean;
-  signal?: number;
+  /** A number (Fly) or a name (`SIGKILL`, Hangar). */
+  signal?: number | string;
   exited_at?: number | string;
 }
 
@@ -645,6 +646,12 @@ export interface CreateVolumeRequest {
   machines_only?: boolean;
 }
 
+export interface ForkVolumeRequest {
+  /** Name of the new volume (default: the source's). */
+  name?: string;
+  region?: string;
+}
+
 export interface UpdateVolumeRequest {
   snapshot_retention?: number;
   auto_backup_enabled?: boolean;
@@ -780,6 +787,47 @@ export interface CurrentToken {
 
 export interface CurrentTokensResponse {
   tokens: CurrentToken[];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Platform
+
+export interface Region {
+  code: string;
+  name?: string;
+  latitude?: number;
+  longitude?: number;
+  gateway_available?: boolean;
+  requires_paid_plan?: boolean;
+  deprecated?: boolean;
+  capacity?: number;
+  geo_region?: string;
+}
+
+/** fly-go decodes the capitalised keys; Hangar sends both spellings. */
+export interface RegionsResponse {
+  Regions?: Region[];
+  regions?: Region[];
+  Nearest?: string;
+  nearest?: string;
+}
+
+/** `GET /v1/platform/version` (Hangar). */
+export interface ServerVersion {
+  name: string;
+  version: string;
+}
+
+/** `GET /healthz` (Hangar). */
+export interface HealthResponse {
+  status: string;
+}
+
+/** `GET /readyz` (Hangar): each part of the daemon and whether it is up. */
+export interface ReadinessResponse {
+  ready: boolean;
+  status: 'ready' | 'not_ready' | OpenString;
+  checks: Record<string, boolean>;
 }
 
 // ---------------------------------------------------------------------------------------------------------

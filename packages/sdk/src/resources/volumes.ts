@@ -2,6 +2,7 @@ import { path, type RequestOptions, type Transport } from '../client.js';
 import type {
   CreateVolumeRequest,
   ExtendVolumeResponse,
+  ForkVolumeRequest,
   UpdateVolumeRequest,
   Volume,
   VolumeSnapshot,
@@ -38,6 +39,17 @@ export class VolumesResource {
     });
   }
 
+  /** A new volume with a copy of `id`'s data (`POST /volumes` with `source_volume_id`). */
+  async fork(
+    app: string,
+    id: string,
+    input: ForkVolumeRequest = {},
+    opts: RequestOptions = {},
+  ): Promise<Volume> {
+    const name = input.name ?? (await this.get(app, id, opts)).name;
+    return this.create(app, { name, region: input.region, source_volume_id: id }, opts);
+  }
+
   get(app: string, id: string, opts: RequestOptions = {}): Promise<Volume> {
     return this.#t.request({ method: 'GET', path: path`/v1/apps/${app}/volumes/${id}`, signal: opts.signal });
   }
@@ -70,13 +82,21 @@ export class VolumesResource {
     });
   }
 
-  /** Starts an on-demand snapshot; it completes asynchronously (see `listSnapshots`). */
-  async createSnapshot(app: string, id: string, opts: RequestOptions = {}): Promise<void> {
-    await this.#t.request({
+  /**
+   * Takes an on-demand snapshot. Hangar answers with the snapshot once it is complete; Fly answers with
+   * an empty body and completes it asynchronously (see `listSnapshots`), hence `undefined`.
+   */
+  async createSnapshot(
+    app: string,
+    id: string,
+    opts: RequestOptions = {},
+  ): Promise<VolumeSnapshot | undefined> {
+    const body = await this.#t.request<VolumeSnapshot | undefined | ''>({
       method: 'POST',
       path: path`/v1/apps/${app}/volumes/${id}/snapshots`,
       signal: opts.signal,
     });
+    return body && typeof body === 'object' ? body : undefined;
   }
 
   /** Returns the volume in its new state (`pending_destroy` or `destroyed`). */

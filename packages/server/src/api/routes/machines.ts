@@ -113,7 +113,8 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
   app.post(`${one}/restart`, act('machine.restart'), async (request) => {
     const { app_name, machine_id } = params(request);
     const timeout = queryString(request, 'timeout');
-    const signal = queryString(request, 'signal');
+    // force_stop: kill the workload instead of asking it to stop (the signal and timeout do not matter).
+    const signal = queryBool(request, 'force_stop') ? 'SIGKILL' : queryString(request, 'signal');
     await machines.restart(
       principalOf(request),
       app_name,
