@@ -1,5 +1,6 @@
 import type { Principal } from '../auth/tokens.js';
 import type { ExecRequest, ExecResult, ProcessStat } from '../runtime/runtime.js';
+import { uidRangeForApp } from '../runtime/uid-range.js';
 import { durationToMs } from '../shared/duration.js';
 import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
 import { newMachineId, newUlid } from '../shared/ids.js';
@@ -211,6 +212,7 @@ export class MachinesService {
     // Access first, so that only a caller who may use the app learns what the image rules say.
     const owner = await this.ctx.store.read((tx) => appFor(tx, principal, appName, 'write'));
     await checkMachineImage(config.image, owner.name, this.ctx.registryPolicy);
+    if (launch) await this.#admitImage(owner, config.image);
     const admit = launch && this.ctx.runtime !== undefined;
     const id = newMachineId();
     // One write checks the quota and inserts the machine, so concurrent creates cannot both take the
@@ -314,6 +316,7 @@ export class MachinesService {
       }
       checkSecretsVersion(app, input.minSecretsVersion);
       await checkMachineImage(config.image, app.name, this.ctx.registryPolicy);
+      await this.#admitImage(app, config.image);
       const wasRunning = machine.state === 'started';
       const relaunch = wasRunning && !input.skipLaunch;
       if (relaunch) {
@@ -770,6 +773,11 @@ export class MachinesService {
       }
       return task({ app, machine });
     });
+  }
+
+  /** The app's unpacked images on this host stay within their quotas (the boot checks again when it unpacks). */
+  async #admitImage(app: AppRecord, image: string): Promise<void> {
+    await this.ctx.runtime?.admitImage?.(image, uidRangeForApp(app.internalNumericId));
   }
 
   #checkRegion(region: string): void {

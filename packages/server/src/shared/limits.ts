@@ -36,3 +36,18 @@ export function formatDurationMs(ms: number): string {
   for (const [unit, suffix] of HUMAN_UNITS) if (ms % unit === 0) return `${ms / unit}${suffix}`;
   return `${ms}ms`;
 }
+
+const BYTE_UNITS: [number, string][] = [
+  [1024 ** 4, 'TiB'],
+  [1024 ** 3, 'GiB'],
+  [1024 ** 2, 'MiB'],
+  [1024, 'KiB'],
+];
+
+/** "20 GiB", "1.5 MiB", "300 bytes": how a size reads in a refusal. */
+export function formatBytes(bytes: number): string {
+  for (const [unit, suffix] of BYTE_UNITS) {
+    if (bytes >= unit) return `${Number((bytes / unit).toFixed(1))} ${suffix}`;
+  }
+  return `${bytes} bytes`;
+}
