@@ -166,28 +166,19 @@ export class MachinesService {
     );
   }
 
-  async events(
-    principal: Principal,
-    appName: string,
-    machineId: string,
-    limit: number,
-  ): Promise<MachineEventRecord[]> {
+  async events(principal: Principal, appName: string, machineId: string): Promise<MachineEventRecord[]> {
+    // Bounded by pruning (pruning.eventsPerMachine); the api pages them.
     return this.ctx.store.read((tx) => {
       const machine = findMachine(tx, appFor(tx, principal, appName, 'read'), machineId);
-      return tx.machineEvents.list({ machineId: machine.id }, { newestFirst: true, limit });
+      return tx.machineEvents.list({ machineId: machine.id }, { newestFirst: true });
     });
   }
 
-  /** The newest `limit` versions of a machine, newest first. */
-  async versions(
-    principal: Principal,
-    appName: string,
-    machineId: string,
-    limit: number,
-  ): Promise<MachineVersionRecord[]> {
+  /** A machine's versions, newest first (bounded by pruning.versionsPerMachine; the api pages them). */
+  async versions(principal: Principal, appName: string, machineId: string): Promise<MachineVersionRecord[]> {
     return this.ctx.store.read((tx) => {
       const machine = findMachine(tx, appFor(tx, principal, appName, 'read'), machineId);
-      return tx.machineVersions.list({ machineId: machine.id }, { newestFirst: true, limit });
+      return tx.machineVersions.list({ machineId: machine.id }, { newestFirst: true });
     });
   }
 

@@ -21,7 +21,7 @@ export const LIMITS = {
   stringChars: 4096,
   /** Items of every list in a machine config (services, ports, checks, files, headers, command lines). */
   listItems: 64,
-  /** Largest page of a list endpoint (events, versions). */
+  /** Largest page of a list endpoint, and its default (events default to 100): api/pagination.ts. */
   pageMax: 1000,
 } as const;
 
