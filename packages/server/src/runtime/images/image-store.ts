@@ -135,6 +135,8 @@ interface BundleMeta {
 }
 
 const META_FILE = 'image.json';
+/** admitImage() answers an API call: a tag it must resolve gets this long, then the boot decides. */
+const ADMIT_RESOLVE_MS = 10_000;
 /** How long a hand-out is remembered: longer than any `spareRecentMs` worth asking for. */
 const PREPARED_HOLD_MS = 60 * 60_000;
 const HEX_DIGEST = /^[a-f0-9]{64}$/;
@@ -305,7 +307,7 @@ export class ImageStore {
       digest = parsed.digest
         ? (this.#platformOf.get(parsed.digest) ?? parsed.digest)
         : (this.#resolvedRefs.get(reference) ??
-          (await this.#resolve(parsed, reference, signal ?? AbortSignal.timeout(this.#timeoutMs))).digest);
+          (await this.#resolve(parsed, reference, signal ?? AbortSignal.timeout(ADMIT_RESOLVE_MS))).digest);
     } catch {
       return;
     }
