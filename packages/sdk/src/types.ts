@@ -48,6 +48,8 @@ export interface AppSummary {
 export interface ListAppsResponse {
   total_apps: number;
   apps: AppSummary[];
+  /** Hangar: where the next page starts, when there is one (pass it as `cursor`). */
+  next_cursor?: string;
 }
 
 export interface CreateAppRequest {
@@ -448,6 +450,8 @@ export interface ListMachinesOptions {
   summary?: boolean;
   /** Only machines whose metadata has all these key/value pairs (`metadata.<key>=<value>`). */
   metadata?: Record<string, string>;
+  /** Machines per request (Hangar's `limit`, 1-1000); the list still holds every page. */
+  pageSize?: number;
 }
 
 export interface StartMachineResponse {

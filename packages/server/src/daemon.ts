@@ -146,6 +146,11 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
           upstreamSocket: hostRuntime.registry.socket!,
           internalCredential: hostRuntime.registryCredential,
           log: detail,
+          quotas: {
+            storageRoot: hostRuntime.registry.storageRoot,
+            imagesPerApp: config.quotas.registryImagesPerApp,
+            bytesPerApp: config.quotas.registryBytesPerApp,
+          },
         });
         runtime = hostRuntime.runtime;
         runtimeStatus = { description: hostRuntime.description };

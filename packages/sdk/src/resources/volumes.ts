@@ -11,6 +11,8 @@ import type {
 export interface ListVolumesOptions {
   /** Trimmed payload. */
   summary?: boolean;
+  /** Volumes per request (Hangar's `limit`, 1-1000); the list still holds every page. */
+  pageSize?: number;
 }
 
 export class VolumesResource {
@@ -22,10 +24,10 @@ export class VolumesResource {
 
   /** Includes volumes being destroyed; filter on `state` if you only want live ones. */
   list(app: string, options: ListVolumesOptions = {}, opts: RequestOptions = {}): Promise<Volume[]> {
-    return this.#t.request({
+    return this.#t.requestAllPages({
       method: 'GET',
       path: path`/v1/apps/${app}/volumes`,
-      query: { summary: options.summary ? 'true' : undefined },
+      query: { summary: options.summary ? 'true' : undefined, limit: options.pageSize },
       signal: opts.signal,
     });
   }
@@ -75,7 +77,7 @@ export class VolumesResource {
   }
 
   listSnapshots(app: string, id: string, opts: RequestOptions = {}): Promise<VolumeSnapshot[]> {
-    return this.#t.request({
+    return this.#t.requestAllPages({
       method: 'GET',
       path: path`/v1/apps/${app}/volumes/${id}/snapshots`,
       signal: opts.signal,

@@ -132,12 +132,27 @@ export const ConfigSchema = z.strictObject({
     /** Forwarded queries one network may have waiting for an upstream at once. */
     pendingPerNetwork: z.number().int().min(1).max(65536),
   }),
-  /** Per-app quotas; a request past one is refused with 429 naming the quota and this key. */
+  /** Per-app quotas; a request past one is refused with 422 naming the quota and this key. */
   quotas: z.strictObject({
     machinesPerApp: z.number().int().min(0),
     volumesPerApp: z.number().int().min(0),
     volumeBytesPerApp: z.number().int().min(0),
     snapshotsPerVolume: z.number().int().min(0),
+    /** Distinct images (manifest digests) unpacked on this host for the app's machines. */
+    imagesPerApp: z.number().int().min(1),
+    /** Their unpacked bytes together. */
+    imageBytesPerApp: z.number().int().min(1),
+    /** Manifests (distinct digests, tagged or not) in the app's space of Hangar's registry. */
+    registryImagesPerApp: z.number().int().min(1),
+    /** Bytes of the layers and configs in that space (each blob once), with uploads in progress. */
+    registryBytesPerApp: z.number().int().min(1),
+  }),
+  /** Bounds on one image a pull may bring to this host, whatever app asks for it. */
+  images: z.strictObject({
+    /** Its layers and config as stored (compressed), as its manifest declares them. */
+    maxPullBytes: z.number().int().min(1),
+    /** Its root filesystem unpacked. */
+    maxUnpackedBytes: z.number().int().min(1),
   }),
   /**
    * Admission against this host: the guest memory and cpus of started and starting machines stay under
@@ -187,7 +202,12 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
     volumesPerApp: 20,
     volumeBytesPerApp: 1024 * 1024 * 1024 * 1024,
     snapshotsPerVolume: 10,
+    imagesPerApp: 20,
+    imageBytesPerApp: 32 * 1024 * 1024 * 1024,
+    registryImagesPerApp: 200,
+    registryBytesPerApp: 20 * 1024 * 1024 * 1024,
   },
+  images: { maxPullBytes: 8 * 1024 * 1024 * 1024, maxUnpackedBytes: 16 * 1024 * 1024 * 1024 },
   capacity: { memoryOvercommit: 1.5, cpuOvercommit: 4 },
   pruning: {
     intervalSeconds: 600,
