@@ -157,9 +157,10 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     } else if (!runtime) {
       runtimeStatus = { missing: 'the runtime is off in the configuration' };
     }
+    const vault = Vault.open(files.secretsKey);
     const platform = createPlatform({
       store,
-      vault: Vault.open(files.secretsKey),
+      vault,
       runtime,
       ...(volumeStorage ? { volumeStorage } : {}),
       hostId: config.hostId,
@@ -167,6 +168,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       ips: config.ips,
       registryPolicy: registryPolicyOf(config),
       limits: limitsOf(config),
+      proxyDomain: config.proxy.domain,
       now: options.now ?? Date.now,
     });
     // Before reconcile, whose restarts may pull from it.
