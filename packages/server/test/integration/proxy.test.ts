@@ -133,6 +133,8 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
       proxy: {
         mode: 'on',
         http: `127.0.0.1:${proxyPort}`,
+        // HTTPS, certificates and handlers have their own test (proxy-tls.test.ts).
+        https: 'off',
         domain: DOMAIN,
         idleStopMs: 60_000,
         autostopIntervalMs: 200,
