@@ -12,7 +12,7 @@ import tls from 'node:tls';
 import { mintAuthority, mintLeaf, type PemPair } from '../../src/proxy/dev-certificate.js';
 import { canConnect } from '../../src/proxy/upstream.js';
 import { createApp, startTestHangard, type TestHangard } from '../helpers/hangard.js';
-import { type Json, NEEDS_ROOT, ok, pollUntil } from '../helpers/integration.js';
+import { type Json, NEEDS_ROOT, ok, pollUntil, sleep } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
 
 /**
@@ -598,6 +598,56 @@ test('HTTPS, certificates, custom hostnames and handlers with real machines', {
         events.some((e) => e.type === 'wake' && e.request?.trigger === 'connection'),
         JSON.stringify(events.map((e) => [e.type, e.status, e.request])),
       );
+    },
+  );
+
+  await t.test(
+    'raw connections are autostop activity while they carry bytes; a silent one is ended',
+    async () => {
+      const app = await createApp(h, 'tl-idle');
+      const id = await machine(h, app, await image(app), {
+        init: { exec: ECHO_CMD },
+        services: [
+          {
+            ...webService([{ port: 7100, handlers: [] }]),
+            autostop: 'stop',
+            autostart: true,
+            idle_timeout: '2s',
+          },
+        ],
+      });
+      const flycast = (await ok(h, 'POST', `/v1/apps/${app}/ip_assignments`, { type: 'private_v6' }))
+        .ip as string;
+      const socket = await pollUntil('the Flycast raw listener', () =>
+        connectTcp(flycast, 7100).catch(() => undefined),
+      );
+      t.after(() => socket.destroy());
+      let echoed = 0;
+      socket.on('data', (chunk: Buffer) => {
+        echoed += chunk.length;
+      });
+      let closed = false;
+      socket.once('close', () => {
+        closed = true;
+      });
+      // A byte every 200 ms for more than twice the idle period: the machine stays up.
+      for (let i = 0; i < 25; i++) {
+        socket.write('x');
+        await sleep(200);
+      }
+      await pollUntil('the last bytes echoed', async () => (echoed === 25 ? true : undefined));
+      assert.equal((await ok(h, 'GET', `/v1/apps/${app}/machines/${id}`)).state, 'started');
+      // Silent from now on: idle, so autostop ends the connection and stops the machine.
+      await pollUntil('autostop ending the connection', async () => (closed ? true : undefined), 30_000);
+      await pollUntil(
+        'the idle machine stopped',
+        async () =>
+          (await ok(h, 'GET', `/v1/apps/${app}/machines/${id}`)).state === 'stopped' ? true : undefined,
+        30_000,
+        100,
+      );
+      const events: Json[] = await ok(h, 'GET', `/v1/apps/${app}/machines/${id}/events`);
+      assert.ok(events.some((e) => e.type === 'autostop' && e.status === 'stopped'));
     },
   );
 });
