@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
 import { exampleText, type Noun, registerNoun } from './command.js';
 import { apps } from './commands/apps/index.js';
+import { certs } from './commands/certs/index.js';
 import { ips } from './commands/ips/index.js';
 import { machine } from './commands/machine/index.js';
 import { secrets } from './commands/secrets/index.js';
@@ -15,7 +16,7 @@ import { reportError } from './errors.js';
 import { type CliIO, processIO } from './io.js';
 import { CLI_VERSION } from './version.js';
 
-export const NOUNS: Noun[] = [apps, machine, secrets, ips, volumes, tokens];
+export const NOUNS: Noun[] = [apps, machine, secrets, ips, certs, volumes, tokens];
 
 /** Builds the whole command tree. Exported so tests can walk it. */
 export function buildProgram(io: CliIO): Command {
