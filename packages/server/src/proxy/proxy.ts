@@ -275,8 +275,16 @@ export class HangarProxy {
           onLog: (line) => this.#log(line),
         });
       } catch (error) {
-        this.close();
-        throw error;
+        const badSetting = HangarError.is(error) && error.code === 'invalid_argument';
+        if (!badSetting && !this.#options.https) {
+          // Without HTTPS the certificates serve only Flycast ports with `tls`: those are then refused.
+          this.#log(`TLS is not available: ${(error as Error).message}`);
+        } else {
+          this.close();
+          if (badSetting) throw error;
+          const message = `proxy.https: ${(error as Error).message}; or set proxy.https to "off"`;
+          throw new HangarError('unavailable', message, { cause: error });
+        }
       }
     }
     const https = this.#options.https;

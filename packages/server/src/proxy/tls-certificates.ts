@@ -75,7 +75,15 @@ export class TlsCertificates {
     const probe = `app.${options.domain}`;
     let platform = operator.find((o) => covers(o.leaf, probe))?.pair;
     if (!platform) {
-      platform = await ensureDevCertificate(options.dataDir, options.domain);
+      try {
+        platform = await ensureDevCertificate(options.dataDir, options.domain);
+      } catch (error) {
+        throw new HangarError(
+          'unavailable',
+          `no certificate for *.${options.domain}: making the development certificate failed (${(error as Error).message}); install openssl or give proxy.certificates`,
+          { cause: error },
+        );
+      }
       options.onLog?.(
         `HTTPS for *.${options.domain} uses the development certificate (trust ${options.dataDir}/tls/dev-ca.pem); set proxy.certificates for real ones`,
       );
