@@ -33,6 +33,7 @@ const RESOURCE_WORDS: Record<string, RegExp> = {
   volumes: /\bvolume\b/i,
   secrets: /\bsecret\b/i,
   ip_assignments: /\b(ip|address)\b/i,
+  certificates: /\bhostname\b/i,
 };
 
 /**
@@ -55,6 +56,8 @@ function listCommandFor(path: string, detail: string): string {
       return `hangar secrets list -a ${app}`;
     case 'ip_assignments':
       return `hangar ips list -a ${app}`;
+    case 'certificates':
+      return `hangar certs list -a ${app}`;
     default:
       return path.startsWith('/v1/tokens') ? 'hangar tokens list' : 'hangar apps list';
   }
@@ -72,7 +75,9 @@ function apiHint(err: MachinesApiError): string | undefined {
     case 'not_found':
       return `run \`${listCommandFor(err.path, err.detail ?? '')}\``;
     case 'name_taken':
-      return 'pick another name: app names are unique across all organizations';
+      return /\/certificates\b/.test(err.path)
+        ? 'another app holds this hostname; it must be removed there first'
+        : 'pick another name: app names are unique across all organizations';
     case 'rate_limited': {
       const seconds =
         err.retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(err.retryAfterMs / 1000));

@@ -7,6 +7,7 @@ import { Command, CommanderError } from 'commander';
 import { exampleText, type Noun, registerNoun, registerVerb, type Verb } from './command.js';
 import { apps } from './commands/apps/index.js';
 import { auth } from './commands/auth/index.js';
+import { certs } from './commands/certs/index.js';
 import { ips } from './commands/ips/index.js';
 import { machine } from './commands/machine/index.js';
 import { orgs } from './commands/orgs/index.js';
@@ -29,6 +30,7 @@ export const NOUNS: Noun[] = [
   machine,
   secrets,
   ips,
+  certs,
   volumes,
   tokens,
   auth,

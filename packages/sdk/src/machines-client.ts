@@ -1,5 +1,6 @@
 import { type MachinesClientOptions, type RequestOptions, Transport } from './client.js';
 import { AppsResource } from './resources/apps.js';
+import { CertificatesResource } from './resources/certificates.js';
 import { IPAssignmentsResource } from './resources/ips.js';
 import { MachinesResource } from './resources/machines.js';
 import { PlatformResource } from './resources/platform.js';
@@ -23,6 +24,7 @@ export class MachinesClient {
   readonly volumes: VolumesResource;
   readonly secrets: SecretsResource;
   readonly ipAssignments: IPAssignmentsResource;
+  readonly certificates: CertificatesResource;
   readonly tokens: TokensResource;
   readonly platform: PlatformResource;
   /** The transport every resource shares (exposed for custom calls to endpoints not wrapped here). */
@@ -35,6 +37,7 @@ export class MachinesClient {
     this.volumes = new VolumesResource(this.transport);
     this.secrets = new SecretsResource(this.transport);
     this.ipAssignments = new IPAssignmentsResource(this.transport);
+    this.certificates = new CertificatesResource(this.transport);
     this.tokens = new TokensResource(this.transport);
     this.platform = new PlatformResource(this.transport);
   }

@@ -747,6 +747,46 @@ export interface AllocateIPRequest {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Certificates (custom hostnames)
+
+/** One certificate of a hostname. */
+export interface CertificateDetail {
+  source?: 'custom' | 'acme' | OpenString;
+  status?: string;
+  issuer?: string;
+  subject?: string;
+  not_before?: string;
+  expires_at?: string;
+  fingerprint_sha256?: string;
+  created_at?: string;
+}
+
+/** A custom hostname of an app and its certificates. The private key is never part of it. */
+export interface AppCertificate {
+  hostname: string;
+  configured?: boolean;
+  acme_requested?: boolean;
+  status?: string;
+  source?: string;
+  created_at?: string;
+  updated_at?: string;
+  certificates?: CertificateDetail[];
+}
+
+export interface ListCertificatesResponse {
+  certificates: AppCertificate[];
+  total_count?: number;
+}
+
+export interface ImportCertificateRequest {
+  hostname: string;
+  /** The certificate chain in PEM, leaf first. */
+  fullchain: string;
+  /** The leaf's unencrypted private key in PEM. */
+  private_key: string;
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Tokens (Hangar extensions; Fly manages tokens through GraphQL)
 
 export type TokenType = 'org' | 'deploy' | 'readonly';

@@ -12,6 +12,7 @@ import { ApiRateLimits } from './rate-limits.js';
 // Also declares what the hooks below read of a request (its principal, the route's rate class).
 import './route-context.js';
 import { appRoutes } from './routes/apps.js';
+import { certificateRoutes } from './routes/certificates.js';
 import { healthRoutes, type Readiness } from './routes/health.js';
 import { ipRoutes } from './routes/ips.js';
 import { machineRoutes } from './routes/machines.js';
@@ -165,6 +166,7 @@ export function buildApi(options: ApiOptions): FastifyInstance {
     machineRoutes,
     volumeRoutes,
     secretRoutes,
+    certificateRoutes,
     ipRoutes,
     tokenRoutes,
     platformRoutes,

@@ -76,6 +76,16 @@ export const ConfigSchema = z.strictObject({
     mode: z.enum(['on', 'off']),
     /** `host:port`, `[v6]:port`: where public HTTP is served. */
     http: z.string().refine(isListenAddress, 'an address such as 0.0.0.0:80 or [::]:8080'),
+    /** `host:port`, `[v6]:port`: where public HTTPS (TLS terminated by the proxy, SNI) is served; or "off". */
+    https: z
+      .string()
+      .refine((text) => text === 'off' || isListenAddress(text), 'an address such as 0.0.0.0:443, or "off"'),
+    /**
+     * The operator's certificates, PEM files: each serves the names its certificate covers (a wildcard
+     * `*.<domain>` serves every app). Names no certificate covers get a self-signed development
+     * certificate kept in the data directory.
+     */
+    certificates: z.array(z.strictObject({ cert: z.string().min(1), key: z.string().min(1) })).max(1000),
     /** Apps answer at `<app>.<domain>`. */
     domain: z
       .string()
@@ -185,6 +195,8 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
   proxy: {
     mode: 'on',
     http: '0.0.0.0:80',
+    https: '0.0.0.0:443',
+    certificates: [],
     domain: 'hangar.localhost',
     idleStopMs: 5 * 60_000,
     autostopIntervalMs: 15_000,
@@ -273,6 +285,8 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   if (env.HANGAR_PROXY) layer.proxy = { mode: env.HANGAR_PROXY };
   if (env.HANGAR_PROXY_HTTP)
     layer.proxy = { ...(layer.proxy as Json | undefined), http: env.HANGAR_PROXY_HTTP };
+  if (env.HANGAR_PROXY_HTTPS)
+    layer.proxy = { ...(layer.proxy as Json | undefined), https: env.HANGAR_PROXY_HTTPS };
   if (env.HANGAR_API_LISTEN) layer.listen = parseListen(env.HANGAR_API_LISTEN);
   if (env.HANGAR_RATE_LIMITS !== undefined) {
     layer.rateLimits = { enabled: onOff('HANGAR_RATE_LIMITS', env.HANGAR_RATE_LIMITS) };
