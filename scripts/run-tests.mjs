@@ -47,7 +47,8 @@ const child = spawn(
     'tsx',
     '--test',
     '--test-concurrency=2',
-    '--test-timeout=120000',
+    // Generous: a test that starts a networked hangard may first wait for another file to let go of the host.
+    '--test-timeout=400000',
     '--test-reporter=tap',
     ...files,
   ],
