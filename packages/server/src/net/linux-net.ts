@@ -26,6 +26,11 @@
  *   keep a machine to its own network's addresses, and only to allocated ones.
  * - Machine → another network: it would be routed (bridge A → host → bridge B). It is dropped by the
  *   rules, and, unless egress is on, the kernel would not even forward it.
+ * - Host → a machine's private IPv4 address (the proxy): a /32 route through the machine's bridge, from
+ *   the gateway address that sits (as a /32) on every bridge. The machine has the address as a /32 on
+ *   eth0 with the gateway as its only neighbour and default route, so its IPv4 always goes through the
+ *   host, whose rules let only replies to the host's own connections through. The rest of the range is
+ *   an unreachable route on the host.
  * - Machine → the outside (egress): routed and masqueraded. Needs IPv6 forwarding on the bridge it
  *   enters through (per-interface `force_forwarding`, Linux 6.17 or later, written only on Hangar's
  *   bridges and only while egress is on) and for the replies on the uplink, which is the operator's to
@@ -35,7 +40,8 @@
  * Sysctls written, all per interface and all on interfaces Hangar created: on each bridge `accept_dad=0`
  * (see #configureBridge), `accept_ra=0` (a machine must never configure the host), `forwarding=1` (the
  * IPv6 per-interface flag only makes the bridge act as a router in neighbour discovery: it is the
- * machines' gateway; it forwards nothing) and `force_forwarding` = egress; on each host-side veth
+ * machines' gateway; it forwards nothing), `force_forwarding` = egress, and for IPv4 `forwarding` =
+ * egress (IPv4 decides by the interface a packet arrives on) and `send_redirects=0`; on each host-side veth
  * `disable_ipv6=1` (a bridge port needs no address). Inside the machine's namespace nothing is written:
  * eth0 gets `addrgenmode none` and explicit addresses instead.
  */
@@ -55,6 +61,13 @@ import {
   networkIdOfBridge,
   pendingVethName,
 } from '../sixpn/address-plan.js';
+import {
+  DEFAULT_PRIVATE_V4_RANGE,
+  type Ipv4Range,
+  inIpv4Range,
+  ipv4Gateway,
+  parseIpv4Range,
+} from '../sixpn/ipv4.js';
 import { netnsName } from '../sixpn/netns.js';
 import { RESOLVER_ADDRESS } from '../sixpn/resolver.js';
 import {
@@ -82,6 +95,8 @@ export interface LinuxNetworkOptions {
   netnsDir?: string;
   /** Conditions that do not fail an operation but that the operator should hear of (egress). */
   onWarning?: (message: string) => void;
+  /** The machines' private IPv4 range (sixpn/ipv4.ts); default DEFAULT_PRIVATE_V4_RANGE. */
+  privateV4Range?: string;
 }
 
 export interface ApplyOptions {
@@ -127,6 +142,7 @@ interface LinkInfo {
 }
 
 const PROC_IPV6_CONF = '/proc/sys/net/ipv6/conf';
+const PROC_IPV4_CONF = '/proc/sys/net/ipv4/conf';
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 /**
  * Extra time per command of an `ip -batch`: deleting a bridge waits for the kernel to retire it (about
@@ -147,6 +163,8 @@ export class LinuxNetwork {
   readonly #timeoutMs: number;
   readonly #netnsDir: string;
   readonly #onWarning: (message: string) => void;
+  readonly #v4: Ipv4Range;
+  readonly #v4Gateway: string;
   /** Link changes run one at a time (a network's removal never interleaves with an attach to it). */
   readonly #queue = new KeyedQueue();
   /** The next rules apply that has not started yet; callers arriving meanwhile share it (coalescing). */
@@ -157,6 +175,8 @@ export class LinuxNetwork {
   #egress = false;
   /** fdaa::3 is on the loopback (added once, by the first ensureNetwork or reconcile). */
   #resolverReady = false;
+  /** The private IPv4 range has its unreachable route (added once, like the resolver). */
+  #v4RangeReady = false;
   #closed = false;
 
   constructor(options: LinuxNetworkOptions = {}) {
@@ -164,6 +184,8 @@ export class LinuxNetwork {
     this.#timeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     this.#netnsDir = options.netnsDir ?? '/var/run/netns';
     this.#onWarning = options.onWarning ?? (() => {});
+    this.#v4 = parseIpv4Range(options.privateV4Range ?? DEFAULT_PRIVATE_V4_RANGE);
+    this.#v4Gateway = ipv4Gateway(this.#v4);
   }
 
   /** Creates the network's bridge with its addresses, sysctls and Flycast route; idempotent. */
@@ -175,7 +197,9 @@ export class LinuxNetwork {
         ['-6', '-batch', '-'],
         [...bridgeAddressLines(network), `link set dev ${network.bridge} up`, flycastRouteLine(network)],
       );
+      await this.#ip(['-4', '-batch', '-'], [this.#bridgeV4Line(network)]);
       await this.#ensureResolver();
+      await this.#ensureV4Range();
     });
   }
 
@@ -191,6 +215,8 @@ export class LinuxNetwork {
     return this.#links(async () => {
       if (await this.#linkExists(attachment.veth)) {
         await this.#ip(['link', 'set', 'dev', attachment.veth, 'master', attachment.bridge, 'up']);
+        // A machine attached before it had an IPv4 address gets it at its next boot.
+        await this.#plugIpv4(machineNetns, attachment);
         return;
       }
       await this.#attachNew(machineNetns, attachment);
@@ -201,6 +227,7 @@ export class LinuxNetwork {
   detach(attachment: Attachment): Promise<void> {
     return this.#links(async () => {
       await this.#deleteLinks([attachment.veth, pendingVethName(attachment.machineNumber)]);
+      if (attachment.ipv4 !== undefined) await this.#deleteV4Routes([attachment.ipv4]);
     });
   }
 
@@ -306,7 +333,28 @@ export class LinuxNetwork {
       await this.#deleteLinks(stale);
       result.removedVeths.push(...stale);
       await this.#ip(['-6', '-batch', '-'], lines);
+      await this.#ip(
+        ['-4', '-batch', '-'],
+        desired.networks
+          .filter((n) => !addresses.get(n.bridge)?.has(`${this.#v4Gateway}/32`))
+          .map((n) => this.#bridgeV4Line(n)),
+      );
       if (!addresses.get('lo')?.has(`${RESOLVER_ADDRESS}/128`)) await this.#ensureResolver();
+      await this.#ensureV4Range();
+
+      // 3b. Private IPv4 of the machines whose veth is there: each needs its /32 route on its bridge (and
+      //     its address in its namespace, which a machine plugged in before it had one lacks). Routes of
+      //     machines that are gone are removed.
+      const v4Routes = await this.#v4HostRoutes();
+      const wantedV4 = new Set<string>();
+      for (const attachment of desired.attachments) {
+        if (attachment.ipv4 === undefined || !existing.has(attachment.veth)) continue;
+        wantedV4.add(attachment.ipv4);
+        if (v4Routes.get(attachment.ipv4) === attachment.bridge) continue;
+        const netns = netnsOf(attachment);
+        if (existsSync(join(this.#netnsDir, netns))) await this.#plugIpv4(netns, attachment);
+      }
+      await this.#deleteV4Routes([...v4Routes.keys()].filter((ip) => !wantedV4.has(ip)));
 
       // 4. Missing veths of running machines (their namespace exists).
       for (const attachment of desired.attachments) {
@@ -345,6 +393,11 @@ export class LinuxNetwork {
         throw new HangarError('internal', `removing ${RESOLVER_ADDRESS} from lo: ${result.stderr.trim()}`);
       }
       this.#resolverReady = false;
+      // The machines' /32 routes went with the bridges; the range's unreachable route is left.
+      await this.#run('ip', ['-4', 'route', 'del', 'unreachable', this.#v4.cidr], {
+        timeoutMs: this.#timeoutMs,
+      });
+      this.#v4RangeReady = false;
     });
   }
 
@@ -409,9 +462,9 @@ export class LinuxNetwork {
     return stdout.trim() ? (JSON.parse(stdout) as LinkInfo[]) : [];
   }
 
-  /** Each interface's IPv6 addresses as `address/length`. */
+  /** Each interface's IPv6 and IPv4 addresses as `address/length`. */
   async #addresses(): Promise<Map<string, Set<string>>> {
-    const stdout = await this.#checked('ip', ['-j', '-6', 'addr', 'show']);
+    const stdout = await this.#checked('ip', ['-j', 'addr', 'show']);
     const parsed = (stdout.trim() ? JSON.parse(stdout) : []) as {
       ifname: string;
       addr_info?: { local: string; prefixlen: number }[];
@@ -463,10 +516,15 @@ export class LinuxNetwork {
     await writeSysctl(network.bridge, 'accept_ra', '0');
     await writeSysctl(network.bridge, 'forwarding', '1');
     await this.#setForceForwarding(network.bridge, this.#egress);
+    // IPv4: the host never tells a machine of a shorter path (it has none: every machine is a /32).
+    await writeFile(join(PROC_IPV4_CONF, network.bridge, 'send_redirects'), '0');
   }
 
   async #setForceForwarding(bridge: string, on: boolean): Promise<void> {
     if (!existsSync(join(PROC_IPV6_CONF, bridge))) return; // not created yet: ensureNetwork sets it
+    // IPv4 forwarding is decided by the interface a packet arrives on: a machine's packets may be
+    // routed onward only when they may leave at all.
+    await writeFile(join(PROC_IPV4_CONF, bridge, 'forwarding'), on ? '1' : '0');
     if (!existsSync(join(PROC_IPV6_CONF, bridge, 'force_forwarding'))) {
       if (on) {
         this.#onWarning(
@@ -483,6 +541,65 @@ export class LinuxNetwork {
     if (this.#resolverReady) return;
     await this.#ip(['-6', 'addr', 'replace', `${RESOLVER_ADDRESS}/128`, 'dev', 'lo', 'nodad']);
     this.#resolverReady = true;
+  }
+
+  /**
+   * The whole private IPv4 range is unreachable from the host but for the machines' /32 routes: a
+   * machine whose route is missing (not plugged in yet, or gone) answers the proxy's connect at once
+   * with EHOSTUNREACH, and nothing for the range ever leaves by the host's default route.
+   */
+  async #ensureV4Range(): Promise<void> {
+    if (this.#v4RangeReady) return;
+    await this.#ip(['-4', 'route', 'replace', 'unreachable', this.#v4.cidr]);
+    this.#v4RangeReady = true;
+  }
+
+  /** The gateway's /32 on a bridge (the same address on every bridge), for `ip -4 -batch`. */
+  #bridgeV4Line(network: NetworkPlan): string {
+    return `addr replace ${this.#v4Gateway}/32 dev ${network.bridge}`;
+  }
+
+  /**
+   * The machine's IPv4 address as a /32 on its eth0 with the gateway as its only neighbour and default
+   * route, and the host's /32 route to it through its bridge (from the gateway's address, which is the
+   * source the machine sees for the proxy's connections). Idempotent.
+   */
+  async #plugIpv4(machineNetns: string, a: Attachment): Promise<void> {
+    if (a.ipv4 === undefined) return;
+    await this.#ip(['-4', '-n', machineNetns, '-batch', '-'], this.#machineV4Lines(a));
+    await this.#ip(['-4', 'route', 'replace', `${a.ipv4}/32`, 'dev', a.bridge, 'src', this.#v4Gateway]);
+  }
+
+  #machineV4Lines(a: Attachment): string[] {
+    if (a.ipv4 === undefined) return [];
+    return [
+      `addr replace ${a.ipv4}/32 dev ${MACHINE_INTERFACE}`,
+      `route replace ${this.#v4Gateway}/32 dev ${MACHINE_INTERFACE} scope link`,
+      `route replace default via ${this.#v4Gateway} dev ${MACHINE_INTERFACE}`,
+    ];
+  }
+
+  /** The host's /32 routes into the private IPv4 range through Hangar bridges: address → bridge. */
+  async #v4HostRoutes(): Promise<Map<string, string>> {
+    const stdout = await this.#checked('ip', ['-j', '-4', 'route', 'show', 'table', 'main']);
+    const routes = (stdout.trim() ? JSON.parse(stdout) : []) as { dst?: string; dev?: string }[];
+    const found = new Map<string, string>();
+    for (const route of routes) {
+      const dst = route.dst?.replace(/\/32$/, '');
+      if (dst && route.dev && isHangarBridge(route.dev) && !dst.includes('/') && inIpv4Range(this.#v4, dst)) {
+        found.set(dst, route.dev);
+      }
+    }
+    return found;
+  }
+
+  async #deleteV4Routes(addresses: string[]): Promise<void> {
+    if (addresses.length === 0) return;
+    // -force: a route already gone is no failure.
+    await this.#run('ip', ['-4', '-force', '-batch', '-'], {
+      timeoutMs: this.#timeoutMs + addresses.length * PER_BATCH_LINE_MS,
+      input: `${addresses.map((ip) => `route del ${ip}/32`).join('\n')}\n`,
+    });
   }
 
   async #attachNew(machineNetns: string, a: Attachment): Promise<void> {
@@ -528,6 +645,7 @@ export class LinuxNetwork {
         ['-batch', '-'],
         [`link set dev ${pending} name ${a.veth}`, `link set dev ${a.veth} master ${a.bridge} up`],
       );
+      await this.#plugIpv4(machineNetns, a);
     } catch (error) {
       await this.#deleteLinks([pending, a.veth]).catch(() => {});
       throw new HangarError(

@@ -13,13 +13,17 @@ import { HangarError } from '../shared/errors.js';
  *   bridge as its input interface, and traffic between two machines of one bridge is switched at L2
  *   and never reaches the inet hooks at all (unless br_netfilter is on, which a host may or may not
  *   have). Every frame from an `hgv…` port must carry that port's MAC and, for IPv6, that port's
- *   address (or its link-local, or `::` for DAD and MLD). Everything else a machine sends (spoofed
- *   sources, router advertisements, IPv4, ARP) is dropped before the bridge switches or delivers it.
+ *   address (or its link-local, or `::` for DAD and MLD). IPv4 must come from the machine's private IPv4
+ *   address and go to the bridge's own MAC (routed by the host, never switched to a neighbour); ARP
+ *   must speak as the machine and ask only for the gateway. Everything else a machine sends (spoofed
+ *   sources, router advertisements, other ethertypes) is dropped before the bridge switches or
+ *   delivers it.
  * - `table inet hangar` polices what is routed: from a machine to the host (only DNS to its own
  *   network's ::3 and to fdaa::3, the service ports of its own network's Flycast addresses, neighbour
  *   discovery, and the machine's side of connections the host opened; nothing else of the host, on any
- *   address, IPv4 included), and between interfaces (a bridge to a different bridge is always dropped;
- *   to the uplink only with egress on, masqueraded).
+ *   address, IPv4 included), and between interfaces (a bridge to a different bridge is always dropped, so
+ *   is anything routed to a machine's private IPv4 address; to the uplink only with egress on,
+ *   masqueraded).
  *
  * Every base chain has policy accept and only acts on Hangar's interfaces (`hgn…` bridges, `hgv…`
  * ports), so the host's other traffic (Docker, libvirt, the uplink) is not touched. The rule count is
@@ -28,6 +32,13 @@ import { HangarError } from '../shared/errors.js';
  * hash lookups at any scale.
  */
 import { type Attachment, BRIDGE_PREFIX, type NetworkPlan, VETH_PREFIX } from '../sixpn/address-plan.js';
+import {
+  DEFAULT_PRIVATE_V4_RANGE,
+  type Ipv4Range,
+  ipv4Gateway,
+  isMachineIpv4,
+  parseIpv4Range,
+} from '../sixpn/ipv4.js';
 import { flycastAddress, formatIpv6, parseIpv6 } from '../sixpn/ipv6.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from '../sixpn/resolver.js';
 import { mergeRanges, type PortRange } from './service-ports.js';
@@ -64,6 +75,12 @@ export interface DesiredNetState {
   flycast: readonly FlycastEntry[];
   /** Machines may reach the outside world through the host (masqueraded); per host for now. */
   egress: boolean;
+  /**
+   * The host's private IPv4 range (sixpn/ipv4.ts; default DEFAULT_PRIVATE_V4_RANGE): machines' IPv4
+   * addresses and their gateway. Nothing from a machine may reach an address in it but the replies of
+   * connections the host opened.
+   */
+  privateV4Range?: string;
 }
 
 /** Facts about the host that the rules need, found by linux-net.ts. */
@@ -103,6 +120,22 @@ function addressInteger(text: string): string {
   const groups = parseIpv6(address(text));
   if (!groups) throw new HangarError('internal', `"${text}" is not an IPv6 address`);
   return `0x${groups.map((group) => group.toString(16).padStart(4, '0')).join('')}`;
+}
+
+/** A machine's IPv4 address, which must be one of the range's machine addresses. */
+function machineIpv4(range: Ipv4Range, text: string): string {
+  if (!isMachineIpv4(range, text)) {
+    throw new HangarError('internal', `"${text}" is not a machine address of ${range.cidr}`);
+  }
+  return text;
+}
+
+function rangeOf(desired: DesiredNetState): Ipv4Range {
+  try {
+    return parseIpv4Range(desired.privateV4Range ?? DEFAULT_PRIVATE_V4_RANGE);
+  } catch (error) {
+    throw new HangarError('internal', (error as Error).message);
+  }
 }
 
 function mac(text: string): string {
@@ -181,6 +214,11 @@ function checkDesired(desired: DesiredNetState): void {
     const key = address(attachment.address);
     if (addresses.has(key)) throw new HangarError('internal', `address ${key} is given to two machines`);
     addresses.add(key);
+    if (attachment.ipv4 !== undefined) {
+      if (addresses.has(attachment.ipv4))
+        throw new HangarError('internal', `address ${attachment.ipv4} is given to two machines`);
+      addresses.add(attachment.ipv4);
+    }
   }
 }
 
@@ -208,6 +246,9 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
       );
     }
   }
+  const range = rangeOf(desired);
+  const macOf = new Map(networks.map((n) => [n.bridge, n.mac]));
+  const withIpv4 = attachments.filter((a) => a.ipv4 !== undefined);
   const uplinks = [...new Set(host.uplinks)].sort().map((name) => ifname(name, false));
   const egress = desired.egress && uplinks.length > 0;
   // Per bridge and address, the ports of every entry naming it, merged: an interval set refuses
@@ -231,6 +272,8 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
         `${ifname(a.veth)} . ${address(a.linkLocal)}`,
       ]),
     ],
+    ['bridge port_ipv4', withIpv4.map((a) => `${ifname(a.veth)} . ${machineIpv4(range, a.ipv4!)}`)],
+    ['bridge port_gateway', withIpv4.map((a) => `${ifname(a.veth)} . ${mac(macOf.get(a.bridge)!)}`)],
     [
       'bridge na_targets',
       attachments.flatMap((a) => [
@@ -249,7 +292,7 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
     ['inet flycast', flycast.sort()],
     ['inet same_bridge', networks.map((n) => `${ifname(n.bridge)} . ${ifname(n.bridge)}`)],
   ]);
-  return { shape: JSON.stringify({ egress, uplinks }), sets };
+  return { shape: JSON.stringify({ egress, uplinks, v4: range.cidr, v4Gateway: ipv4Gateway(range) }), sets };
 }
 
 /**
@@ -280,7 +323,12 @@ export function rulesetDelta(from: RulesetState, to: RulesetState): string | und
  */
 export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplinks: [] }): string {
   const state = rulesetState(desired, host);
-  const { egress, uplinks } = JSON.parse(state.shape) as { egress: boolean; uplinks: string[] };
+  const { egress, uplinks, v4, v4Gateway } = JSON.parse(state.shape) as {
+    egress: boolean;
+    uplinks: string[];
+    v4: string;
+    v4Gateway: string;
+  };
   const elements = (key: string) => state.sets.get(key) ?? [];
   const anyBridge = `"${BRIDGE_PREFIX}*"`;
   const anyPort = `"${VETH_PREFIX}*"`;
@@ -316,13 +364,27 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
       elements('bridge na_targets'),
       'each machine port and the addresses its neighbour advertisements may claim (its own, as integers)',
     ),
+    ...set(
+      'port_ipv4',
+      'ifname . ipv4_addr',
+      elements('bridge port_ipv4'),
+      "each machine port and its machine's private IPv4 address",
+    ),
+    ...set(
+      'port_gateway',
+      'ifname . ether_addr',
+      elements('bridge port_gateway'),
+      "each machine port and its bridge's MAC: the only next hop of the machine's IPv4",
+    ),
     '  chain prerouting {',
     '    type filter hook prerouting priority filter; policy accept;',
     `    iifname ${anyPort} jump from_machine`,
     '  }',
     '  chain from_machine {',
     '    iifname . ether saddr != @port_macs counter drop comment "spoofed MAC"',
-    '    ether type != ip6 counter drop comment "6PN is IPv6 only"',
+    '    ether type arp jump arp_from_machine',
+    '    ether type ip jump ipv4_from_machine',
+    '    ether type != ip6 counter drop comment "neither IPv6, IPv4 nor ARP"',
     // Only the host routes: a machine's router advertisement or redirect would hijack its peers' routes.
     '    icmpv6 type { nd-router-advert, nd-redirect, router-renumbering } counter drop comment "router messages"',
     // A neighbour advertisement may only claim the sender's own addresses: one for a peer's address
@@ -333,6 +395,20 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
     // Before an address is configured the kernel speaks from :: (duplicate address detection, MLD).
     '    ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } accept',
     '    counter drop comment "spoofed source address"',
+    '  }',
+    // A machine's IPv4 is a /32 whose only neighbour is the gateway: it may speak ARP only as itself and
+    // ask only for the gateway, and its IPv4 frames must go to the bridge's own MAC, so that they are
+    // routed by the host (and its rules) and never switched to another machine of the bridge.
+    '  chain arp_from_machine {',
+    '    iifname . arp saddr ether != @port_macs counter drop comment "spoofed ARP"',
+    '    iifname . arp saddr ip != @port_ipv4 counter drop comment "spoofed ARP"',
+    `    arp operation request arp daddr ip != ${v4Gateway} counter drop comment "ARP beyond the gateway"`,
+    '    accept',
+    '  }',
+    '  chain ipv4_from_machine {',
+    '    iifname . ip saddr != @port_ipv4 counter drop comment "spoofed IPv4 source"',
+    '    iifname . ether daddr != @port_gateway counter drop comment "IPv4 past the gateway"',
+    '    accept',
     '  }',
     '}',
     '',
@@ -381,6 +457,8 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
     `    oifname ${anyBridge} jump entering_network`,
     '  }',
     '  chain leaving_network {',
+    // Before same_bridge: one machine's IPv4 to another's is routed back out of the same bridge.
+    `    ip daddr ${v4} counter drop comment "to a machine's private IPv4"`,
     '    iifname . oifname @same_bridge accept',
     ...(egress ? ['    oifname @uplinks accept'] : []),
     '    counter drop comment "cross-network or egress off"',

@@ -735,7 +735,7 @@ export class HangarProxy {
     hop: Hop,
   ): Promise<Outcome> {
     const { machine, service } = choice;
-    const address = upstreamAddress(machine.privateIp ?? '::1', service.internal_port);
+    const address = upstreamAddress(machine, service.internal_port);
     const target: UpstreamTarget = {
       machineId: machine.id,
       ...address,
@@ -751,9 +751,9 @@ export class HangarProxy {
         choice.release();
         resolve(outcome);
       };
+      const { machineId: _machineId, pooled: _pooled, ...dial } = target;
       const upstream = http.request({
-        host: target.host,
-        port: target.port,
+        ...(dial as http.RequestOptions),
         method: req.method,
         path: req.url,
         headers: requestHeaders(req.headers, {
@@ -900,9 +900,9 @@ export class HangarProxy {
     requestId: string,
   ): Promise<'done' | 'retry'> {
     const { machine, service } = choice;
-    const address = upstreamAddress(machine.privateIp ?? '::1', service.internal_port);
+    const address = upstreamAddress(machine, service.internal_port);
     return new Promise((resolve) => {
-      const upstream = net.connect(address);
+      const upstream = net.connect(address as net.NetConnectOpts);
       let connected = false;
       upstream.once('error', (error: NodeJS.ErrnoException) => {
         if (!connected) {

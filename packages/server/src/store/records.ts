@@ -75,6 +75,12 @@ export interface MachineRecord {
   machineNumber?: number;
   /** `fdaa:<network>:<host>:<machine number>::2`, fixed at create (see net/address-plan.ts). */
   privateIp: string | null;
+  /**
+   * The machine's private IPv4 address (sixpn/ipv4.ts), from the host's range, held while the machine
+   * is not destroyed; only the host reaches it. Absent on machines created before it existed (they get
+   * one at the next start of hangard) and on machines of other hosts.
+   */
+  privateIpv4?: string;
   cordoned: boolean;
   /** The latest results of the machine's health checks, as the proxy's checker last recorded them. */
   checks?: CheckStatusRecord[];

@@ -17,6 +17,7 @@ import {
   serviceAddress,
   vethName,
 } from '../../src/sixpn/address-plan.js';
+import { DEFAULT_PRIVATE_V4_RANGE } from '../../src/sixpn/ipv4.js';
 import { parseIpv6 } from '../../src/sixpn/ipv6.js';
 import { RESOLVER_ADDRESS } from '../../src/sixpn/resolver.js';
 import { enableForwarding, forwardingOn } from '../helpers/forwarding.js';
@@ -76,7 +77,13 @@ async function hostNetworking() {
     ? (await must('nft', ['-s', 'list', 'table', 'inet', 'hangar'])) +
       (await must('nft', ['-s', 'list', 'table', 'bridge', 'hangar']))
     : '';
-  return { tables, links, resolver, rules };
+  // The private IPv4 range: its unreachable route and each machine's /32 through its bridge.
+  const v4Routes = (await must('ip', ['-4', 'route', 'show', 'root', DEFAULT_PRIVATE_V4_RANGE]))
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '')
+    .sort();
+  return { tables, links, resolver, rules, v4Routes };
 }
 
 /** The packets a named drop rule of Hangar's tables has counted so far. */
@@ -144,7 +151,7 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
     hostLock.release();
     assert.deepEqual(
       { ...left, rules: undefined },
-      { tables: [], links: [], resolver: false, rules: undefined },
+      { tables: [], links: [], resolver: false, rules: undefined, v4Routes: [] },
     );
     assert.equal(existsSync(DEFAULT_HOST_LOCK_PATH), false, 'the host network lock is released');
     assert.deepEqual(
@@ -529,6 +536,13 @@ test('private networks with real machines', { skip, timeout: 540_000 }, async (t
     const after = await hostNetworking();
     assert.deepEqual(after.links, before.links, 'the same links, each in its bridge');
     assert.equal(after.rules, before.rules, 'the same rules, once');
+    // The deleted bridge took its machines' IPv4 routes along; they are back, each machine's once.
+    assert.deepEqual(after.v4Routes, before.v4Routes, 'the same IPv4 routes');
+    assert.ok(
+      before.v4Routes.includes(`unreachable ${DEFAULT_PRIVATE_V4_RANGE}`),
+      before.v4Routes.join('\n'),
+    );
+    assert.ok(before.v4Routes.length >= byNet('a').length + 1, before.v4Routes.join('\n'));
     for (const machine of byNet('a')) {
       machine.agent = new ProbeAgent(`hangar-${machine.id}`, machine.id);
       await machine.agent.ready;

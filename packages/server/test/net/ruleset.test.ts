@@ -17,9 +17,11 @@ import {
   planNetwork,
   serviceAddress,
 } from '../../src/sixpn/address-plan.js';
+import { DEFAULT_PRIVATE_V4_RANGE, ipv4At, parseIpv4Range } from '../../src/sixpn/ipv4.js';
 import { flycastAddress } from '../../src/sixpn/ipv6.js';
 
 const HOST = '0a7b007d';
+const V4 = parseIpv4Range(DEFAULT_PRIVATE_V4_RANGE);
 
 /** `networks` networks with `perNetwork` machines each, numbered from 1, and no Flycast address. */
 function desiredState(networks: number, perNetwork: number, egress = false): DesiredNetState {
@@ -34,6 +36,7 @@ function desiredState(networks: number, perNetwork: number, egress = false): Des
           machineNumber,
           networkId: network.id,
           hostId: HOST,
+          ipv4: ipv4At(V4, machineNumber - 1),
         }),
       );
     }
@@ -220,7 +223,10 @@ test('ruleset: forwarding only within one bridge, to the uplink only with egress
   const off = buildRuleset(desiredState(2, 1), { uplinks: ['eth0'] });
   assert.ok(off.includes('"hgn1" . "hgn1"') && off.includes('"hgn2" . "hgn2"'));
   assert.ok(!off.includes('"hgn1" . "hgn2"'));
-  assert.match(off, /chain leaving_network \{\n\s+iifname \. oifname @same_bridge accept\n\s+counter drop/);
+  assert.match(
+    off,
+    /chain leaving_network \{\n\s+ip daddr 10\.213\.0\.0\/16 counter drop comment "to a machine's private IPv4"\n\s+iifname \. oifname @same_bridge accept\n\s+counter drop/,
+  );
   assert.ok(!off.includes('masquerade') && !off.includes('@uplinks'), 'egress off: no way out');
 
   const on = buildRuleset(desiredState(2, 1, true), { uplinks: ['eth0', 'eth0', 'bond0'] });
@@ -235,6 +241,41 @@ test('ruleset: forwarding only within one bridge, to the uplink only with egress
   const noUplink = buildRuleset(desiredState(1, 1, true), { uplinks: [] });
   assert.ok(!noUplink.includes('masquerade'), 'egress needs a default route to leave by');
   assert.match(noUplink, /egress off/);
+});
+
+test('ruleset: a machine speaks IPv4 and ARP only as itself, and only to the gateway', () => {
+  const state = desiredState(2, 2);
+  const text = buildRuleset(state);
+  for (const a of state.attachments) {
+    assert.ok(text.includes(`"${a.veth}" . ${a.ipv4}`), `port_ipv4 has ${a.veth}`);
+    const bridgeMac = state.networks.find((n) => n.bridge === a.bridge)!.mac;
+    assert.ok(text.includes(`"${a.veth}" . ${bridgeMac}`), `port_gateway has ${a.veth}`);
+  }
+  assert.match(text, /ether type arp jump arp_from_machine\n\s+ether type ip jump ipv4_from_machine\n/);
+  assert.match(
+    text,
+    /arp operation request arp daddr ip != 10\.213\.0\.1 counter drop comment "ARP beyond the gateway"/,
+  );
+  assert.match(text, /iifname \. ether daddr != @port_gateway counter drop comment "IPv4 past the gateway"/);
+  // A machine without an address (recorded before there were any) has no IPv4 at all.
+  const { ipv4: _none, ...bare } = state.attachments[0]!;
+  const without = buildRuleset({ ...state, attachments: [bare, ...state.attachments.slice(1)] });
+  assert.ok(!without.includes(`"${bare.veth}" . 10.213.`));
+  // An address outside the range, or one given twice, is a bug upstream: never written.
+  const stray = { ...state.attachments[1]!, ipv4: '192.168.1.5' };
+  assert.throws(
+    () => buildRuleset({ ...state, attachments: [state.attachments[0]!, stray] }),
+    /not a machine address/,
+  );
+  const twice = { ...state.attachments[1]!, ipv4: state.attachments[0]!.ipv4! };
+  assert.throws(
+    () => buildRuleset({ ...state, attachments: [state.attachments[0]!, twice] }),
+    /given to two machines/,
+  );
+  // Another range moves the gateway and the drop rule with it.
+  const other = buildRuleset({ ...desiredState(1, 0), privateV4Range: '172.30.8.0/22' });
+  assert.match(other, /arp daddr ip != 172\.30\.8\.1 /);
+  assert.match(other, /ip daddr 172\.30\.8\.0\/22 counter drop/);
 });
 
 test('ruleset: the same state always gives the same text, whatever the order', () => {
@@ -286,9 +327,10 @@ test('ruleset: size is O(networks + machines), the rules themselves are constant
   const small = buildRuleset(desiredState(1, 1)).split('\n').length;
   const medium = buildRuleset(desiredState(100, 1)).split('\n').length;
   const large = buildRuleset(desiredState(1000, 1)).split('\n').length;
-  // Per network: 4 service elements + 1 same_bridge; per machine: 1 MAC + 2 addresses + 2 NA targets.
-  assert.equal(medium - small, 99 * 10);
-  assert.equal(large - medium, 900 * 10);
+  // Per network: 4 service elements + 1 same_bridge; per machine: 1 MAC + 2 addresses + 2 NA targets
+  // + its IPv4 address + its gateway's MAC.
+  assert.equal(medium - small, 99 * 12);
+  assert.equal(large - medium, 900 * 12);
   assert.deepEqual(
     structure(buildRuleset(desiredState(1000, 2))),
     structure(buildRuleset(desiredState(1, 1))),
@@ -300,12 +342,14 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
   const before = rulesetState(base);
   assert.equal(rulesetDelta(before, rulesetState(base)), '', 'same state: nothing to do');
 
-  // One more machine in network 2: its MAC and its two addresses (also as NA targets), nothing else.
+  // One more machine in network 2: its MAC, its two addresses (also as NA targets) and its IPv4 address
+  // with its gateway's MAC, nothing else.
   const extra = planAttachment({
     machineId: '0000000000ffff',
     machineNumber: 0xffff,
     networkId: 2,
     hostId: HOST,
+    ipv4: '10.213.9.9',
   });
   const added = rulesetDelta(before, rulesetState({ ...base, attachments: [...base.attachments, extra] }));
   assert.equal(
@@ -313,6 +357,8 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
     [
       'add element bridge hangar port_macs { "hgvffff" . 02:fd:00:00:ff:ff }',
       'add element bridge hangar port_addrs { "hgvffff" . fdaa:0:2:a7b:7d:0:ffff:2, "hgvffff" . fe80::fd:ff:fe00:ffff }',
+      'add element bridge hangar port_ipv4 { "hgvffff" . 10.213.9.9 }',
+      'add element bridge hangar port_gateway { "hgvffff" . 0a:fd:00:00:00:02 }',
       'add element bridge hangar na_targets { "hgvffff" . 0xfdaa000000020a7b007d0000ffff0002, "hgvffff" . 0xfe8000000000000000fd00fffe00ffff }',
       '',
     ].join('\n'),
@@ -339,6 +385,8 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
     [
       'delete element bridge hangar port_macs',
       'delete element bridge hangar port_addrs',
+      'delete element bridge hangar port_ipv4',
+      'delete element bridge hangar port_gateway',
       'delete element bridge hangar na_targets',
       'delete element inet hangar services',
       'delete element inet hangar flycast',
