@@ -126,6 +126,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
             hostId: config.hostId,
             egress: config.network.egress,
             privateV4Range: config.network.privateV4Range,
+            egressLocal: config.network.egressLocal,
             onWarning: warn,
             onNetworkUp: async (network) => dns?.addNetwork(network),
             ...(options.hostLock ? { lock: options.hostLock } : {}),

@@ -5,10 +5,13 @@ import { z } from 'zod';
 import { HangarError } from '../shared/errors.js';
 import type { RegistryPolicy } from '../shared/registry-policy.js';
 import { parseHostId } from '../sixpn/address-plan.js';
+import { parseCidr } from '../sixpn/cidr.js';
 import { DEFAULT_PRIVATE_V4_RANGE, parseIpv4Range } from '../sixpn/ipv4.js';
 import { addressInPrefix } from '../sixpn/ipv6.js';
 import { DEFAULT_API_LIMITS } from './api-limits.js';
 import { DEFAULT_RATE_LIMITS } from './rate-limits.js';
+
+const isCidr = (text: string) => parseCidr(text) !== undefined;
 
 const isIpv4Range = (cidr: string) => {
   try {
@@ -62,8 +65,16 @@ export const ConfigSchema = z.strictObject({
    */
   network: z.strictObject({
     mode: z.enum(['auto', 'required', 'off']),
-    /** Machines may open connections to the outside world through the host (masqueraded). */
+    /**
+     * Machines may open connections to the outside world through the host (masqueraded), each as its
+     * app's egress policy allows (on unless the operator sets it). Off: no machine reaches outside.
+     */
     egress: z.boolean(),
+    /**
+     * Local networks machines may reach anyway (CIDRs): the host's interface subnets and the private,
+     * link-local and loopback ranges are otherwise never reached by egress.
+     */
+    egressLocal: z.array(z.string().refine(isCidr, 'a CIDR such as 192.168.1.0/24 or fd00:1::/64')),
     /**
      * Every machine of this host gets one private IPv4 address from this range (the proxy dials it;
      * outbound IPv4 is masqueraded from it). Keep it clear of the host's own networks.
@@ -180,7 +191,7 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
   logLevel: 'info',
   ips: { sharedV4: '127.0.0.1', publicV6Prefix: 'fd68:616e:6761:7200::/64' },
   runtime: 'auto',
-  network: { mode: 'auto', egress: false, privateV4Range: DEFAULT_PRIVATE_V4_RANGE },
+  network: { mode: 'auto', egress: true, egressLocal: [], privateV4Range: DEFAULT_PRIVATE_V4_RANGE },
   registry: { port: 4281, insecure: [], allowed: [], allowPrivate: false },
   proxy: {
     mode: 'on',

@@ -15,7 +15,7 @@ import {
 } from '../sixpn/address-plan.js';
 import { DEFAULT_PRIVATE_V4_RANGE, isMachineIpv4, parseIpv4Range } from '../sixpn/ipv4.js';
 import { netnsName } from '../sixpn/netns.js';
-import type { AppRecord, IpAssignmentRecord, MachineRecord } from '../store/records.js';
+import type { AppRecord, EgressPolicyRecord, IpAssignmentRecord, MachineRecord } from '../store/records.js';
 import type { ChangeBatch, Store } from '../store/store.js';
 import { acquireHostNetworkLock, type HostLock, type HostLockOptions } from './host-lock.js';
 import { LinuxNetwork, type ReconcileResult } from './linux-net.js';
@@ -30,6 +30,8 @@ export interface HostNetworkOptions {
   egress: boolean;
   /** The machines' private IPv4 range (config `network.privateV4Range`); default sixpn/ipv4.ts's. */
   privateV4Range?: string;
+  /** Local networks the operator lets machines reach (config `network.egressLocal`). */
+  egressLocal?: readonly string[];
   /** Conditions the operator should hear of; nothing fails because of them. */
   onWarning: (message: string) => void;
   /** A network's bridge came up here (at reconcile or later): its `::3` can be listened on now. */
@@ -45,13 +47,20 @@ export function desiredNetState(
   hostId: string,
   egress: boolean,
   privateV4Range: string = DEFAULT_PRIVATE_V4_RANGE,
+  egressLocal: readonly string[] = [],
 ): DesiredNetState {
   const range = parseIpv4Range(privateV4Range);
+  const policyOfApp = new Map(
+    records.apps.flatMap((app) => (app.egress ? [[app.id, app.egress] as const] : [])),
+  );
+  const egressPolicies = new Map<string, EgressPolicyRecord>();
   const networkOfApp = new Map(records.apps.map((app) => [app.id, app.networkId]));
   const networkIds = [...new Set(networkOfApp.values())].sort((a, b) => a - b);
   const attachments = records.machines.flatMap((machine) => {
     const networkId = networkOfApp.get(machine.appId);
     if (!isAttachable(machine, hostId) || networkId === undefined) return [];
+    const policy = policyOfApp.get(machine.appId);
+    if (policy) egressPolicies.set(machine.id, policy);
     // An address outside the range (the operator changed it) is replaced at start; until then, none.
     const ipv4 =
       machine.privateIpv4 !== undefined && isMachineIpv4(range, machine.privateIpv4)
@@ -84,6 +93,8 @@ export function desiredNetState(
     attachments,
     flycast,
     egress,
+    egressPolicies,
+    egressLocal,
     privateV4Range: range.cidr,
   };
 }
@@ -115,6 +126,8 @@ export class HostNetwork {
   /** Each live machine's private IPv4 address: a new one (given at start) is plugged in by a sync. */
   readonly #ipv4 = new Map<string, string | undefined>();
   readonly #apps = new Set<string>();
+  /** Each app's egress policy as text, to notice a change. */
+  readonly #egressOfApp = new Map<string, string>();
   /** Syncs asked for and finished, counted: a caller waits for a sync that started after its call. */
   #requested = 0;
   #finished = 0;
@@ -219,7 +232,10 @@ export class HostNetwork {
       machines: tx.machines.list(),
       ips: tx.ipAssignments.list(),
     }));
-    for (const app of records.apps) this.#apps.add(app.id);
+    for (const app of records.apps) {
+      this.#apps.add(app.id);
+      this.#egressOfApp.set(app.id, JSON.stringify(app.egress ?? null));
+    }
     for (const machine of records.machines) {
       if (isAttachable(machine, this.#options.hostId)) {
         this.#liveMachines.add(machine.id);
@@ -227,7 +243,13 @@ export class HostNetwork {
       }
       this.#noteServicePorts(machine.id, machine);
     }
-    return desiredNetState(records, this.#options.hostId, this.#options.egress, this.#options.privateV4Range);
+    return desiredNetState(
+      records,
+      this.#options.hostId,
+      this.#options.egress,
+      this.#options.privateV4Range,
+      this.#options.egressLocal,
+    );
   }
 
   /** Only what changes the plumbing starts a sync: apps and live machines coming and going, Flycast. */
@@ -235,9 +257,16 @@ export class HostNetwork {
     let relevant = false;
     for (const change of batch.changes) {
       if (change.collection === 'ipAssignments') relevant = true;
-      else if (change.collection === 'apps')
-        relevant ||= flip(this.#apps, change.key, change.doc !== undefined);
-      else if (change.collection === 'machines') {
+      else if (change.collection === 'apps') {
+        relevant = flip(this.#apps, change.key, change.doc !== undefined) || relevant;
+        // The app's egress policy follows the store live: a change is a rules delta.
+        const egress = JSON.stringify((change.doc as AppRecord | undefined)?.egress ?? null);
+        if (change.doc === undefined) this.#egressOfApp.delete(change.key);
+        else if (this.#egressOfApp.get(change.key) !== egress) {
+          this.#egressOfApp.set(change.key, egress);
+          relevant = true;
+        }
+      } else if (change.collection === 'machines') {
         const machine = change.doc as MachineRecord | undefined;
         const live = machine !== undefined && isAttachable(machine, this.#options.hostId);
         relevant = flip(this.#liveMachines, change.key, live) || relevant;

@@ -61,6 +61,7 @@ import {
   networkIdOfBridge,
   pendingVethName,
 } from '../sixpn/address-plan.js';
+import { networkOfInterfaceAddress } from '../sixpn/cidr.js';
 import {
   DEFAULT_PRIVATE_V4_RANGE,
   type Ipv4Range,
@@ -109,7 +110,7 @@ export interface ApplyResult {
   machines: number;
   /** How the kernel was updated: tables replaced, set elements changed, or nothing to change. */
   mode: 'full' | 'delta' | 'unchanged';
-  /** Egress rules were written (egress asked for and an uplink found). */
+  /** Egress rules were written (the host's switch is on). */
   egress: boolean;
   warnings: string[];
 }
@@ -173,6 +174,8 @@ export class LinuxNetwork {
   #applied: RulesetState | undefined;
   /** The egress setting of the last applied rules; bridges created later get the matching sysctl. */
   #egress = false;
+  /** Warnings already given (each is given once). */
+  readonly #warned = new Set<string>();
   /** fdaa::3 is on the loopback (added once, by the first ensureNetwork or reconcile). */
   #resolverReady = false;
   /** The private IPv4 range has its unreachable route (added once, like the resolver). */
@@ -660,11 +663,9 @@ export class LinuxNetwork {
 
   async #applyNow(desired: DesiredNetState, full: boolean): Promise<ApplyResult> {
     const warnings: string[] = [];
-    const uplinks = desired.egress ? await this.#uplinks() : [];
-    if (desired.egress && uplinks.length === 0) {
-      warnings.push('egress is on but the host has no IPv6 default route: machines cannot reach outside');
-    }
-    const next = rulesetState(desired, { uplinks });
+    // Re-read at every apply: an interface that came or went changes what counts as local.
+    const localNetworks = desired.egress ? await this.#localNetworks() : [];
+    const next = rulesetState(desired, { localNetworks });
     const delta = !full && this.#applied ? rulesetDelta(this.#applied, next) : undefined;
     let mode: ApplyResult['mode'] = delta === undefined ? 'full' : delta === '' ? 'unchanged' : 'delta';
     this.#applied = undefined; // unknown until this apply succeeds
@@ -676,29 +677,58 @@ export class LinuxNetwork {
         warnings.push(`the Hangar tables were not as last applied (${error.message}); replacing them`);
       });
     }
-    if (mode === 'full') await this.#nft(buildRuleset(desired, { uplinks }));
+    if (mode === 'full') await this.#nft(buildRuleset(desired, { localNetworks }));
     this.#applied = next;
     // Per bridge, so only when it can have changed: an attach must not cost a write per network.
     if (mode === 'full' || desired.egress !== this.#egress) {
       for (const network of desired.networks) await this.#setForceForwarding(network.bridge, desired.egress);
     }
     this.#egress = desired.egress;
-    if (desired.egress) warnings.push(...(await uplinkForwardingWarnings(uplinks)));
-    for (const warning of warnings) this.#onWarning(warning);
+    if (desired.egress) warnings.push(...(await uplinkForwardingWarnings(await this.#uplinks())));
+    // Each condition once per instance: applies are frequent, the operator needs to hear it once.
+    for (const warning of warnings) {
+      if (this.#warned.has(warning)) continue;
+      this.#warned.add(warning);
+      this.#onWarning(warning);
+    }
     return {
       networks: desired.networks.length,
       machines: desired.attachments.length,
       mode,
-      egress: desired.egress && uplinks.length > 0,
+      egress: desired.egress,
       warnings,
     };
   }
 
-  /** The interfaces of the host's IPv6 default routes. */
-  async #uplinks(): Promise<string[]> {
-    const stdout = await this.#checked('ip', ['-j', '-6', 'route', 'show', 'default']);
-    const routes = (stdout.trim() ? JSON.parse(stdout) : []) as { dev?: string }[];
-    return [...new Set(routes.flatMap((r) => (r.dev && !isHangarBridge(r.dev) ? [r.dev] : [])))];
+  /** The interfaces of the host's default routes, IPv4 and IPv6: where egress usually leaves. */
+  async #uplinks(): Promise<{ v4: string[]; v6: string[] }> {
+    const devices = async (family: '-4' | '-6') => {
+      const stdout = await this.#checked('ip', ['-j', family, 'route', 'show', 'default']);
+      const routes = (stdout.trim() ? JSON.parse(stdout) : []) as { dev?: string }[];
+      return [...new Set(routes.flatMap((r) => (r.dev && !isHangarBridge(r.dev) ? [r.dev] : [])))];
+    };
+    return { v4: await devices('-4'), v6: await devices('-6') };
+  }
+
+  /** The networks of the host's own interfaces (Hangar's links left out), as CIDRs. */
+  async #localNetworks(): Promise<string[]> {
+    const stdout = await this.#checked('ip', ['-j', 'addr', 'show']);
+    const links = (stdout.trim() ? JSON.parse(stdout) : []) as {
+      ifname: string;
+      addr_info?: { local?: string; prefixlen?: number }[];
+    }[];
+    const found = new Set<string>();
+    for (const link of links) {
+      if (isHangarBridge(link.ifname) || isHangarVeth(link.ifname)) continue;
+      for (const a of link.addr_info ?? []) {
+        const network =
+          a.local === undefined || a.prefixlen === undefined
+            ? undefined
+            : networkOfInterfaceAddress(a.local, a.prefixlen);
+        if (network) found.add(network.text);
+      }
+    }
+    return [...found].sort();
   }
 }
 
@@ -723,18 +753,31 @@ async function writeSysctl(ifname: string, key: string, value: string): Promise<
 }
 
 /** Replies from the outside are forwarded from the uplink to a bridge: the uplink must forward. */
-async function uplinkForwardingWarnings(uplinks: readonly string[]): Promise<string[]> {
+async function uplinkForwardingWarnings(uplinks: { v4: string[]; v6: string[] }): Promise<string[]> {
   const read = (path: string) =>
-    readFile(join(PROC_IPV6_CONF, path), 'utf8').then(
+    readFile(path, 'utf8').then(
       (text) => text.trim(),
       () => '0',
     );
-  if ((await read('all/forwarding')) === '1') return [];
   const warnings: string[] = [];
-  for (const uplink of uplinks) {
-    if ((await read(`${uplink}/force_forwarding`)) !== '1') {
+  if (uplinks.v4.length === 0 && uplinks.v6.length === 0) {
+    warnings.push('egress is on but the host has no default route: machines reach only what it routes');
+  }
+  // IPv4 decides by the interface a reply arrives on.
+  for (const uplink of uplinks.v4) {
+    if ((await read(join(PROC_IPV4_CONF, uplink, 'forwarding'))) !== '1') {
       warnings.push(
-        `egress: replies arriving on ${uplink} are not forwarded to machines; set ` +
+        `egress: IPv4 replies arriving on ${uplink} are not forwarded to machines; set ` +
+          `net.ipv4.conf.${uplink}.forwarding=1 or net.ipv4.ip_forward=1 (Hangar leaves host-wide and ` +
+          'uplink sysctls to the operator)',
+      );
+    }
+  }
+  if ((await read(join(PROC_IPV6_CONF, 'all/forwarding'))) === '1') return warnings;
+  for (const uplink of uplinks.v6) {
+    if ((await read(join(PROC_IPV6_CONF, uplink, 'force_forwarding'))) !== '1') {
+      warnings.push(
+        `egress: IPv6 replies arriving on ${uplink} are not forwarded to machines; set ` +
           `net.ipv6.conf.${uplink}.force_forwarding=1 or net.ipv6.conf.all.forwarding=1 (Hangar leaves ` +
           'host-wide and uplink sysctls to the operator)',
       );

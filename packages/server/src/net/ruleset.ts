@@ -22,8 +22,9 @@ import { HangarError } from '../shared/errors.js';
  *   network's ::3 and to fdaa::3, the service ports of its own network's Flycast addresses, neighbour
  *   discovery, and the machine's side of connections the host opened; nothing else of the host, on any
  *   address, IPv4 included), and between interfaces (a bridge to a different bridge is always dropped, so
- *   is anything routed to a machine's private IPv4 address; to the uplink only with egress on,
- *   masqueraded).
+ *   is anything routed to a machine's private IPv4 address; out of the host only with egress on,
+ *   masqueraded, never to the host's local networks unless the operator lists them, and only where
+ *   the machine's app's egress policy allows, egress-policy.ts).
  *
  * Every base chain has policy accept and only acts on Hangar's interfaces (`hgn…` bridges, `hgv…`
  * ports), so the host's other traffic (Docker, libvirt, the uplink) is not touched. The rule count is
@@ -32,6 +33,7 @@ import { HangarError } from '../shared/errors.js';
  * hash lookups at any scale.
  */
 import { type Attachment, BRIDGE_PREFIX, type NetworkPlan, VETH_PREFIX } from '../sixpn/address-plan.js';
+import { type Cidr, disjointCidrs, parseCidr } from '../sixpn/cidr.js';
 import {
   DEFAULT_PRIVATE_V4_RANGE,
   type Ipv4Range,
@@ -41,6 +43,8 @@ import {
 } from '../sixpn/ipv4.js';
 import { flycastAddress, formatIpv6, parseIpv6 } from '../sixpn/ipv6.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from '../sixpn/resolver.js';
+import type { EgressPolicyRecord } from '../store/records.js';
+import { egressElements, LOCAL_NETWORKS_V4, LOCAL_NETWORKS_V6 } from './egress-policy.js';
 import { mergeRanges, type PortRange } from './service-ports.js';
 
 /** The name of both Hangar tables (inet and bridge families). */
@@ -73,8 +77,15 @@ export interface DesiredNetState {
    * bridge on this host) are ignored.
    */
   flycast: readonly FlycastEntry[];
-  /** Machines may reach the outside world through the host (masqueraded); per host for now. */
+  /**
+   * Machines may reach the outside world through the host (masqueraded): the host's switch
+   * (`network.egress`). Each machine then reaches what its app's policy allows (`egressPolicies`).
+   */
   egress: boolean;
+  /** Each machine's app's egress policy, by machine id; a machine without one gets `on`. */
+  egressPolicies?: ReadonlyMap<string, EgressPolicyRecord>;
+  /** Local networks the operator lets machines reach (`network.egressLocal`), as CIDRs. */
+  egressLocal?: readonly string[];
   /**
    * The host's private IPv4 range (sixpn/ipv4.ts; default DEFAULT_PRIVATE_V4_RANGE): machines' IPv4
    * addresses and their gateway. Nothing from a machine may reach an address in it but the replies of
@@ -85,8 +96,12 @@ export interface DesiredNetState {
 
 /** Facts about the host that the rules need, found by linux-net.ts. */
 export interface HostFacts {
-  /** The interfaces of the host's IPv6 default routes: egress leaves through them. */
-  uplinks: readonly string[];
+  /**
+   * The networks of the host's own interfaces (`192.0.2.0/24`, `2001:db8:1::/64`), Hangar's bridges
+   * left out: with the fixed private ranges of egress-policy.ts, what egress never reaches unless the
+   * operator lists it.
+   */
+  localNetworks: readonly string[];
 }
 
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -224,7 +239,7 @@ function checkDesired(desired: DesiredNetState): void {
 
 /**
  * The data part of a rule set: every set's elements (keyed `<family> <set>`, each element as nft text)
- * and the `shape`, everything else that varies (egress and its uplinks). Two states of the same shape
+ * and the `shape`, everything else that varies (egress, the private IPv4 range). Two states of the same shape
  * differ only in set elements, so one can be turned into the other by adding and deleting elements
  * (rulesetDelta) instead of replacing the tables.
  */
@@ -233,7 +248,20 @@ export interface RulesetState {
   sets: ReadonlyMap<string, readonly string[]>;
 }
 
-export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplinks: [] }): RulesetState {
+/** CIDRs as one family's disjoint interval-set elements; a malformed one is a bug upstream. */
+function cidrElements(texts: readonly string[], family: 4 | 6): string[] {
+  const parsed = texts.map((text) => {
+    const cidr = parseCidr(text);
+    if (!cidr) throw new HangarError('internal', `"${text}" is not a CIDR`);
+    return cidr;
+  });
+  return disjointCidrs(parsed.filter((c: Cidr) => c.family === family)).map((c) => c.text);
+}
+
+export function rulesetState(
+  desired: DesiredNetState,
+  host: HostFacts = { localNetworks: [] },
+): RulesetState {
   checkDesired(desired);
   const networks = [...desired.networks].sort((a, b) => a.id - b.id);
   const attachments = [...desired.attachments].sort((a, b) => a.machineNumber - b.machineNumber);
@@ -249,8 +277,20 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
   const range = rangeOf(desired);
   const macOf = new Map(networks.map((n) => [n.bridge, n.mac]));
   const withIpv4 = attachments.filter((a) => a.ipv4 !== undefined);
-  const uplinks = [...new Set(host.uplinks)].sort().map((name) => ifname(name, false));
-  const egress = desired.egress && uplinks.length > 0;
+  const egress = desired.egress;
+  // Per machine, what its app's policy opens (sources are the machine's own addresses: the bridge
+  // table guarantees them).
+  const policies = desired.egressPolicies ?? new Map<string, EgressPolicyRecord>();
+  const perMachine = egress
+    ? attachments.map((a) =>
+        egressElements(
+          { v4: a.ipv4 === undefined ? undefined : machineIpv4(range, a.ipv4), v6: address(a.address) },
+          policies.get(a.machineId),
+        ),
+      )
+    : [];
+  const local = [...LOCAL_NETWORKS_V4, ...LOCAL_NETWORKS_V6, ...host.localNetworks];
+  const localOk = desired.egressLocal ?? [];
   // Per bridge and address, the ports of every entry naming it, merged: an interval set refuses
   // overlapping elements, and one text per state keeps deltas exact.
   const flycastPorts = new Map<string, PortRange[]>();
@@ -291,8 +331,16 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
     ],
     ['inet flycast', flycast.sort()],
     ['inet same_bridge', networks.map((n) => `${ifname(n.bridge)} . ${ifname(n.bridge)}`)],
+    ['inet local4', egress ? cidrElements(local, 4) : []],
+    ['inet local6', egress ? cidrElements(local, 6) : []],
+    ['inet local_ok4', egress ? cidrElements(localOk, 4) : []],
+    ['inet local_ok6', egress ? cidrElements(localOk, 6) : []],
+    ['inet egress_any4', perMachine.flatMap((e) => e.any4)],
+    ['inet egress_ports4', perMachine.flatMap((e) => e.ports4)],
+    ['inet egress_any6', perMachine.flatMap((e) => e.any6)],
+    ['inet egress_ports6', perMachine.flatMap((e) => e.ports6)],
   ]);
-  return { shape: JSON.stringify({ egress, uplinks, v4: range.cidr, v4Gateway: ipv4Gateway(range) }), sets };
+  return { shape: JSON.stringify({ egress, v4: range.cidr, v4Gateway: ipv4Gateway(range) }), sets };
 }
 
 /**
@@ -321,11 +369,10 @@ export function rulesetDelta(from: RulesetState, to: RulesetState): string | und
  * cannot fail), deleted and written anew: nft applies the whole input as one transaction, so the kernel
  * switches from the old rules to the new ones at once, with no moment without rules.
  */
-export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplinks: [] }): string {
+export function buildRuleset(desired: DesiredNetState, host: HostFacts = { localNetworks: [] }): string {
   const state = rulesetState(desired, host);
-  const { egress, uplinks, v4, v4Gateway } = JSON.parse(state.shape) as {
+  const { egress, v4, v4Gateway } = JSON.parse(state.shape) as {
     egress: boolean;
-    uplinks: string[];
     v4: string;
     v4Gateway: string;
   };
@@ -432,7 +479,46 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
       'bridge to itself: frames switched within one network, seen here only when br_netfilter is on',
     ),
     ...(egress
-      ? set('uplinks', 'ifname', uplinks, 'where egress leaves the host (IPv6 default routes)')
+      ? [
+          ...intervalSet('local4', 'ipv4_addr', elements('inet local4'), "the host's local IPv4 networks"),
+          ...intervalSet('local6', 'ipv6_addr', elements('inet local6'), "the host's local IPv6 networks"),
+          ...intervalSet(
+            'local_ok4',
+            'ipv4_addr',
+            elements('inet local_ok4'),
+            'local IPv4 networks the operator lets machines reach (network.egressLocal)',
+          ),
+          ...intervalSet(
+            'local_ok6',
+            'ipv6_addr',
+            elements('inet local_ok6'),
+            'local IPv6 networks the operator lets machines reach (network.egressLocal)',
+          ),
+          ...intervalSet(
+            'egress_any4',
+            'ipv4_addr . ipv4_addr',
+            elements('inet egress_any4'),
+            "a machine's IPv4 address and a destination its app's policy opens on every port",
+          ),
+          ...intervalSet(
+            'egress_ports4',
+            'ipv4_addr . ipv4_addr . inet_proto . inet_service',
+            elements('inet egress_ports4'),
+            "a machine's IPv4 address, a destination and the ports its app's policy opens there",
+          ),
+          ...intervalSet(
+            'egress_any6',
+            'ipv6_addr . ipv6_addr',
+            elements('inet egress_any6'),
+            "a machine's 6PN address and a destination its app's policy opens on every port",
+          ),
+          ...intervalSet(
+            'egress_ports6',
+            'ipv6_addr . ipv6_addr . inet_proto . inet_service',
+            elements('inet egress_ports6'),
+            "a machine's 6PN address, a destination and the ports its app's policy opens there",
+          ),
+        ]
       : []),
     '  chain input {',
     '    type filter hook input priority filter; policy accept;',
@@ -460,18 +546,45 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
     // Before same_bridge: one machine's IPv4 to another's is routed back out of the same bridge.
     `    ip daddr ${v4} counter drop comment "to a machine's private IPv4"`,
     '    iifname . oifname @same_bridge accept',
-    ...(egress ? ['    oifname @uplinks accept'] : []),
-    '    counter drop comment "cross-network or egress off"',
+    // Another network's bridge here, or its 6PN elsewhere (never out by the default route).
+    `    oifname ${anyBridge} counter drop comment "cross-network"`,
+    '    ip6 daddr fdaa::/16 counter drop comment "cross-network"',
+    ...(egress
+      ? [
+          // The host's local networks only where the operator lists them, then the app's policy.
+          '    ip daddr @local_ok4 jump egress_policy',
+          '    ip6 daddr @local_ok6 jump egress_policy',
+          '    ip daddr @local4 counter drop comment "host-local network"',
+          '    ip6 daddr @local6 counter drop comment "host-local network"',
+          '    jump egress_policy',
+        ]
+      : []),
+    '    counter drop comment "egress off"',
     '  }',
+    ...(egress
+      ? [
+          '  chain egress_policy {',
+          '    ip saddr . ip daddr @egress_any4 accept',
+          '    ip saddr . ip daddr . meta l4proto . th dport @egress_ports4 accept',
+          '    ip6 saddr . ip6 daddr @egress_any6 accept',
+          '    ip6 saddr . ip6 daddr . meta l4proto . th dport @egress_ports6 accept',
+          '    counter drop comment "egress policy"',
+          '  }',
+        ]
+      : []),
     '  chain entering_network {',
-    ...(egress ? ['    iifname @uplinks ct state established,related accept'] : []),
+    // Only the replies of connections machines opened (leaving_network let them out): nothing from
+    // outside opens a connection to a machine, whatever conntrack holds.
+    ...(egress ? ['    ct direction reply ct state established,related accept'] : []),
     '    counter drop comment "into a network from outside"',
     '  }',
     ...(egress
       ? [
           '  chain postrouting {',
           '    type nat hook postrouting priority srcnat; policy accept;',
-          `    iifname ${anyBridge} oifname @uplinks masquerade`,
+          // Out of the host by whatever interface routing picks, from the host's address there: the
+          // machines' 6PN (ULA) and private IPv4 addresses mean nothing outside.
+          `    iifname ${anyBridge} oifname != ${anyBridge} masquerade`,
           '  }',
         ]
       : []),

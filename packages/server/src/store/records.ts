@@ -44,8 +44,24 @@ export interface AppRecord {
   internalNumericId: number;
   /** Bumped by every secrets change; `min_secrets_version` compares against it. */
   secretsVersion: number;
+  /** What the app's machines may reach outside their network (net/egress-policy.ts); absent: `on`. */
+  egress?: EgressPolicyRecord;
   createdAt: string;
   updatedAt: string;
+}
+
+/** An app's egress policy as the operator set it (net/egress-policy.ts checks and applies it). */
+export interface EgressPolicyRecord {
+  mode: 'on' | 'off' | 'allow';
+  /** With `allow`: the only destinations; empty otherwise. */
+  allow: EgressRuleRecord[];
+}
+
+export interface EgressRuleRecord {
+  /** `address/length`, normalized. */
+  cidr: string;
+  /** TCP and UDP ports (spans, both ends included); absent: every protocol and port. */
+  ports?: { start: number; end: number }[];
 }
 
 export interface ImageRefRecord {

@@ -219,28 +219,73 @@ test("ruleset: a Flycast address outside its network's block is refused", () => 
   }
 });
 
-test('ruleset: forwarding only within one bridge, to the uplink only with egress', () => {
-  const off = buildRuleset(desiredState(2, 1), { uplinks: ['eth0'] });
+test('ruleset: forwarding only within one bridge; out of the host only with egress, as policies allow', () => {
+  const off = buildRuleset(desiredState(2, 1), { localNetworks: ['192.0.2.0/24'] });
   assert.ok(off.includes('"hgn1" . "hgn1"') && off.includes('"hgn2" . "hgn2"'));
   assert.ok(!off.includes('"hgn1" . "hgn2"'));
   assert.match(
     off,
-    /chain leaving_network \{\n\s+ip daddr 10\.213\.0\.0\/16 counter drop comment "to a machine's private IPv4"\n\s+iifname \. oifname @same_bridge accept\n\s+counter drop/,
+    /chain leaving_network \{\n\s+ip daddr 10\.213\.0\.0\/16 counter drop comment "to a machine's private IPv4"\n\s+iifname \. oifname @same_bridge accept\n\s+oifname "hgn\*" counter drop comment "cross-network"\n\s+ip6 daddr fdaa::\/16 counter drop comment "cross-network"\n\s+counter drop comment "egress off"/,
   );
-  assert.ok(!off.includes('masquerade') && !off.includes('@uplinks'), 'egress off: no way out');
+  assert.ok(!off.includes('masquerade') && !off.includes('egress_policy'), 'egress off: no way out');
+  assert.ok(
+    !off.includes('ct direction reply ct state established,related accept\n    counter drop comment "into'),
+  );
 
-  const on = buildRuleset(desiredState(2, 1, true), { uplinks: ['eth0', 'eth0', 'bond0'] });
-  assert.match(on, /set uplinks \{\n\s+type ifname\n\s+elements = \{\n\s+"bond0",\n\s+"eth0"\n/);
-  assert.match(on, /oifname @uplinks accept\n\s+counter drop/);
-  assert.match(on, /iifname @uplinks ct state established,related accept/);
+  const on = buildRuleset(desiredState(2, 1, true), { localNetworks: ['192.0.2.0/24', '2001:db8:1::/64'] });
+  // The local networks: the fixed private ranges and the host's own subnets, disjoint.
   assert.match(
     on,
-    /type nat hook postrouting priority srcnat; policy accept;\n\s+iifname "hgn\*" oifname @uplinks masquerade/,
+    /set local4 \{\n\s+type ipv4_addr\n\s+flags interval\n\s+elements = \{\n\s+0\.0\.0\.0\/8,\n\s+10\.0\.0\.0\/8,/,
+  );
+  assert.ok(on.includes('192.0.2.0/24,') && on.includes('2001:db8:1::/64'));
+  assert.ok(!on.includes('fd00::/8'), 'inside fc00::/7');
+  assert.match(
+    on,
+    /ip daddr @local_ok4 jump egress_policy\n\s+ip6 daddr @local_ok6 jump egress_policy\n\s+ip daddr @local4 counter drop comment "host-local network"\n\s+ip6 daddr @local6 counter drop comment "host-local network"\n\s+jump egress_policy\n\s+counter drop comment "egress off"/,
+  );
+  // Both machines have the default policy: everything else, IPv4 and IPv6, from their own addresses.
+  const [m1, m2] = desiredState(2, 1, true).attachments;
+  for (const m of [m1!, m2!]) {
+    assert.ok(on.includes(`${m.ipv4} . 0.0.0.0/0`) && on.includes(`${m.address} . ::/0`), m.machineId);
+  }
+  assert.match(
+    on,
+    /ct direction reply ct state established,related accept\n\s+counter drop comment "into a network from outside"/,
+  );
+  assert.match(
+    on,
+    /type nat hook postrouting priority srcnat; policy accept;\n\s+iifname "hgn\*" oifname != "hgn\*" masquerade/,
   );
 
-  const noUplink = buildRuleset(desiredState(1, 1, true), { uplinks: [] });
-  assert.ok(!noUplink.includes('masquerade'), 'egress needs a default route to leave by');
-  assert.match(noUplink, /egress off/);
+  // Policies: one machine off, the other an allow-list; the operator's local networks.
+  const state = desiredState(2, 1, true);
+  const text = buildRuleset(
+    {
+      ...state,
+      egressPolicies: new Map([
+        [m1!.machineId, { mode: 'off' as const, allow: [] }],
+        [
+          m2!.machineId,
+          {
+            mode: 'allow' as const,
+            allow: [
+              { cidr: '198.51.100.0/24', ports: [{ start: 443, end: 443 }] },
+              { cidr: '2001:db8::/32' },
+            ],
+          },
+        ],
+      ]),
+      egressLocal: ['192.168.7.0/24'],
+    },
+    { localNetworks: [] },
+  );
+  assert.ok(!text.includes(`${m1!.ipv4} . `) && !text.includes(`${m1!.address} . `), 'off: no element');
+  assert.ok(text.includes(`${m2!.ipv4} . 198.51.100.0/24 . tcp . 443`));
+  assert.ok(text.includes(`${m2!.ipv4} . 198.51.100.0/24 . udp . 443`));
+  assert.ok(text.includes(`${m2!.address} . 2001:db8::/32`));
+  assert.ok(!text.includes('0.0.0.0/0'));
+  assert.match(text, /set local_ok4 \{[^}]*elements = \{\n\s+192\.168\.7\.0\/24\n/);
 });
 
 test('ruleset: a machine speaks IPv4 and ARP only as itself, and only to the gateway', () => {
@@ -320,7 +365,10 @@ test('ruleset: inconsistent or malformed input is refused, never written', () =>
     /not an IPv6/,
   );
   assert.throws(() => buildRuleset({ ...state, attachments: [{ ...a1, mac: 'zz' }] }), /not a MAC/);
-  assert.throws(() => buildRuleset({ ...state, egress: true }, { uplinks: ['eth0 }'] }), /interface name/);
+  assert.throws(
+    () => buildRuleset({ ...state, egress: true }, { localNetworks: ['10.0.0.0/8 }'] }),
+    /not a CIDR/,
+  );
 });
 
 test('ruleset: size is O(networks + machines), the rules themselves are constant', () => {
@@ -410,13 +458,28 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
     ].join('\n'),
   );
 
-  // Egress (or its uplinks) changes rules, not only elements: no delta, a full replace.
-  assert.equal(
-    rulesetDelta(before, rulesetState({ ...base, egress: true }, { uplinks: ['eth0'] })),
-    undefined,
+  // Egress changes rules, not only elements: no delta, a full replace.
+  assert.equal(rulesetDelta(before, rulesetState({ ...base, egress: true })), undefined);
+  // A policy or a local network changes only elements.
+  const on = rulesetState({ ...base, egress: true }, { localNetworks: ['192.0.2.0/24'] });
+  const first = base.attachments[0]!;
+  const offOne = rulesetState(
+    {
+      ...base,
+      egress: true,
+      egressPolicies: new Map([[first.machineId, { mode: 'off' as const, allow: [] }]]),
+    },
+    { localNetworks: ['192.0.2.0/24', '198.18.0.0/15'] },
   );
-  const on = rulesetState({ ...base, egress: true }, { uplinks: ['eth0'] });
-  assert.equal(rulesetDelta(on, rulesetState({ ...base, egress: true }, { uplinks: ['eth1'] })), undefined);
+  assert.equal(
+    rulesetDelta(on, offOne),
+    [
+      'add element inet hangar local4 { 198.18.0.0/15 }',
+      `delete element inet hangar egress_any4 { ${first.ipv4} . 0.0.0.0/0 }`,
+      `delete element inet hangar egress_any6 { ${first.address} . ::/0 }`,
+      '',
+    ].join('\n'),
+  );
 });
 
 test('ruleset: nft accepts the text and the deltas (checked in a throwaway network namespace)', {
@@ -435,7 +498,30 @@ test('ruleset: nft accepts the text and the deltas (checked in a throwaway netwo
   for (const text of [
     buildRuleset({ networks: [], attachments: [], flycast: [], egress: false }),
     buildRuleset(desiredState(3, 2, false)),
-    buildRuleset(withFlycast(desiredState(1000, 1, true)), { uplinks: ['eth0'] }),
+    buildRuleset(withFlycast(desiredState(1000, 1, true)), { localNetworks: ['192.0.2.0/24', 'fd00::/64'] }),
+    // Allow-lists whose destinations and ports overlap: made disjoint, or nft refuses them.
+    buildRuleset({
+      ...desiredState(2, 1, true),
+      egressPolicies: new Map([
+        [
+          desiredState(2, 1, true).attachments[0]!.machineId,
+          {
+            mode: 'allow' as const,
+            allow: [
+              { cidr: '198.51.100.0/24', ports: [{ start: 400, end: 500 }] },
+              { cidr: '198.51.100.4/32', ports: [{ start: 450, end: 600 }] },
+              { cidr: '198.51.100.0/24', ports: [{ start: 443, end: 443 }] },
+              { cidr: '203.0.113.0/24' },
+              { cidr: '203.0.113.128/25' },
+              { cidr: '203.0.113.7/32', ports: [{ start: 22, end: 22 }] },
+              { cidr: '2001:db8::/32' },
+              { cidr: '2001:db8:1::/48', ports: [{ start: 53, end: 53 }] },
+            ],
+          },
+        ],
+      ]),
+      egressLocal: ['192.168.0.0/16', '192.168.1.0/24', 'fd00::/8'],
+    }),
     buildRuleset(grown) + delta,
     buildRuleset(shrunk) + growBack,
     // Ranges replacing single ports they overlap, in one transaction (deletes first).

@@ -166,7 +166,12 @@ test('config: layers and strict validation', (t) => {
   const network = resolveConfig({
     env: { HANGAR_DATA_DIR: dataDir, HANGAR_NETWORK: 'required', HANGAR_EGRESS: 'on' },
   });
-  assert.deepEqual(network.network, { mode: 'required', egress: true, privateV4Range: '10.213.0.0/16' });
+  assert.deepEqual(network.network, {
+    mode: 'required',
+    egress: true,
+    egressLocal: [],
+    privateV4Range: '10.213.0.0/16',
+  });
   assert.throws(
     () =>
       resolveConfig({
