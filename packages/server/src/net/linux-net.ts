@@ -61,7 +61,7 @@ import {
   networkIdOfBridge,
   pendingVethName,
 } from '../sixpn/address-plan.js';
-import { networkOfInterfaceAddress } from '../sixpn/cidr.js';
+import { cidrContains, networkOfInterfaceAddress, parseCidr } from '../sixpn/cidr.js';
 import {
   DEFAULT_PRIVATE_V4_RANGE,
   type Ipv4Range,
@@ -279,6 +279,7 @@ export class LinuxNetwork {
   async reconcile(desired: DesiredNetState, options: ReconcileOptions = {}): Promise<ReconcileResult> {
     // A full replace: whatever changed the tables behind this instance's back is undone.
     const rules = await this.applyRules(desired, { full: true });
+    await this.#checkV4RangeIsFree();
     const netnsOf = options.netnsOf ?? ((a: Attachment) => netnsName(a.machineId));
     return this.#links(async () => {
       const result: ReconcileResult = {
@@ -708,6 +709,27 @@ export class LinuxNetwork {
       return [...new Set(routes.flatMap((r) => (r.dev && !isHangarBridge(r.dev) ? [r.dev] : [])))];
     };
     return { v4: await devices('-4'), v6: await devices('-6') };
+  }
+
+  /**
+   * The private IPv4 range must not overlap a network of the host's own: the host's routes to machines
+   * would shadow part of it (or it theirs). Said once, not refused: the operator picks another range.
+   */
+  async #checkV4RangeIsFree(): Promise<void> {
+    const range = parseCidr(this.#v4.cidr)!;
+    for (const text of await this.#localNetworks()) {
+      const local = parseCidr(text);
+      if (!local || local.family !== 4 || local.length === 32) continue;
+      if (cidrContains(local, range) || cidrContains(range, local)) {
+        const warning =
+          `network.privateV4Range ${this.#v4.cidr} overlaps the host's network ${text}: ` +
+          'machines and that network shadow each other; set another range';
+        if (!this.#warned.has(warning)) {
+          this.#warned.add(warning);
+          this.#onWarning(warning);
+        }
+      }
+    }
   }
 
   /** The networks of the host's own interfaces (Hangar's links left out), as CIDRs. */
