@@ -719,7 +719,7 @@ export class LinuxNetwork {
     const range = parseCidr(this.#v4.cidr)!;
     for (const text of await this.#localNetworks()) {
       const local = parseCidr(text);
-      if (!local || local.family !== 4 || local.length === 32) continue;
+      if (local?.family !== 4 || local.length === 32) continue;
       if (cidrContains(local, range) || cidrContains(range, local)) {
         const warning =
           `network.privateV4Range ${this.#v4.cidr} overlaps the host's network ${text}: ` +
