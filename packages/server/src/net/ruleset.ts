@@ -520,6 +520,13 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { local
           ),
         ]
       : []),
+    // Before routing: a machine's IPv4 to any other machine's address (of its network or another) is
+    // dropped in silence whether that address is in use or not (routing would answer an unused one
+    // with "host unreachable", telling which are). The gateway is the host: the input rules decide.
+    '  chain prerouting {',
+    '    type filter hook prerouting priority filter; policy accept;',
+    `    iifname ${anyBridge} ip daddr != ${v4Gateway} ip daddr ${v4} counter drop comment "to a machine's private IPv4"`,
+    '  }',
     '  chain input {',
     '    type filter hook input priority filter; policy accept;',
     `    iifname ${anyBridge} jump machine_to_host`,
@@ -543,8 +550,6 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { local
     `    oifname ${anyBridge} jump entering_network`,
     '  }',
     '  chain leaving_network {',
-    // Before same_bridge: one machine's IPv4 to another's is routed back out of the same bridge.
-    `    ip daddr ${v4} counter drop comment "to a machine's private IPv4"`,
     '    iifname . oifname @same_bridge accept',
     // Another network's bridge here, or its 6PN elsewhere (never out by the default route).
     `    oifname ${anyBridge} counter drop comment "cross-network"`,

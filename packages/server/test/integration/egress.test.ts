@@ -294,11 +294,11 @@ test('egress: NAT out of the host, the per-app policy, never the host or its loc
       await must('ip', ['-n', `hangar-${stranger.id}`, '-4', 'addr', 'show', 'dev', 'eth0']),
     )![1]!;
     const before = await dropCount('inet', 'leaving_network', 'cross-network');
-    const v4Before = await dropCount('inet', 'leaving_network', "to a machine's private IPv4");
+    const v4Before = await dropCount('inet', 'prerouting', "to a machine's private IPv4");
     const probes = await Promise.all([tcp(onPolicy, stranger.ip, 8080), tcp(onPolicy, strangerV4, 8080)]);
     assert.deepEqual(probes.map(seen), ['no answer (timeout)', 'no answer (timeout)']);
     assert.ok((await dropCount('inet', 'leaving_network', 'cross-network')) - before >= 1);
-    assert.ok((await dropCount('inet', 'leaving_network', "to a machine's private IPv4")) - v4Before >= 1);
+    assert.ok((await dropCount('inet', 'prerouting', "to a machine's private IPv4")) - v4Before >= 1);
     // Control: a machine of its own network answers (its agent serves on [::]:8080).
     assert.equal(seen(await tcp(onPolicy, offPolicy.ip, 8080)), 'eg-off');
   });

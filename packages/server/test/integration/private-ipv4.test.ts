@@ -200,21 +200,25 @@ test('each machine has a private IPv4 address that only the host reaches', {
     agents.push(fromNeighbour, fromStranger);
     await Promise.all([fromNeighbour.ready, fromStranger.ready]);
 
-    // Routed through the gateway, as any socket of the machine would go.
-    const routedBefore = await dropCount('inet', 'leaving_network', "to a machine's private IPv4");
-    const routed = await Promise.all(
-      [fromNeighbour, fromStranger].map((agent) => agent.probe({ kind: 'tcp', to: target, port: 8080 })),
-    );
+    // Through the gateway, as any socket of the machine would go; and to an address no machine holds,
+    // which must look the same (silence, not "host unreachable"), so that none can be told apart.
+    const routedBefore = await dropCount('inet', 'prerouting', "to a machine's private IPv4");
+    const routed = await Promise.all([
+      fromNeighbour.probe({ kind: 'tcp', to: target, port: 8080 }),
+      fromStranger.probe({ kind: 'tcp', to: target, port: 8080 }),
+      fromNeighbour.probe({ kind: 'tcp', to: '10.213.255.200', port: 8080 }),
+    ]);
     assert.deepEqual(
       routed.map((r) => [r.ok, r.detail]),
       [
         [false, 'timeout'],
         [false, 'timeout'],
+        [false, 'timeout'],
       ],
     );
     const routedDropped =
-      (await dropCount('inet', 'leaving_network', "to a machine's private IPv4")) - routedBefore;
-    assert.ok(routedDropped >= 2, `the forward rule dropped ${routedDropped}`);
+      (await dropCount('inet', 'prerouting', "to a machine's private IPv4")) - routedBefore;
+    assert.ok(routedDropped >= 3, `the prerouting rule dropped ${routedDropped}`);
 
     // Straight over the bridge: the neighbour points the address at the target's MAC itself.
     const [eth0] = JSON.parse(

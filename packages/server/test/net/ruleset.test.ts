@@ -225,9 +225,13 @@ test('ruleset: forwarding only within one bridge; out of the host only with egre
   assert.ok(!off.includes('"hgn1" . "hgn2"'));
   assert.match(
     off,
-    /chain leaving_network \{\n\s+ip daddr 10\.213\.0\.0\/16 counter drop comment "to a machine's private IPv4"\n\s+iifname \. oifname @same_bridge accept\n\s+oifname "hgn\*" counter drop comment "cross-network"\n\s+ip6 daddr fdaa::\/16 counter drop comment "cross-network"\n\s+counter drop comment "egress off"/,
+    /chain leaving_network \{\n\s+iifname \. oifname @same_bridge accept\n\s+oifname "hgn\*" counter drop comment "cross-network"\n\s+ip6 daddr fdaa::\/16 counter drop comment "cross-network"\n\s+counter drop comment "egress off"/,
   );
   assert.ok(!off.includes('masquerade') && !off.includes('egress_policy'), 'egress off: no way out');
+  assert.match(
+    off,
+    /chain prerouting \{\n\s+type filter hook prerouting priority filter; policy accept;\n\s+iifname "hgn\*" ip daddr != 10\.213\.0\.1 ip daddr 10\.213\.0\.0\/16 counter drop comment "to a machine's private IPv4"\n/,
+  );
   assert.ok(
     !off.includes('ct direction reply ct state established,related accept\n    counter drop comment "into'),
   );
@@ -320,7 +324,7 @@ test('ruleset: a machine speaks IPv4 and ARP only as itself, and only to the gat
   // Another range moves the gateway and the drop rule with it.
   const other = buildRuleset({ ...desiredState(1, 0), privateV4Range: '172.30.8.0/22' });
   assert.match(other, /arp daddr ip != 172\.30\.8\.1 /);
-  assert.match(other, /ip daddr 172\.30\.8\.0\/22 counter drop/);
+  assert.match(other, /ip daddr != 172\.30\.8\.1 ip daddr 172\.30\.8\.0\/22 counter drop/);
 });
 
 test('ruleset: the same state always gives the same text, whatever the order', () => {
