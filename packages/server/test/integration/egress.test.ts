@@ -135,8 +135,6 @@ test('egress: NAT out of the host, the per-app policy, never the host or its loc
   skip,
   timeout: 300_000,
 }, async (t) => {
-  const upstream = await makeUpstream(t);
-  const [open, other] = upstream.ports;
   const hostPort = await hostListener(t);
   const registryPort = await freePort();
   const h: TestHangard = await startTestHangard(t, {
@@ -146,6 +144,10 @@ test('egress: NAT out of the host, the per-app policy, never the host or its loc
       registry: { port: registryPort, insecure: [] },
     },
   });
+  // Made while this hangard holds the host's networking (one owner at a time); the next rules apply
+  // (the first machine's) reads its subnet as local.
+  const upstream = await makeUpstream(t);
+  const [open, other] = upstream.ports;
   const agents: ProbeAgent[] = [];
   t.after(async () => {
     for (const agent of agents) await agent.stop();
@@ -308,8 +310,6 @@ test('egress: a local network the operator lists is reached; the host itself sti
   skip,
   timeout: 240_000,
 }, async (t) => {
-  const upstream = await makeUpstream(t);
-  const [open] = upstream.ports;
   const hostPort = await hostListener(t);
   const registryPort = await freePort();
   const h: TestHangard = await startTestHangard(t, {
@@ -323,6 +323,8 @@ test('egress: a local network the operator lists is reached; the host itself sti
       registry: { port: registryPort, insecure: [] },
     },
   });
+  const upstream = await makeUpstream(t);
+  const [open] = upstream.ports;
   await ok(h, 'POST', '/v1/apps', { app_name: 'eg-local', org_slug: 'personal', network: NETWORK });
   const image = await buildTestImage({
     registry: `127.0.0.1:${registryPort}`,
