@@ -52,6 +52,45 @@ test('apps list prints a table', async (t) => {
   assert.match(String(req?.headers['user-agent']), /^hangar-cli\//);
 });
 
+test('apps egress shows the policy, and sets on, off or an allow-list', async (t) => {
+  const allow = {
+    mode: 'allow',
+    allow: [{ cidr: '198.51.100.0/24', ports: ['443', '8000-8010'] }, { cidr: '2001:db8::/32' }],
+  };
+  const server = await startFakeServer(t, (req) =>
+    req.method === 'GET' ? { body: { mode: 'on', allow: [] } } : { body: req.body },
+  );
+  const shown = await cli(['apps', 'egress', 'acme'], { apiUrl: server.url });
+  expectCode(shown, 0);
+  assert.equal(shown.stdout, 'Mode   on\nAllow\n');
+  const set = await cli(
+    ['apps', 'egress', 'acme', '--allow', '198.51.100.0/24:443,8000-8010', '--allow', '[2001:db8::/32]'],
+    { apiUrl: server.url },
+  );
+  expectCode(set, 0);
+  assert.equal(
+    set.stdout,
+    'Mode   allow\nAllow  198.51.100.0/24 ports 443,8000-8010; 2001:db8::/32 all ports\n',
+  );
+  const off = await cli(['apps', 'egress', 'acme', '--off', '--json'], { apiUrl: server.url });
+  expectCode(off, 0);
+  assert.deepEqual(JSON.parse(off.stdout), { mode: 'off' });
+  assert.deepEqual(
+    server.requests.map((r) => [r.method, r.path, r.body]),
+    [
+      ['GET', '/v1/apps/acme/egress', undefined],
+      ['PUT', '/v1/apps/acme/egress', allow],
+      ['PUT', '/v1/apps/acme/egress', { mode: 'off' }],
+    ],
+  );
+  const both = await cli(['apps', 'egress', 'acme', '--on', '--off'], { apiUrl: server.url });
+  expectCode(both, 1);
+  assert.match(both.stderr, /use one of --on, --off and --allow/);
+  const bad = await cli(['apps', 'egress', 'acme', '--allow', '198.51.100.7:'], { apiUrl: server.url });
+  expectCode(bad, 1);
+  assert.match(bad.stderr, /invalid destination "198\.51\.100\.7:"/);
+});
+
 test('apps list --json prints the API objects and nothing else', async (t) => {
   const server = await startFakeServer(t, () => ({ body: APPS }));
   const result = await cli(['apps', 'list', '--org', 'acme-corp', '--json'], { apiUrl: server.url });

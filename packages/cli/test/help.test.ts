@@ -42,6 +42,7 @@ test('the verbs named in the brief are all registered', () => {
     'apps list',
     'apps show',
     'apps destroy',
+    'apps egress',
     'machine list',
     'machine status',
     'machine run',

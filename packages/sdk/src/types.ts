@@ -20,6 +20,22 @@ export interface Organization {
   internal_numeric_id?: number;
 }
 
+/**
+ * Hangar's own: what an app's machines may reach outside their private network. `on` (the default),
+ * `off`, or `allow` with the only destinations. Only an org token sets it.
+ */
+export interface EgressPolicy {
+  mode: 'on' | 'off' | 'allow' | OpenString;
+  allow: EgressDestination[];
+}
+
+export interface EgressDestination {
+  /** An address or CIDR, IPv4 or IPv6 (`198.51.100.0/24`, `2001:db8::/32`). */
+  cidr: string;
+  /** TCP and UDP ports (`443`, `"8000-8010"`); absent: every protocol and port. */
+  ports?: (number | string)[];
+}
+
 export interface App {
   id: string;
   name: string;

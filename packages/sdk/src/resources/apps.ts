@@ -5,6 +5,7 @@ import type {
   DeleteAppOptions,
   DeployTokenRequest,
   DeployTokenResponse,
+  EgressPolicy,
   ListAppsResponse,
 } from '../types.js';
 
@@ -80,6 +81,25 @@ export class AppsResource {
       method: 'POST',
       path: path`/v1/apps/${name}/deploy_token`,
       body: input,
+      signal: opts.signal,
+    });
+  }
+
+  /** `GET /v1/apps/{name}/egress` (Hangar's own): the app's egress policy. */
+  getEgress(name: string, opts: RequestOptions = {}): Promise<EgressPolicy> {
+    return this.#t.request({ method: 'GET', path: path`/v1/apps/${name}/egress`, signal: opts.signal });
+  }
+
+  /** `PUT /v1/apps/{name}/egress` (Hangar's own, org tokens only): sets the app's egress policy. */
+  setEgress(
+    name: string,
+    policy: { mode: EgressPolicy['mode']; allow?: EgressPolicy['allow'] },
+    opts: RequestOptions = {},
+  ): Promise<EgressPolicy> {
+    return this.#t.request({
+      method: 'PUT',
+      path: path`/v1/apps/${name}/egress`,
+      body: policy,
       signal: opts.signal,
     });
   }

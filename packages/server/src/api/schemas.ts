@@ -11,6 +11,19 @@ const name = z.string().max(LIMITS.nameChars, `at most ${LIMITS.nameChars} chara
 const str = z.string().max(LIMITS.stringChars, `at most ${LIMITS.stringChars} characters`);
 const value = z.string().max(LIMITS.valueChars, `at most ${LIMITS.valueChars} characters`);
 
+/** PUT /v1/apps/{app}/egress: the app's egress policy (net/egress-policy.ts checks the values). */
+export const EgressPolicyBody = z.strictObject({
+  mode: z.string(),
+  allow: z
+    .array(
+      z.strictObject({
+        cidr: z.string(),
+        ports: z.array(z.union([z.number().int(), z.string()])).optional(),
+      }),
+    )
+    .optional(),
+});
+
 export const CreateAppBody = z
   .looseObject({
     app_name: name.optional(),

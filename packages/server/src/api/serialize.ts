@@ -5,6 +5,7 @@ import type { VolumeView } from '../machines/volumes.js';
 import { parseReference } from '../shared/image-reference.js';
 import type {
   CertificateRecord,
+  EgressPolicyRecord,
   ImageRefRecord,
   LeaseRecord,
   MachineEventRecord,
@@ -181,3 +182,19 @@ export const token = (t: TokenRecord, orgSlug: string, appName: string | null) =
   created_at: t.createdAt,
   expires_at: t.expiresAt,
 });
+
+/** An app's egress policy on the wire: ports as `443` or `8000-8010` text. */
+export function egressPolicy(policy: EgressPolicyRecord): {
+  mode: string;
+  allow: { cidr: string; ports?: string[] }[];
+} {
+  return {
+    mode: policy.mode,
+    allow: policy.allow.map((rule) => ({
+      cidr: rule.cidr,
+      ...(rule.ports
+        ? { ports: rule.ports.map((p) => (p.start === p.end ? `${p.start}` : `${p.start}-${p.end}`)) }
+        : {}),
+    })),
+  };
+}

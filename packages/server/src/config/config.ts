@@ -5,9 +5,22 @@ import { z } from 'zod';
 import { HangarError } from '../shared/errors.js';
 import type { RegistryPolicy } from '../shared/registry-policy.js';
 import { parseHostId } from '../sixpn/address-plan.js';
+import { parseCidr } from '../sixpn/cidr.js';
+import { DEFAULT_PRIVATE_V4_RANGE, parseIpv4Range } from '../sixpn/ipv4.js';
 import { addressInPrefix } from '../sixpn/ipv6.js';
 import { DEFAULT_API_LIMITS } from './api-limits.js';
 import { DEFAULT_RATE_LIMITS } from './rate-limits.js';
+
+const isCidr = (text: string) => parseCidr(text) !== undefined;
+
+const isIpv4Range = (cidr: string) => {
+  try {
+    parseIpv4Range(cidr);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 const isUsablePrefix = (prefix: string) => {
   try {
@@ -52,8 +65,21 @@ export const ConfigSchema = z.strictObject({
    */
   network: z.strictObject({
     mode: z.enum(['auto', 'required', 'off']),
-    /** Machines may open connections to the outside world through the host (masqueraded). */
+    /**
+     * Machines may open connections to the outside world through the host (masqueraded), each as its
+     * app's egress policy allows (on unless the operator sets it). Off: no machine reaches outside.
+     */
     egress: z.boolean(),
+    /**
+     * Local networks machines may reach anyway (CIDRs): the host's interface subnets and the private,
+     * link-local and loopback ranges are otherwise never reached by egress.
+     */
+    egressLocal: z.array(z.string().refine(isCidr, 'a CIDR such as 192.168.1.0/24 or fd00:1::/64')),
+    /**
+     * Every machine of this host gets one private IPv4 address from this range (the proxy dials it;
+     * outbound IPv4 is masqueraded from it). Keep it clear of the host's own networks.
+     */
+    privateV4Range: z.string().refine(isIpv4Range, 'an IPv4 range /8 to /28 such as 10.213.0.0/16'),
   }),
   /** Hangar's own image registry (on loopback), and which other registries machines may pull from. */
   registry: z.strictObject({
@@ -190,7 +216,7 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
   logLevel: 'info',
   ips: { sharedV4: '127.0.0.1', publicV6Prefix: 'fd68:616e:6761:7200::/64' },
   runtime: 'auto',
-  network: { mode: 'auto', egress: false },
+  network: { mode: 'auto', egress: true, egressLocal: [], privateV4Range: DEFAULT_PRIVATE_V4_RANGE },
   registry: { port: 4281, insecure: [], allowed: [], allowPrivate: false },
   proxy: {
     mode: 'on',
@@ -238,7 +264,9 @@ export function ownRegistryAddresses(config: Pick<ResolvedConfig, 'registry'>): 
 }
 
 /** Whether the machines' DNS relays names outside .internal/.flycast to the host's resolvers. */
-export function dnsForwards(config: Pick<ResolvedConfig, 'dns' | 'network'>): boolean {
+export function dnsForwards(
+  config: Pick<ResolvedConfig, 'dns'> & { network: Pick<ResolvedConfig['network'], 'egress'> },
+): boolean {
   return config.dns.forward === 'always' || (config.dns.forward === 'egress' && config.network.egress);
 }
 

@@ -337,8 +337,13 @@ export class DnsServer {
     const callerNetwork = this.#networkOf(source);
     if (!isLocalName(question.name)) {
       // Recursion only for callers on a 6PN network, so a listener exposed by mistake is no open resolver.
-      // And none while forwarding is off (egress off): REFUSED says so at once.
-      if (callerNetwork === undefined || !this.#forward) {
+      // And none while forwarding is off (egress off), or for a machine whose app's egress is off:
+      // REFUSED says so at once.
+      if (
+        callerNetwork === undefined ||
+        !this.#forward ||
+        this.#view.snapshot().egressOff?.(source) === true
+      ) {
         respond('REFUSED', false);
         return;
       }

@@ -58,6 +58,11 @@ export interface DnsSnapshot {
   network(id: number): DnsNetwork | undefined;
   /** Any app by name, whatever its network: only for Flycast, where the caller's network decides. */
   appByName(name: string): DnsApp | undefined;
+  /**
+   * Whether the machine at this 6PN address belongs to an app whose egress policy is `off`: then its
+   * names outside .internal/.flycast are not forwarded (query names would be a way out).
+   */
+  egressOff?(address: string): boolean;
 }
 
 interface NetworkState {
@@ -92,6 +97,10 @@ export class DnsView {
    */
   readonly #machinesByApp = new Map<string, Map<string, DnsMachine>>();
   readonly #machines = new Map<string, DnsMachine>();
+  /** Apps whose egress policy is `off`, by id. */
+  readonly #egressOff = new Set<string>();
+  /** The app of each machine's 6PN address. */
+  readonly #appOfAddress = new Map<string, string>();
   readonly #flycast = new Map<string, FlycastEntry>();
   #revision = 0;
   #snapshot: DnsSnapshot | undefined;
@@ -170,6 +179,10 @@ export class DnsView {
           return network?.known ? network : undefined;
         },
         appByName: (name) => appsByName.get(name.toLowerCase()),
+        egressOff: (address) => {
+          const appId = this.#appOfAddress.get(address.replace(/%.*$/, ''));
+          return appId !== undefined && this.#egressOff.has(appId);
+        },
       };
     }
     return this.#snapshot;
@@ -228,10 +241,12 @@ export class DnsView {
     };
     this.#apps.set(app.id, app);
     this.#appsByName.set(app.name, app);
+    if (record.egress?.mode === 'off') this.#egressOff.add(app.id);
     this.#network(app.networkId).apps.set(app.name, app);
   }
 
   #removeApp(id: string): void {
+    this.#egressOff.delete(id);
     const app = this.#apps.get(id);
     if (!app) return;
     this.#apps.delete(id);
@@ -254,12 +269,16 @@ export class DnsView {
     };
     this.#machines.set(machine.id, machine);
     this.#machineMap(machine.appId).set(machine.id, machine);
+    if (machine.privateIp !== null) this.#appOfAddress.set(machine.privateIp, machine.appId);
   }
 
   #removeMachine(id: string): void {
     const machine = this.#machines.get(id);
     if (!machine) return;
     this.#machines.delete(id);
+    if (machine.privateIp !== null && this.#appOfAddress.get(machine.privateIp) === machine.appId) {
+      this.#appOfAddress.delete(machine.privateIp);
+    }
     const machines = this.#machinesByApp.get(machine.appId);
     if (!machines) return;
     machines.delete(id);

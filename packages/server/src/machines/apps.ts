@@ -1,7 +1,8 @@
 import type { Principal } from '../auth/tokens.js';
+import { checkEgressPolicy, DEFAULT_EGRESS, type EgressPolicyInput } from '../net/egress-policy.js';
 import { HangarError, invalidArgument } from '../shared/errors.js';
 import { newAppId } from '../shared/ids.js';
-import type { AppRecord, NetworkRecord, OrgRecord } from '../store/records.js';
+import type { AppRecord, EgressPolicyRecord, NetworkRecord, OrgRecord } from '../store/records.js';
 import { StoreConflictError, type WriteTx } from '../store/store.js';
 import { type Access, appFor, isoNow, orgFor, type PlatformContext, requireOrgToken } from './context.js';
 import type { MachinesService } from './machines.js';
@@ -100,6 +101,26 @@ export class AppsService {
         .list({ orgId: org.id })
         .filter((a) => principal.appId === null || a.id === principal.appId);
       return apps.map((app) => this.#view(tx, app, org));
+    });
+  }
+
+  /** The app's egress policy (the default `on` when the operator set none). */
+  async egress(principal: Principal, name: string): Promise<EgressPolicyRecord> {
+    return this.ctx.store.read((tx) => appFor(tx, principal, name, 'read').egress ?? DEFAULT_EGRESS);
+  }
+
+  /**
+   * Sets what the app's machines may reach outside their network: the operator's call (an org token),
+   * never a deploy token's, whose app it would let out. The host's networking follows the store and
+   * applies it to running machines at once.
+   */
+  async setEgress(principal: Principal, name: string, input: EgressPolicyInput): Promise<EgressPolicyRecord> {
+    requireOrgToken(principal, "set an app's egress policy");
+    const policy = checkEgressPolicy(input);
+    return this.ctx.store.write((tx) => {
+      const app = appFor(tx, principal, name, 'write');
+      tx.apps.update({ ...app, egress: policy, updatedAt: isoNow(this.ctx) });
+      return policy;
     });
   }
 

@@ -20,6 +20,8 @@ export interface PlatformContext {
   hostId: string;
   region: string;
   ips: { sharedV4: string; publicV6Prefix: string };
+  /** The range machines' private IPv4 addresses come from (default: sixpn/ipv4.ts's). */
+  privateV4Range?: string;
   /** Where machines' images may come from (Hangar's registry and the operator's pull policy). */
   registryPolicy: RegistryPolicy;
   /** Per-app quotas and this host's capacity (default: DEFAULT_LIMITS of quotas.ts). */

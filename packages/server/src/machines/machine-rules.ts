@@ -6,6 +6,7 @@
 import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
 import { newMachineName } from '../shared/ids.js';
 import { MAX_ID, machineAddress } from '../sixpn/address-plan.js';
+import { DEFAULT_PRIVATE_V4_RANGE, isMachineIpv4, nextFreeIpv4, parseIpv4Range } from '../sixpn/ipv4.js';
 import type { AppRecord, LeaseRecord, MachineRecord } from '../store/records.js';
 import type { ReadTx, WriteTx } from '../store/store.js';
 import type { PlatformContext } from './context.js';
@@ -134,18 +135,61 @@ export function attachVolume(
 
 /**
  * A new machine's place in its app's private network on this host: the next machine number (never
- * reused, so no two machines of a host ever share a veth name or an address) and the address it gives.
+ * reused, so no two machines of a host ever share a veth name or an address), the address it gives, and
+ * the machine's private IPv4 address.
  */
 export function allocateSixPn(
   tx: WriteTx,
   app: AppRecord,
-  hostId: string,
-): Pick<MachineRecord, 'machineNumber' | 'privateIp'> {
+  place: Pick<PlatformContext, 'hostId' | 'privateV4Range'>,
+): Pick<MachineRecord, 'machineNumber' | 'privateIp' | 'privateIpv4'> {
+  const { hostId } = place;
   const machineNumber = tx.nextSequence(`machine-number:${hostId}`);
   if (machineNumber > MAX_ID) {
     throw new HangarError('internal', 'this host has used up its 2^32 machine numbers');
   }
-  return { machineNumber, privateIp: machineAddress(app.networkId, hostId, machineNumber) };
+  return {
+    machineNumber,
+    privateIp: machineAddress(app.networkId, hostId, machineNumber),
+    privateIpv4: allocatePrivateIpv4(tx, place),
+  };
+}
+
+/**
+ * A free address of the host's private IPv4 range: the allocator goes round the range (a sequence
+ * cursor), so an address a destroyed machine released is handed out again only after all others.
+ */
+export function allocatePrivateIpv4(
+  tx: WriteTx,
+  { hostId, privateV4Range }: Pick<PlatformContext, 'hostId' | 'privateV4Range'>,
+): string {
+  const range = parseIpv4Range(privateV4Range ?? DEFAULT_PRIVATE_V4_RANGE);
+  const inUse = new Set(
+    tx.machines
+      .list()
+      .flatMap((m) =>
+        m.hostId === hostId && m.state !== 'destroyed' && m.privateIpv4 !== undefined ? [m.privateIpv4] : [],
+      ),
+  );
+  const cursor = tx.nextSequence(`machine-ipv4:${hostId}`) - 1;
+  const address = nextFreeIpv4(range, cursor, inUse);
+  if (address === undefined) {
+    throw new HangarError(
+      'insufficient_capacity',
+      `every address of this host's private IPv4 range ${range.cidr} is in use (network.privateV4Range)`,
+    );
+  }
+  return address;
+}
+
+/** Whether a machine of this host lacks a usable private IPv4 address (none yet, or outside the range). */
+export function needsPrivateIpv4(
+  machine: MachineRecord,
+  { hostId, privateV4Range }: Pick<PlatformContext, 'hostId' | 'privateV4Range'>,
+): boolean {
+  if (machine.state === 'destroyed' || machine.hostId !== hostId) return false;
+  const range = parseIpv4Range(privateV4Range ?? DEFAULT_PRIVATE_V4_RANGE);
+  return machine.privateIpv4 === undefined || !isMachineIpv4(range, machine.privateIpv4);
 }
 
 /** 'done', a terminal error, or 'pending'. */

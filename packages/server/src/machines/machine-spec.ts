@@ -55,7 +55,11 @@ export function machineSpec({ app, machine, image, secrets }: SpecInput): Machin
     network:
       machine.machineNumber === undefined
         ? null
-        : { networkId: app.networkId, machineNumber: machine.machineNumber },
+        : {
+            networkId: app.networkId,
+            machineNumber: machine.machineNumber,
+            ...(machine.privateIpv4 ? { ipv4: machine.privateIpv4 } : {}),
+          },
     uidMapping: uidRangeForApp(app.internalNumericId),
     mounts: (config.mounts ?? []).map((m) => ({ volumeId: m.volume, path: m.path })),
     files: (config.files ?? []).map((file) => {

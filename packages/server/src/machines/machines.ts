@@ -260,7 +260,7 @@ export class MachinesService {
       instanceId: newUlid(),
       config,
       imageRef: null,
-      ...allocateSixPn(tx, app, this.ctx.hostId),
+      ...allocateSixPn(tx, app, this.ctx),
       cordoned: input.skipServiceRegistration === true,
       skipSecrets: input.skipSecrets === true,
       createdAt: now,

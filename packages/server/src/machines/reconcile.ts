@@ -7,15 +7,23 @@ import type { RecoveredMachine } from '../runtime/runtime.js';
 import type { PlatformContext } from './context.js';
 import type { ExitHandler } from './exits.js';
 import { setMachineState } from './machine-events.js';
-import { allocateSixPn } from './machine-rules.js';
+import { allocatePrivateIpv4, allocateSixPn, needsPrivateIpv4 } from './machine-rules.js';
 
-/** Machines recorded before private networks existed get their address now, once. */
+/**
+ * Machines recorded before private networks existed get their addresses now, once; machines without a
+ * private IPv4 address (recorded before it existed, or outside a range the operator changed) get one.
+ * The host's networking follows the store and plugs the address in (net/host-network.ts).
+ */
 export async function addressUnaddressedMachines(ctx: PlatformContext): Promise<void> {
   await ctx.store.write((tx) => {
     for (const machine of tx.machines.list()) {
-      if (machine.machineNumber !== undefined || machine.state === 'destroyed') continue;
-      const app = tx.apps.get(machine.appId);
-      if (app) tx.machines.update({ ...machine, ...allocateSixPn(tx, app, ctx.hostId) });
+      if (machine.state === 'destroyed') continue;
+      if (machine.machineNumber === undefined) {
+        const app = tx.apps.get(machine.appId);
+        if (app) tx.machines.update({ ...machine, ...allocateSixPn(tx, app, ctx) });
+      } else if (needsPrivateIpv4(machine, ctx)) {
+        tx.machines.update({ ...machine, privateIpv4: allocatePrivateIpv4(tx, ctx) });
+      }
     }
   });
 }

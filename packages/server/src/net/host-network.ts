@@ -13,7 +13,9 @@ import {
   planAttachment,
   planNetwork,
 } from '../sixpn/address-plan.js';
-import type { AppRecord, IpAssignmentRecord, MachineRecord } from '../store/records.js';
+import { DEFAULT_PRIVATE_V4_RANGE, isMachineIpv4, parseIpv4Range } from '../sixpn/ipv4.js';
+import { netnsName } from '../sixpn/netns.js';
+import type { AppRecord, EgressPolicyRecord, IpAssignmentRecord, MachineRecord } from '../store/records.js';
 import type { ChangeBatch, Store } from '../store/store.js';
 import { acquireHostNetworkLock, type HostLock, type HostLockOptions } from './host-lock.js';
 import { LinuxNetwork, type ReconcileResult } from './linux-net.js';
@@ -26,6 +28,10 @@ export interface HostNetworkOptions {
   hostId: string;
   /** Machines may reach the outside world through the host. */
   egress: boolean;
+  /** The machines' private IPv4 range (config `network.privateV4Range`); default sixpn/ipv4.ts's. */
+  privateV4Range?: string;
+  /** Local networks the operator lets machines reach (config `network.egressLocal`). */
+  egressLocal?: readonly string[];
   /** Conditions the operator should hear of; nothing fails because of them. */
   onWarning: (message: string) => void;
   /** A network's bridge came up here (at reconcile or later): its `::3` can be listened on now. */
@@ -40,14 +46,34 @@ export function desiredNetState(
   records: { apps: AppRecord[]; machines: MachineRecord[]; ips: IpAssignmentRecord[] },
   hostId: string,
   egress: boolean,
+  privateV4Range: string = DEFAULT_PRIVATE_V4_RANGE,
+  egressLocal: readonly string[] = [],
 ): DesiredNetState {
+  const range = parseIpv4Range(privateV4Range);
+  const policyOfApp = new Map(
+    records.apps.flatMap((app) => (app.egress ? [[app.id, app.egress] as const] : [])),
+  );
+  const egressPolicies = new Map<string, EgressPolicyRecord>();
   const networkOfApp = new Map(records.apps.map((app) => [app.id, app.networkId]));
   const networkIds = [...new Set(networkOfApp.values())].sort((a, b) => a - b);
   const attachments = records.machines.flatMap((machine) => {
     const networkId = networkOfApp.get(machine.appId);
     if (!isAttachable(machine, hostId) || networkId === undefined) return [];
+    const policy = policyOfApp.get(machine.appId);
+    if (policy) egressPolicies.set(machine.id, policy);
+    // An address outside the range (the operator changed it) is replaced at start; until then, none.
+    const ipv4 =
+      machine.privateIpv4 !== undefined && isMachineIpv4(range, machine.privateIpv4)
+        ? { ipv4: machine.privateIpv4 }
+        : {};
     return [
-      planAttachment({ machineId: machine.id, machineNumber: machine.machineNumber!, networkId, hostId }),
+      planAttachment({
+        machineId: machine.id,
+        machineNumber: machine.machineNumber!,
+        networkId,
+        hostId,
+        ...ipv4,
+      }),
     ];
   });
   // A Flycast address opens what its app's machines serve (the proxy's listeners): the services of
@@ -62,7 +88,15 @@ export function desiredNetState(
       ? [{ networkId: ip.networkId, address: ip.ip, ports: servicePorts(configsOfApp.get(ip.appId) ?? []) }]
       : [],
   );
-  return { networks: networkIds.map((id) => planNetwork(id, hostId)), attachments, flycast, egress };
+  return {
+    networks: networkIds.map((id) => planNetwork(id, hostId)),
+    attachments,
+    flycast,
+    egress,
+    egressPolicies,
+    egressLocal,
+    privateV4Range: range.cidr,
+  };
 }
 
 /** A machine of this host that is not destroyed and has a machine number has (or will have) a veth. */
@@ -89,7 +123,11 @@ export class HostNetwork {
   readonly #liveMachines = new Set<string>();
   /** The service ports of each machine not destroyed, as text: a change reopens its app's Flycast ports. */
   readonly #servicePorts = new Map<string, string>();
+  /** Each live machine's private IPv4 address: a new one (given at start) is plugged in by a sync. */
+  readonly #ipv4 = new Map<string, string | undefined>();
   readonly #apps = new Set<string>();
+  /** Each app's egress policy as text, to notice a change. */
+  readonly #egressOfApp = new Map<string, string>();
   /** Syncs asked for and finished, counted: a caller waits for a sync that started after its call. */
   #requested = 0;
   #finished = 0;
@@ -99,7 +137,12 @@ export class HostNetwork {
   private constructor(options: HostNetworkOptions, lock: HostLock) {
     this.#options = options;
     this.#lock = lock;
-    this.#linux = options.linux ?? new LinuxNetwork({ onWarning: options.onWarning });
+    this.#linux =
+      options.linux ??
+      new LinuxNetwork({
+        onWarning: options.onWarning,
+        ...(options.privateV4Range ? { privateV4Range: options.privateV4Range } : {}),
+      });
     this.#unwatch = options.store.watch((batch) => this.#onChanges(batch));
   }
 
@@ -121,7 +164,7 @@ export class HostNetwork {
     const desired = await this.#desired();
     this.#ruled = new Set();
     const result = await this.#linux.reconcile(desired);
-    this.#ruled = machineIdsOf(desired);
+    this.#ruled = ruledKeysOf(desired);
     this.#up.clear();
     this.#attached.clear();
     for (const attachment of desired.attachments) this.#attached.set(attachment.machineId, attachment);
@@ -136,7 +179,7 @@ export class HostNetwork {
   async attach(
     machineId: string,
     netns: string,
-    place: Pick<AttachmentRequest, 'networkId' | 'machineNumber'>,
+    place: Pick<AttachmentRequest, 'networkId' | 'machineNumber' | 'ipv4'>,
   ): Promise<void> {
     const network = planNetwork(place.networkId, this.#options.hostId);
     if (!this.#up.has(network.id)) await this.#bringUp(network);
@@ -145,7 +188,7 @@ export class HostNetwork {
     this.#attached.set(machineId, attachment);
     // Until the rules list the machine the bridge drops what it sends: wait for them. They name it by
     // its veth and addresses, which never change, so once listed it stays covered across boots.
-    if (!this.#ruled.has(machineId)) await this.sync();
+    if (!this.#ruled.has(ruledKey(attachment))) await this.sync();
   }
 
   /** The networks whose bridge is up here. */
@@ -189,12 +232,24 @@ export class HostNetwork {
       machines: tx.machines.list(),
       ips: tx.ipAssignments.list(),
     }));
-    for (const app of records.apps) this.#apps.add(app.id);
+    for (const app of records.apps) {
+      this.#apps.add(app.id);
+      this.#egressOfApp.set(app.id, JSON.stringify(app.egress ?? null));
+    }
     for (const machine of records.machines) {
-      if (isAttachable(machine, this.#options.hostId)) this.#liveMachines.add(machine.id);
+      if (isAttachable(machine, this.#options.hostId)) {
+        this.#liveMachines.add(machine.id);
+        this.#ipv4.set(machine.id, machine.privateIpv4);
+      }
       this.#noteServicePorts(machine.id, machine);
     }
-    return desiredNetState(records, this.#options.hostId, this.#options.egress);
+    return desiredNetState(
+      records,
+      this.#options.hostId,
+      this.#options.egress,
+      this.#options.privateV4Range,
+      this.#options.egressLocal,
+    );
   }
 
   /** Only what changes the plumbing starts a sync: apps and live machines coming and going, Flycast. */
@@ -202,13 +257,24 @@ export class HostNetwork {
     let relevant = false;
     for (const change of batch.changes) {
       if (change.collection === 'ipAssignments') relevant = true;
-      else if (change.collection === 'apps')
-        relevant ||= flip(this.#apps, change.key, change.doc !== undefined);
-      else if (change.collection === 'machines') {
+      else if (change.collection === 'apps') {
+        relevant = flip(this.#apps, change.key, change.doc !== undefined) || relevant;
+        // The app's egress policy follows the store live: a change is a rules delta.
+        const egress = JSON.stringify((change.doc as AppRecord | undefined)?.egress ?? null);
+        if (change.doc === undefined) this.#egressOfApp.delete(change.key);
+        else if (this.#egressOfApp.get(change.key) !== egress) {
+          this.#egressOfApp.set(change.key, egress);
+          relevant = true;
+        }
+      } else if (change.collection === 'machines') {
         const machine = change.doc as MachineRecord | undefined;
         const live = machine !== undefined && isAttachable(machine, this.#options.hostId);
         relevant = flip(this.#liveMachines, change.key, live) || relevant;
         relevant = this.#noteServicePorts(change.key, machine) || relevant;
+        const ipv4 = live ? machine.privateIpv4 : undefined;
+        relevant = (this.#ipv4.get(change.key) !== ipv4 && live) || relevant;
+        if (live) this.#ipv4.set(change.key, ipv4);
+        else this.#ipv4.delete(change.key);
       }
     }
     if (relevant) {
@@ -267,7 +333,14 @@ export class HostNetwork {
     for (const network of desired.networks) if (!this.#up.has(network.id)) await this.#bringUp(network);
     this.#ruled = new Set(); // unknown until this apply succeeds
     await this.#linux.applyRules(desired);
-    this.#ruled = live;
+    this.#ruled = ruledKeysOf(desired);
+    // A machine plugged in before it had a private IPv4 address (given at start) gets it now.
+    for (const attachment of desired.attachments) {
+      const plugged = this.#attached.get(attachment.machineId);
+      if (!plugged || plugged.ipv4 === attachment.ipv4 || attachment.ipv4 === undefined) continue;
+      await this.#linux.attach(netnsName(attachment.machineId), attachment);
+      this.#attached.set(attachment.machineId, attachment);
+    }
   }
 
   async #bringUp(network: NetworkPlan): Promise<void> {
@@ -278,6 +351,9 @@ export class HostNetwork {
 }
 
 const machineIdsOf = (desired: DesiredNetState) => new Set(desired.attachments.map((a) => a.machineId));
+/** The rules cover a machine as planned: its id with its IPv4 address (which a start may give it). */
+const ruledKey = (a: Attachment) => `${a.machineId} ${a.ipv4 ?? ''}`;
+const ruledKeysOf = (desired: DesiredNetState) => new Set(desired.attachments.map(ruledKey));
 
 /** Puts `key` in or out of `set`; whether that changed anything. */
 function flip(set: Set<string>, key: string, present: boolean): boolean {

@@ -26,6 +26,11 @@
  *   keep a machine to its own network's addresses, and only to allocated ones.
  * - Machine → another network: it would be routed (bridge A → host → bridge B). It is dropped by the
  *   rules, and, unless egress is on, the kernel would not even forward it.
+ * - Host → a machine's private IPv4 address (the proxy): a /32 route through the machine's bridge, from
+ *   the gateway address that sits (as a /32) on every bridge. The machine has the address as a /32 on
+ *   eth0 with the gateway as its only neighbour and default route, so its IPv4 always goes through the
+ *   host, whose rules let only replies to the host's own connections through. The rest of the range is
+ *   an unreachable route on the host.
  * - Machine → the outside (egress): routed and masqueraded. Needs IPv6 forwarding on the bridge it
  *   enters through (per-interface `force_forwarding`, Linux 6.17 or later, written only on Hangar's
  *   bridges and only while egress is on) and for the replies on the uplink, which is the operator's to
@@ -35,7 +40,8 @@
  * Sysctls written, all per interface and all on interfaces Hangar created: on each bridge `accept_dad=0`
  * (see #configureBridge), `accept_ra=0` (a machine must never configure the host), `forwarding=1` (the
  * IPv6 per-interface flag only makes the bridge act as a router in neighbour discovery: it is the
- * machines' gateway; it forwards nothing) and `force_forwarding` = egress; on each host-side veth
+ * machines' gateway; it forwards nothing), `force_forwarding` = egress, and for IPv4 `forwarding` =
+ * egress (IPv4 decides by the interface a packet arrives on) and `send_redirects=0`; on each host-side veth
  * `disable_ipv6=1` (a bridge port needs no address). Inside the machine's namespace nothing is written:
  * eth0 gets `addrgenmode none` and explicit addresses instead.
  */
@@ -55,6 +61,14 @@ import {
   networkIdOfBridge,
   pendingVethName,
 } from '../sixpn/address-plan.js';
+import { cidrContains, networkOfInterfaceAddress, parseCidr } from '../sixpn/cidr.js';
+import {
+  DEFAULT_PRIVATE_V4_RANGE,
+  type Ipv4Range,
+  inIpv4Range,
+  ipv4Gateway,
+  parseIpv4Range,
+} from '../sixpn/ipv4.js';
 import { netnsName } from '../sixpn/netns.js';
 import { RESOLVER_ADDRESS } from '../sixpn/resolver.js';
 import {
@@ -82,6 +96,8 @@ export interface LinuxNetworkOptions {
   netnsDir?: string;
   /** Conditions that do not fail an operation but that the operator should hear of (egress). */
   onWarning?: (message: string) => void;
+  /** The machines' private IPv4 range (sixpn/ipv4.ts); default DEFAULT_PRIVATE_V4_RANGE. */
+  privateV4Range?: string;
 }
 
 export interface ApplyOptions {
@@ -94,7 +110,7 @@ export interface ApplyResult {
   machines: number;
   /** How the kernel was updated: tables replaced, set elements changed, or nothing to change. */
   mode: 'full' | 'delta' | 'unchanged';
-  /** Egress rules were written (egress asked for and an uplink found). */
+  /** Egress rules were written (the host's switch is on). */
   egress: boolean;
   warnings: string[];
 }
@@ -127,6 +143,7 @@ interface LinkInfo {
 }
 
 const PROC_IPV6_CONF = '/proc/sys/net/ipv6/conf';
+const PROC_IPV4_CONF = '/proc/sys/net/ipv4/conf';
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 /**
  * Extra time per command of an `ip -batch`: deleting a bridge waits for the kernel to retire it (about
@@ -147,6 +164,8 @@ export class LinuxNetwork {
   readonly #timeoutMs: number;
   readonly #netnsDir: string;
   readonly #onWarning: (message: string) => void;
+  readonly #v4: Ipv4Range;
+  readonly #v4Gateway: string;
   /** Link changes run one at a time (a network's removal never interleaves with an attach to it). */
   readonly #queue = new KeyedQueue();
   /** The next rules apply that has not started yet; callers arriving meanwhile share it (coalescing). */
@@ -155,8 +174,12 @@ export class LinuxNetwork {
   #applied: RulesetState | undefined;
   /** The egress setting of the last applied rules; bridges created later get the matching sysctl. */
   #egress = false;
+  /** Warnings already given (each is given once). */
+  readonly #warned = new Set<string>();
   /** fdaa::3 is on the loopback (added once, by the first ensureNetwork or reconcile). */
   #resolverReady = false;
+  /** The private IPv4 range has its unreachable route (added once, like the resolver). */
+  #v4RangeReady = false;
   #closed = false;
 
   constructor(options: LinuxNetworkOptions = {}) {
@@ -164,6 +187,8 @@ export class LinuxNetwork {
     this.#timeoutMs = options.commandTimeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
     this.#netnsDir = options.netnsDir ?? '/var/run/netns';
     this.#onWarning = options.onWarning ?? (() => {});
+    this.#v4 = parseIpv4Range(options.privateV4Range ?? DEFAULT_PRIVATE_V4_RANGE);
+    this.#v4Gateway = ipv4Gateway(this.#v4);
   }
 
   /** Creates the network's bridge with its addresses, sysctls and Flycast route; idempotent. */
@@ -175,7 +200,9 @@ export class LinuxNetwork {
         ['-6', '-batch', '-'],
         [...bridgeAddressLines(network), `link set dev ${network.bridge} up`, flycastRouteLine(network)],
       );
+      await this.#ip(['-4', '-batch', '-'], [this.#bridgeV4Line(network)]);
       await this.#ensureResolver();
+      await this.#ensureV4Range();
     });
   }
 
@@ -191,6 +218,8 @@ export class LinuxNetwork {
     return this.#links(async () => {
       if (await this.#linkExists(attachment.veth)) {
         await this.#ip(['link', 'set', 'dev', attachment.veth, 'master', attachment.bridge, 'up']);
+        // A machine attached before it had an IPv4 address gets it at its next boot.
+        await this.#plugIpv4(machineNetns, attachment);
         return;
       }
       await this.#attachNew(machineNetns, attachment);
@@ -201,6 +230,7 @@ export class LinuxNetwork {
   detach(attachment: Attachment): Promise<void> {
     return this.#links(async () => {
       await this.#deleteLinks([attachment.veth, pendingVethName(attachment.machineNumber)]);
+      if (attachment.ipv4 !== undefined) await this.#deleteV4Routes([attachment.ipv4]);
     });
   }
 
@@ -249,6 +279,7 @@ export class LinuxNetwork {
   async reconcile(desired: DesiredNetState, options: ReconcileOptions = {}): Promise<ReconcileResult> {
     // A full replace: whatever changed the tables behind this instance's back is undone.
     const rules = await this.applyRules(desired, { full: true });
+    await this.#checkV4RangeIsFree();
     const netnsOf = options.netnsOf ?? ((a: Attachment) => netnsName(a.machineId));
     return this.#links(async () => {
       const result: ReconcileResult = {
@@ -306,7 +337,28 @@ export class LinuxNetwork {
       await this.#deleteLinks(stale);
       result.removedVeths.push(...stale);
       await this.#ip(['-6', '-batch', '-'], lines);
+      await this.#ip(
+        ['-4', '-batch', '-'],
+        desired.networks
+          .filter((n) => !addresses.get(n.bridge)?.has(`${this.#v4Gateway}/32`))
+          .map((n) => this.#bridgeV4Line(n)),
+      );
       if (!addresses.get('lo')?.has(`${RESOLVER_ADDRESS}/128`)) await this.#ensureResolver();
+      await this.#ensureV4Range();
+
+      // 3b. Private IPv4 of the machines whose veth is there: each needs its /32 route on its bridge (and
+      //     its address in its namespace, which a machine plugged in before it had one lacks). Routes of
+      //     machines that are gone are removed.
+      const v4Routes = await this.#v4HostRoutes();
+      const wantedV4 = new Set<string>();
+      for (const attachment of desired.attachments) {
+        if (attachment.ipv4 === undefined || !existing.has(attachment.veth)) continue;
+        wantedV4.add(attachment.ipv4);
+        if (v4Routes.get(attachment.ipv4) === attachment.bridge) continue;
+        const netns = netnsOf(attachment);
+        if (existsSync(join(this.#netnsDir, netns))) await this.#plugIpv4(netns, attachment);
+      }
+      await this.#deleteV4Routes([...v4Routes.keys()].filter((ip) => !wantedV4.has(ip)));
 
       // 4. Missing veths of running machines (their namespace exists).
       for (const attachment of desired.attachments) {
@@ -345,6 +397,11 @@ export class LinuxNetwork {
         throw new HangarError('internal', `removing ${RESOLVER_ADDRESS} from lo: ${result.stderr.trim()}`);
       }
       this.#resolverReady = false;
+      // The machines' /32 routes went with the bridges; the range's unreachable route is left.
+      await this.#run('ip', ['-4', 'route', 'del', 'unreachable', this.#v4.cidr], {
+        timeoutMs: this.#timeoutMs,
+      });
+      this.#v4RangeReady = false;
     });
   }
 
@@ -409,9 +466,9 @@ export class LinuxNetwork {
     return stdout.trim() ? (JSON.parse(stdout) as LinkInfo[]) : [];
   }
 
-  /** Each interface's IPv6 addresses as `address/length`. */
+  /** Each interface's IPv6 and IPv4 addresses as `address/length`. */
   async #addresses(): Promise<Map<string, Set<string>>> {
-    const stdout = await this.#checked('ip', ['-j', '-6', 'addr', 'show']);
+    const stdout = await this.#checked('ip', ['-j', 'addr', 'show']);
     const parsed = (stdout.trim() ? JSON.parse(stdout) : []) as {
       ifname: string;
       addr_info?: { local: string; prefixlen: number }[];
@@ -463,10 +520,15 @@ export class LinuxNetwork {
     await writeSysctl(network.bridge, 'accept_ra', '0');
     await writeSysctl(network.bridge, 'forwarding', '1');
     await this.#setForceForwarding(network.bridge, this.#egress);
+    // IPv4: the host never tells a machine of a shorter path (it has none: every machine is a /32).
+    await writeFile(join(PROC_IPV4_CONF, network.bridge, 'send_redirects'), '0');
   }
 
   async #setForceForwarding(bridge: string, on: boolean): Promise<void> {
     if (!existsSync(join(PROC_IPV6_CONF, bridge))) return; // not created yet: ensureNetwork sets it
+    // IPv4 forwarding is decided by the interface a packet arrives on: a machine's packets may be
+    // routed onward only when they may leave at all.
+    await writeFile(join(PROC_IPV4_CONF, bridge, 'forwarding'), on ? '1' : '0');
     if (!existsSync(join(PROC_IPV6_CONF, bridge, 'force_forwarding'))) {
       if (on) {
         this.#onWarning(
@@ -483,6 +545,65 @@ export class LinuxNetwork {
     if (this.#resolverReady) return;
     await this.#ip(['-6', 'addr', 'replace', `${RESOLVER_ADDRESS}/128`, 'dev', 'lo', 'nodad']);
     this.#resolverReady = true;
+  }
+
+  /**
+   * The whole private IPv4 range is unreachable from the host but for the machines' /32 routes: a
+   * machine whose route is missing (not plugged in yet, or gone) answers the proxy's connect at once
+   * with EHOSTUNREACH, and nothing for the range ever leaves by the host's default route.
+   */
+  async #ensureV4Range(): Promise<void> {
+    if (this.#v4RangeReady) return;
+    await this.#ip(['-4', 'route', 'replace', 'unreachable', this.#v4.cidr]);
+    this.#v4RangeReady = true;
+  }
+
+  /** The gateway's /32 on a bridge (the same address on every bridge), for `ip -4 -batch`. */
+  #bridgeV4Line(network: NetworkPlan): string {
+    return `addr replace ${this.#v4Gateway}/32 dev ${network.bridge}`;
+  }
+
+  /**
+   * The machine's IPv4 address as a /32 on its eth0 with the gateway as its only neighbour and default
+   * route, and the host's /32 route to it through its bridge (from the gateway's address, which is the
+   * source the machine sees for the proxy's connections). Idempotent.
+   */
+  async #plugIpv4(machineNetns: string, a: Attachment): Promise<void> {
+    if (a.ipv4 === undefined) return;
+    await this.#ip(['-4', '-n', machineNetns, '-batch', '-'], this.#machineV4Lines(a));
+    await this.#ip(['-4', 'route', 'replace', `${a.ipv4}/32`, 'dev', a.bridge, 'src', this.#v4Gateway]);
+  }
+
+  #machineV4Lines(a: Attachment): string[] {
+    if (a.ipv4 === undefined) return [];
+    return [
+      `addr replace ${a.ipv4}/32 dev ${MACHINE_INTERFACE}`,
+      `route replace ${this.#v4Gateway}/32 dev ${MACHINE_INTERFACE} scope link`,
+      `route replace default via ${this.#v4Gateway} dev ${MACHINE_INTERFACE}`,
+    ];
+  }
+
+  /** The host's /32 routes into the private IPv4 range through Hangar bridges: address → bridge. */
+  async #v4HostRoutes(): Promise<Map<string, string>> {
+    const stdout = await this.#checked('ip', ['-j', '-4', 'route', 'show', 'table', 'main']);
+    const routes = (stdout.trim() ? JSON.parse(stdout) : []) as { dst?: string; dev?: string }[];
+    const found = new Map<string, string>();
+    for (const route of routes) {
+      const dst = route.dst?.replace(/\/32$/, '');
+      if (dst && route.dev && isHangarBridge(route.dev) && !dst.includes('/') && inIpv4Range(this.#v4, dst)) {
+        found.set(dst, route.dev);
+      }
+    }
+    return found;
+  }
+
+  async #deleteV4Routes(addresses: string[]): Promise<void> {
+    if (addresses.length === 0) return;
+    // -force: a route already gone is no failure.
+    await this.#run('ip', ['-4', '-force', '-batch', '-'], {
+      timeoutMs: this.#timeoutMs + addresses.length * PER_BATCH_LINE_MS,
+      input: `${addresses.map((ip) => `route del ${ip}/32`).join('\n')}\n`,
+    });
   }
 
   async #attachNew(machineNetns: string, a: Attachment): Promise<void> {
@@ -528,6 +649,7 @@ export class LinuxNetwork {
         ['-batch', '-'],
         [`link set dev ${pending} name ${a.veth}`, `link set dev ${a.veth} master ${a.bridge} up`],
       );
+      await this.#plugIpv4(machineNetns, a);
     } catch (error) {
       await this.#deleteLinks([pending, a.veth]).catch(() => {});
       throw new HangarError(
@@ -542,11 +664,9 @@ export class LinuxNetwork {
 
   async #applyNow(desired: DesiredNetState, full: boolean): Promise<ApplyResult> {
     const warnings: string[] = [];
-    const uplinks = desired.egress ? await this.#uplinks() : [];
-    if (desired.egress && uplinks.length === 0) {
-      warnings.push('egress is on but the host has no IPv6 default route: machines cannot reach outside');
-    }
-    const next = rulesetState(desired, { uplinks });
+    // Re-read at every apply: an interface that came or went changes what counts as local.
+    const localNetworks = desired.egress ? await this.#localNetworks() : [];
+    const next = rulesetState(desired, { localNetworks });
     const delta = !full && this.#applied ? rulesetDelta(this.#applied, next) : undefined;
     let mode: ApplyResult['mode'] = delta === undefined ? 'full' : delta === '' ? 'unchanged' : 'delta';
     this.#applied = undefined; // unknown until this apply succeeds
@@ -558,29 +678,79 @@ export class LinuxNetwork {
         warnings.push(`the Hangar tables were not as last applied (${error.message}); replacing them`);
       });
     }
-    if (mode === 'full') await this.#nft(buildRuleset(desired, { uplinks }));
+    if (mode === 'full') await this.#nft(buildRuleset(desired, { localNetworks }));
     this.#applied = next;
     // Per bridge, so only when it can have changed: an attach must not cost a write per network.
     if (mode === 'full' || desired.egress !== this.#egress) {
       for (const network of desired.networks) await this.#setForceForwarding(network.bridge, desired.egress);
     }
     this.#egress = desired.egress;
-    if (desired.egress) warnings.push(...(await uplinkForwardingWarnings(uplinks)));
-    for (const warning of warnings) this.#onWarning(warning);
+    if (desired.egress) warnings.push(...(await uplinkForwardingWarnings(await this.#uplinks())));
+    // Each condition once per instance: applies are frequent, the operator needs to hear it once.
+    for (const warning of warnings) {
+      if (this.#warned.has(warning)) continue;
+      this.#warned.add(warning);
+      this.#onWarning(warning);
+    }
     return {
       networks: desired.networks.length,
       machines: desired.attachments.length,
       mode,
-      egress: desired.egress && uplinks.length > 0,
+      egress: desired.egress,
       warnings,
     };
   }
 
-  /** The interfaces of the host's IPv6 default routes. */
-  async #uplinks(): Promise<string[]> {
-    const stdout = await this.#checked('ip', ['-j', '-6', 'route', 'show', 'default']);
-    const routes = (stdout.trim() ? JSON.parse(stdout) : []) as { dev?: string }[];
-    return [...new Set(routes.flatMap((r) => (r.dev && !isHangarBridge(r.dev) ? [r.dev] : [])))];
+  /** The interfaces of the host's default routes, IPv4 and IPv6: where egress usually leaves. */
+  async #uplinks(): Promise<{ v4: string[]; v6: string[] }> {
+    const devices = async (family: '-4' | '-6') => {
+      const stdout = await this.#checked('ip', ['-j', family, 'route', 'show', 'default']);
+      const routes = (stdout.trim() ? JSON.parse(stdout) : []) as { dev?: string }[];
+      return [...new Set(routes.flatMap((r) => (r.dev && !isHangarBridge(r.dev) ? [r.dev] : [])))];
+    };
+    return { v4: await devices('-4'), v6: await devices('-6') };
+  }
+
+  /**
+   * The private IPv4 range must not overlap a network of the host's own: the host's routes to machines
+   * would shadow part of it (or it theirs). Said once, not refused: the operator picks another range.
+   */
+  async #checkV4RangeIsFree(): Promise<void> {
+    const range = parseCidr(this.#v4.cidr)!;
+    for (const text of await this.#localNetworks()) {
+      const local = parseCidr(text);
+      if (local?.family !== 4 || local.length === 32) continue;
+      if (cidrContains(local, range) || cidrContains(range, local)) {
+        const warning =
+          `network.privateV4Range ${this.#v4.cidr} overlaps the host's network ${text}: ` +
+          'machines and that network shadow each other; set another range';
+        if (!this.#warned.has(warning)) {
+          this.#warned.add(warning);
+          this.#onWarning(warning);
+        }
+      }
+    }
+  }
+
+  /** The networks of the host's own interfaces (Hangar's links left out), as CIDRs. */
+  async #localNetworks(): Promise<string[]> {
+    const stdout = await this.#checked('ip', ['-j', 'addr', 'show']);
+    const links = (stdout.trim() ? JSON.parse(stdout) : []) as {
+      ifname: string;
+      addr_info?: { local?: string; prefixlen?: number }[];
+    }[];
+    const found = new Set<string>();
+    for (const link of links) {
+      if (isHangarBridge(link.ifname) || isHangarVeth(link.ifname)) continue;
+      for (const a of link.addr_info ?? []) {
+        const network =
+          a.local === undefined || a.prefixlen === undefined
+            ? undefined
+            : networkOfInterfaceAddress(a.local, a.prefixlen);
+        if (network) found.add(network.text);
+      }
+    }
+    return [...found].sort();
   }
 }
 
@@ -605,18 +775,31 @@ async function writeSysctl(ifname: string, key: string, value: string): Promise<
 }
 
 /** Replies from the outside are forwarded from the uplink to a bridge: the uplink must forward. */
-async function uplinkForwardingWarnings(uplinks: readonly string[]): Promise<string[]> {
+async function uplinkForwardingWarnings(uplinks: { v4: string[]; v6: string[] }): Promise<string[]> {
   const read = (path: string) =>
-    readFile(join(PROC_IPV6_CONF, path), 'utf8').then(
+    readFile(path, 'utf8').then(
       (text) => text.trim(),
       () => '0',
     );
-  if ((await read('all/forwarding')) === '1') return [];
   const warnings: string[] = [];
-  for (const uplink of uplinks) {
-    if ((await read(`${uplink}/force_forwarding`)) !== '1') {
+  if (uplinks.v4.length === 0 && uplinks.v6.length === 0) {
+    warnings.push('egress is on but the host has no default route: machines reach only what it routes');
+  }
+  // IPv4 decides by the interface a reply arrives on.
+  for (const uplink of uplinks.v4) {
+    if ((await read(join(PROC_IPV4_CONF, uplink, 'forwarding'))) !== '1') {
       warnings.push(
-        `egress: replies arriving on ${uplink} are not forwarded to machines; set ` +
+        `egress: IPv4 replies arriving on ${uplink} are not forwarded to machines; set ` +
+          `net.ipv4.conf.${uplink}.forwarding=1 or net.ipv4.ip_forward=1 (Hangar leaves host-wide and ` +
+          'uplink sysctls to the operator)',
+      );
+    }
+  }
+  if ((await read(join(PROC_IPV6_CONF, 'all/forwarding'))) === '1') return warnings;
+  for (const uplink of uplinks.v6) {
+    if ((await read(join(PROC_IPV6_CONF, uplink, 'force_forwarding'))) !== '1') {
+      warnings.push(
+        `egress: IPv6 replies arriving on ${uplink} are not forwarded to machines; set ` +
           `net.ipv6.conf.${uplink}.force_forwarding=1 or net.ipv6.conf.all.forwarding=1 (Hangar leaves ` +
           'host-wide and uplink sysctls to the operator)',
       );

@@ -13,13 +13,18 @@ import { HangarError } from '../shared/errors.js';
  *   bridge as its input interface, and traffic between two machines of one bridge is switched at L2
  *   and never reaches the inet hooks at all (unless br_netfilter is on, which a host may or may not
  *   have). Every frame from an `hgv…` port must carry that port's MAC and, for IPv6, that port's
- *   address (or its link-local, or `::` for DAD and MLD). Everything else a machine sends (spoofed
- *   sources, router advertisements, IPv4, ARP) is dropped before the bridge switches or delivers it.
+ *   address (or its link-local, or `::` for DAD and MLD). IPv4 must come from the machine's private IPv4
+ *   address and go to the bridge's own MAC (routed by the host, never switched to a neighbour); ARP
+ *   must speak as the machine and ask only for the gateway. Everything else a machine sends (spoofed
+ *   sources, router advertisements, other ethertypes) is dropped before the bridge switches or
+ *   delivers it.
  * - `table inet hangar` polices what is routed: from a machine to the host (only DNS to its own
  *   network's ::3 and to fdaa::3, the service ports of its own network's Flycast addresses, neighbour
  *   discovery, and the machine's side of connections the host opened; nothing else of the host, on any
- *   address, IPv4 included), and between interfaces (a bridge to a different bridge is always dropped;
- *   to the uplink only with egress on, masqueraded).
+ *   address, IPv4 included), and between interfaces (a bridge to a different bridge is always dropped, so
+ *   is anything routed to a machine's private IPv4 address; out of the host only with egress on,
+ *   masqueraded, never to the host's local networks unless the operator lists them, and only where
+ *   the machine's app's egress policy allows, egress-policy.ts).
  *
  * Every base chain has policy accept and only acts on Hangar's interfaces (`hgn…` bridges, `hgv…`
  * ports), so the host's other traffic (Docker, libvirt, the uplink) is not touched. The rule count is
@@ -28,8 +33,18 @@ import { HangarError } from '../shared/errors.js';
  * hash lookups at any scale.
  */
 import { type Attachment, BRIDGE_PREFIX, type NetworkPlan, VETH_PREFIX } from '../sixpn/address-plan.js';
+import { type Cidr, disjointCidrs, parseCidr } from '../sixpn/cidr.js';
+import {
+  DEFAULT_PRIVATE_V4_RANGE,
+  type Ipv4Range,
+  ipv4Gateway,
+  isMachineIpv4,
+  parseIpv4Range,
+} from '../sixpn/ipv4.js';
 import { flycastAddress, formatIpv6, parseIpv6 } from '../sixpn/ipv6.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from '../sixpn/resolver.js';
+import type { EgressPolicyRecord } from '../store/records.js';
+import { egressElements, LOCAL_NETWORKS_V4, LOCAL_NETWORKS_V6 } from './egress-policy.js';
 import { mergeRanges, type PortRange } from './service-ports.js';
 
 /** The name of both Hangar tables (inet and bridge families). */
@@ -62,14 +77,31 @@ export interface DesiredNetState {
    * bridge on this host) are ignored.
    */
   flycast: readonly FlycastEntry[];
-  /** Machines may reach the outside world through the host (masqueraded); per host for now. */
+  /**
+   * Machines may reach the outside world through the host (masqueraded): the host's switch
+   * (`network.egress`). Each machine then reaches what its app's policy allows (`egressPolicies`).
+   */
   egress: boolean;
+  /** Each machine's app's egress policy, by machine id; a machine without one gets `on`. */
+  egressPolicies?: ReadonlyMap<string, EgressPolicyRecord>;
+  /** Local networks the operator lets machines reach (`network.egressLocal`), as CIDRs. */
+  egressLocal?: readonly string[];
+  /**
+   * The host's private IPv4 range (sixpn/ipv4.ts; default DEFAULT_PRIVATE_V4_RANGE): machines' IPv4
+   * addresses and their gateway. Nothing from a machine may reach an address in it but the replies of
+   * connections the host opened.
+   */
+  privateV4Range?: string;
 }
 
 /** Facts about the host that the rules need, found by linux-net.ts. */
 export interface HostFacts {
-  /** The interfaces of the host's IPv6 default routes: egress leaves through them. */
-  uplinks: readonly string[];
+  /**
+   * The networks of the host's own interfaces (`192.0.2.0/24`, `2001:db8:1::/64`), Hangar's bridges
+   * left out: with the fixed private ranges of egress-policy.ts, what egress never reaches unless the
+   * operator lists it.
+   */
+  localNetworks: readonly string[];
 }
 
 const IFNAME = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -103,6 +135,22 @@ function addressInteger(text: string): string {
   const groups = parseIpv6(address(text));
   if (!groups) throw new HangarError('internal', `"${text}" is not an IPv6 address`);
   return `0x${groups.map((group) => group.toString(16).padStart(4, '0')).join('')}`;
+}
+
+/** A machine's IPv4 address, which must be one of the range's machine addresses. */
+function machineIpv4(range: Ipv4Range, text: string): string {
+  if (!isMachineIpv4(range, text)) {
+    throw new HangarError('internal', `"${text}" is not a machine address of ${range.cidr}`);
+  }
+  return text;
+}
+
+function rangeOf(desired: DesiredNetState): Ipv4Range {
+  try {
+    return parseIpv4Range(desired.privateV4Range ?? DEFAULT_PRIVATE_V4_RANGE);
+  } catch (error) {
+    throw new HangarError('internal', (error as Error).message);
+  }
 }
 
 function mac(text: string): string {
@@ -181,12 +229,17 @@ function checkDesired(desired: DesiredNetState): void {
     const key = address(attachment.address);
     if (addresses.has(key)) throw new HangarError('internal', `address ${key} is given to two machines`);
     addresses.add(key);
+    if (attachment.ipv4 !== undefined) {
+      if (addresses.has(attachment.ipv4))
+        throw new HangarError('internal', `address ${attachment.ipv4} is given to two machines`);
+      addresses.add(attachment.ipv4);
+    }
   }
 }
 
 /**
  * The data part of a rule set: every set's elements (keyed `<family> <set>`, each element as nft text)
- * and the `shape`, everything else that varies (egress and its uplinks). Two states of the same shape
+ * and the `shape`, everything else that varies (egress, the private IPv4 range). Two states of the same shape
  * differ only in set elements, so one can be turned into the other by adding and deleting elements
  * (rulesetDelta) instead of replacing the tables.
  */
@@ -195,7 +248,20 @@ export interface RulesetState {
   sets: ReadonlyMap<string, readonly string[]>;
 }
 
-export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplinks: [] }): RulesetState {
+/** CIDRs as one family's disjoint interval-set elements; a malformed one is a bug upstream. */
+function cidrElements(texts: readonly string[], family: 4 | 6): string[] {
+  const parsed = texts.map((text) => {
+    const cidr = parseCidr(text);
+    if (!cidr) throw new HangarError('internal', `"${text}" is not a CIDR`);
+    return cidr;
+  });
+  return disjointCidrs(parsed.filter((c: Cidr) => c.family === family)).map((c) => c.text);
+}
+
+export function rulesetState(
+  desired: DesiredNetState,
+  host: HostFacts = { localNetworks: [] },
+): RulesetState {
   checkDesired(desired);
   const networks = [...desired.networks].sort((a, b) => a.id - b.id);
   const attachments = [...desired.attachments].sort((a, b) => a.machineNumber - b.machineNumber);
@@ -208,8 +274,23 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
       );
     }
   }
-  const uplinks = [...new Set(host.uplinks)].sort().map((name) => ifname(name, false));
-  const egress = desired.egress && uplinks.length > 0;
+  const range = rangeOf(desired);
+  const macOf = new Map(networks.map((n) => [n.bridge, n.mac]));
+  const withIpv4 = attachments.filter((a) => a.ipv4 !== undefined);
+  const egress = desired.egress;
+  // Per machine, what its app's policy opens (sources are the machine's own addresses: the bridge
+  // table guarantees them).
+  const policies = desired.egressPolicies ?? new Map<string, EgressPolicyRecord>();
+  const perMachine = egress
+    ? attachments.map((a) =>
+        egressElements(
+          { v4: a.ipv4 === undefined ? undefined : machineIpv4(range, a.ipv4), v6: address(a.address) },
+          policies.get(a.machineId),
+        ),
+      )
+    : [];
+  const local = [...LOCAL_NETWORKS_V4, ...LOCAL_NETWORKS_V6, ...host.localNetworks];
+  const localOk = desired.egressLocal ?? [];
   // Per bridge and address, the ports of every entry naming it, merged: an interval set refuses
   // overlapping elements, and one text per state keeps deltas exact.
   const flycastPorts = new Map<string, PortRange[]>();
@@ -231,6 +312,8 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
         `${ifname(a.veth)} . ${address(a.linkLocal)}`,
       ]),
     ],
+    ['bridge port_ipv4', withIpv4.map((a) => `${ifname(a.veth)} . ${machineIpv4(range, a.ipv4!)}`)],
+    ['bridge port_gateway', withIpv4.map((a) => `${ifname(a.veth)} . ${mac(macOf.get(a.bridge)!)}`)],
     [
       'bridge na_targets',
       attachments.flatMap((a) => [
@@ -248,8 +331,16 @@ export function rulesetState(desired: DesiredNetState, host: HostFacts = { uplin
     ],
     ['inet flycast', flycast.sort()],
     ['inet same_bridge', networks.map((n) => `${ifname(n.bridge)} . ${ifname(n.bridge)}`)],
+    ['inet local4', egress ? cidrElements(local, 4) : []],
+    ['inet local6', egress ? cidrElements(local, 6) : []],
+    ['inet local_ok4', egress ? cidrElements(localOk, 4) : []],
+    ['inet local_ok6', egress ? cidrElements(localOk, 6) : []],
+    ['inet egress_any4', perMachine.flatMap((e) => e.any4)],
+    ['inet egress_ports4', perMachine.flatMap((e) => e.ports4)],
+    ['inet egress_any6', perMachine.flatMap((e) => e.any6)],
+    ['inet egress_ports6', perMachine.flatMap((e) => e.ports6)],
   ]);
-  return { shape: JSON.stringify({ egress, uplinks }), sets };
+  return { shape: JSON.stringify({ egress, v4: range.cidr, v4Gateway: ipv4Gateway(range) }), sets };
 }
 
 /**
@@ -278,9 +369,13 @@ export function rulesetDelta(from: RulesetState, to: RulesetState): string | und
  * cannot fail), deleted and written anew: nft applies the whole input as one transaction, so the kernel
  * switches from the old rules to the new ones at once, with no moment without rules.
  */
-export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplinks: [] }): string {
+export function buildRuleset(desired: DesiredNetState, host: HostFacts = { localNetworks: [] }): string {
   const state = rulesetState(desired, host);
-  const { egress, uplinks } = JSON.parse(state.shape) as { egress: boolean; uplinks: string[] };
+  const { egress, v4, v4Gateway } = JSON.parse(state.shape) as {
+    egress: boolean;
+    v4: string;
+    v4Gateway: string;
+  };
   const elements = (key: string) => state.sets.get(key) ?? [];
   const anyBridge = `"${BRIDGE_PREFIX}*"`;
   const anyPort = `"${VETH_PREFIX}*"`;
@@ -316,13 +411,27 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
       elements('bridge na_targets'),
       'each machine port and the addresses its neighbour advertisements may claim (its own, as integers)',
     ),
+    ...set(
+      'port_ipv4',
+      'ifname . ipv4_addr',
+      elements('bridge port_ipv4'),
+      "each machine port and its machine's private IPv4 address",
+    ),
+    ...set(
+      'port_gateway',
+      'ifname . ether_addr',
+      elements('bridge port_gateway'),
+      "each machine port and its bridge's MAC: the only next hop of the machine's IPv4",
+    ),
     '  chain prerouting {',
     '    type filter hook prerouting priority filter; policy accept;',
     `    iifname ${anyPort} jump from_machine`,
     '  }',
     '  chain from_machine {',
     '    iifname . ether saddr != @port_macs counter drop comment "spoofed MAC"',
-    '    ether type != ip6 counter drop comment "6PN is IPv6 only"',
+    '    ether type arp jump arp_from_machine',
+    '    ether type ip jump ipv4_from_machine',
+    '    ether type != ip6 counter drop comment "neither IPv6, IPv4 nor ARP"',
     // Only the host routes: a machine's router advertisement or redirect would hijack its peers' routes.
     '    icmpv6 type { nd-router-advert, nd-redirect, router-renumbering } counter drop comment "router messages"',
     // A neighbour advertisement may only claim the sender's own addresses: one for a peer's address
@@ -333,6 +442,20 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
     // Before an address is configured the kernel speaks from :: (duplicate address detection, MLD).
     '    ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld-listener-report, mld2-listener-report } accept',
     '    counter drop comment "spoofed source address"',
+    '  }',
+    // A machine's IPv4 is a /32 whose only neighbour is the gateway: it may speak ARP only as itself and
+    // ask only for the gateway, and its IPv4 frames must go to the bridge's own MAC, so that they are
+    // routed by the host (and its rules) and never switched to another machine of the bridge.
+    '  chain arp_from_machine {',
+    '    iifname . arp saddr ether != @port_macs counter drop comment "spoofed ARP"',
+    '    iifname . arp saddr ip != @port_ipv4 counter drop comment "spoofed ARP"',
+    `    arp operation request arp daddr ip != ${v4Gateway} counter drop comment "ARP beyond the gateway"`,
+    '    accept',
+    '  }',
+    '  chain ipv4_from_machine {',
+    '    iifname . ip saddr != @port_ipv4 counter drop comment "spoofed IPv4 source"',
+    '    iifname . ether daddr != @port_gateway counter drop comment "IPv4 past the gateway"',
+    '    accept',
     '  }',
     '}',
     '',
@@ -356,8 +479,54 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
       'bridge to itself: frames switched within one network, seen here only when br_netfilter is on',
     ),
     ...(egress
-      ? set('uplinks', 'ifname', uplinks, 'where egress leaves the host (IPv6 default routes)')
+      ? [
+          ...intervalSet('local4', 'ipv4_addr', elements('inet local4'), "the host's local IPv4 networks"),
+          ...intervalSet('local6', 'ipv6_addr', elements('inet local6'), "the host's local IPv6 networks"),
+          ...intervalSet(
+            'local_ok4',
+            'ipv4_addr',
+            elements('inet local_ok4'),
+            'local IPv4 networks the operator lets machines reach (network.egressLocal)',
+          ),
+          ...intervalSet(
+            'local_ok6',
+            'ipv6_addr',
+            elements('inet local_ok6'),
+            'local IPv6 networks the operator lets machines reach (network.egressLocal)',
+          ),
+          ...intervalSet(
+            'egress_any4',
+            'ipv4_addr . ipv4_addr',
+            elements('inet egress_any4'),
+            "a machine's IPv4 address and a destination its app's policy opens on every port",
+          ),
+          ...intervalSet(
+            'egress_ports4',
+            'ipv4_addr . ipv4_addr . inet_proto . inet_service',
+            elements('inet egress_ports4'),
+            "a machine's IPv4 address, a destination and the ports its app's policy opens there",
+          ),
+          ...intervalSet(
+            'egress_any6',
+            'ipv6_addr . ipv6_addr',
+            elements('inet egress_any6'),
+            "a machine's 6PN address and a destination its app's policy opens on every port",
+          ),
+          ...intervalSet(
+            'egress_ports6',
+            'ipv6_addr . ipv6_addr . inet_proto . inet_service',
+            elements('inet egress_ports6'),
+            "a machine's 6PN address, a destination and the ports its app's policy opens there",
+          ),
+        ]
       : []),
+    // Before routing: a machine's IPv4 to any other machine's address (of its network or another) is
+    // dropped in silence whether that address is in use or not (routing would answer an unused one
+    // with "host unreachable", telling which are). The gateway is the host: the input rules decide.
+    '  chain prerouting {',
+    '    type filter hook prerouting priority filter; policy accept;',
+    `    iifname ${anyBridge} ip daddr != ${v4Gateway} ip daddr ${v4} counter drop comment "to a machine's private IPv4"`,
+    '  }',
     '  chain input {',
     '    type filter hook input priority filter; policy accept;',
     `    iifname ${anyBridge} jump machine_to_host`,
@@ -382,18 +551,45 @@ export function buildRuleset(desired: DesiredNetState, host: HostFacts = { uplin
     '  }',
     '  chain leaving_network {',
     '    iifname . oifname @same_bridge accept',
-    ...(egress ? ['    oifname @uplinks accept'] : []),
-    '    counter drop comment "cross-network or egress off"',
+    // Another network's bridge here, or its 6PN elsewhere (never out by the default route).
+    `    oifname ${anyBridge} counter drop comment "cross-network"`,
+    '    ip6 daddr fdaa::/16 counter drop comment "cross-network"',
+    ...(egress
+      ? [
+          // The host's local networks only where the operator lists them, then the app's policy.
+          '    ip daddr @local_ok4 jump egress_policy',
+          '    ip6 daddr @local_ok6 jump egress_policy',
+          '    ip daddr @local4 counter drop comment "host-local network"',
+          '    ip6 daddr @local6 counter drop comment "host-local network"',
+          '    jump egress_policy',
+        ]
+      : []),
+    '    counter drop comment "egress off"',
     '  }',
+    ...(egress
+      ? [
+          '  chain egress_policy {',
+          '    ip saddr . ip daddr @egress_any4 accept',
+          '    ip saddr . ip daddr . meta l4proto . th dport @egress_ports4 accept',
+          '    ip6 saddr . ip6 daddr @egress_any6 accept',
+          '    ip6 saddr . ip6 daddr . meta l4proto . th dport @egress_ports6 accept',
+          '    counter drop comment "egress policy"',
+          '  }',
+        ]
+      : []),
     '  chain entering_network {',
-    ...(egress ? ['    iifname @uplinks ct state established,related accept'] : []),
+    // Only the replies of connections machines opened (leaving_network let them out): nothing from
+    // outside opens a connection to a machine, whatever conntrack holds.
+    ...(egress ? ['    ct direction reply ct state established,related accept'] : []),
     '    counter drop comment "into a network from outside"',
     '  }',
     ...(egress
       ? [
           '  chain postrouting {',
           '    type nat hook postrouting priority srcnat; policy accept;',
-          `    iifname ${anyBridge} oifname @uplinks masquerade`,
+          // Out of the host by whatever interface routing picks, from the host's address there: the
+          // machines' 6PN (ULA) and private IPv4 addresses mean nothing outside.
+          `    iifname ${anyBridge} oifname != ${anyBridge} masquerade`,
           '  }',
         ]
       : []),

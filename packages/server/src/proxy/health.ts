@@ -2,7 +2,7 @@ import { durationToMs } from '../shared/duration.js';
 import type { MachineCheck } from '../shared/machine-config.js';
 import type { CheckStatusRecord } from '../store/records.js';
 import type { RouteMachine, RouteTable } from './route-table.js';
-import { canConnect, httpCheckPasses } from './upstream.js';
+import { canConnect, httpCheckPasses, machineDial } from './upstream.js';
 
 /**
  * Health checks of started machines: each service's `checks` and the machine's top-level `checks`, on
@@ -129,7 +129,7 @@ export class HealthChecks {
     const { check, port, name } = state.spec;
     state.running = true;
     const timeoutMs = ms(check.timeout, CHECK_DEFAULTS.timeoutMs, `checks.${name}.timeout`);
-    const host = machine.privateIp ?? '::1';
+    const host = machineDial(machine);
     const passed =
       check.type === 'http'
         ? await httpCheckPasses(host, port, check, timeoutMs)

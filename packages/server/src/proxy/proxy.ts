@@ -567,7 +567,7 @@ export class HangarProxy {
         streams.add(client);
         const outcome = await pipeRaw(
           client,
-          { ...upstreamAddress(machine.privateIp ?? '::1', service.internal_port), header },
+          { ...upstreamAddress(machine, service.internal_port), header },
           {
             onActivity: () => this.#load.touch(machine.id),
             onEnd: () => {
@@ -1062,7 +1062,7 @@ export class HangarProxy {
     hop: Hop,
   ): Promise<Outcome> {
     const { machine, service } = choice;
-    const address = upstreamAddress(machine.privateIp ?? '::1', service.internal_port);
+    const address = upstreamAddress(machine, service.internal_port);
     const header = this.#proxyHeaderFor(req.socket, choice, entry);
     const target: UpstreamTarget = {
       machineId: machine.id,
@@ -1080,9 +1080,9 @@ export class HangarProxy {
         choice.release();
         resolve(outcome);
       };
+      const { machineId: _machineId, pooled: _pooled, ...dial } = target;
       const upstream = http.request({
-        host: target.host,
-        port: target.port,
+        ...(dial as http.RequestOptions),
         method: req.method,
         path: req.url,
         headers: requestHeaders(req.headers, {
@@ -1103,7 +1103,7 @@ export class HangarProxy {
               // queued before the request's first byte, so the machine reads the header first.
               agent: undefined,
               createConnection: () => {
-                const socket = net.connect(address);
+                const socket = net.connect(address as net.NetConnectOpts);
                 socket.write(header);
                 return socket;
               },
@@ -1242,10 +1242,10 @@ export class HangarProxy {
     requestId: string,
   ): Promise<'done' | 'retry'> {
     const { machine, service } = choice;
-    const address = upstreamAddress(machine.privateIp ?? '::1', service.internal_port);
+    const address = upstreamAddress(machine, service.internal_port);
     const header = this.#proxyHeaderFor(req.socket, choice, entry);
     return new Promise((resolve) => {
-      const upstream = net.connect(address);
+      const upstream = net.connect(address as net.NetConnectOpts);
       if (header) upstream.write(header);
       let connected = false;
       upstream.once('error', (error: NodeJS.ErrnoException) => {

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { neverConnected } from './upstream.js';
+import { type MachineDial, neverConnected } from './upstream.js';
 
 /**
  * A raw TCP connection to a machine (handlers `[]`, `["tls"]`, `["proxy_proto"]`): the proxy dials the
@@ -8,8 +8,8 @@ import { neverConnected } from './upstream.js';
  * backpressure until either side closes.
  */
 
-export interface RawTarget {
-  host: string;
+/** The machine's addresses to dial (IPv4 first, then 6PN) and its internal port. */
+export interface RawTarget extends MachineDial {
   port: number;
   /** The PROXY protocol header, written before any byte of the client. */
   header: Buffer | undefined;
@@ -27,7 +27,8 @@ export function pipeRaw(client: Duplex, target: RawTarget, hooks: RawHooks): Pro
   // Bytes the client sends meanwhile wait in its socket until the machine's connection is up.
   client.pause();
   return new Promise((resolve) => {
-    const upstream = net.connect({ host: target.host, port: target.port });
+    const { header: _header, ...dial } = target;
+    const upstream = net.connect(dial as net.NetConnectOpts);
     let connected = false;
     upstream.once('error', (error: NodeJS.ErrnoException) => {
       if (connected) return;

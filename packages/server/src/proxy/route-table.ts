@@ -25,6 +25,8 @@ export interface RouteMachine {
   readonly cordoned: boolean;
   /** The 6PN address the proxy dials; null until the machine has one. */
   readonly privateIp: string | null;
+  /** The private IPv4 address the proxy dials first (upstream.ts); null when the machine has none. */
+  readonly privateIpv4: string | null;
   readonly services: readonly NormalizedService[];
   readonly checks: Readonly<Record<string, MachineCheck>>;
   readonly metadata: Readonly<Record<string, string>>;
@@ -255,6 +257,7 @@ export class RouteTable {
       region: record.region,
       cordoned: record.cordoned,
       privateIp: record.privateIp,
+      privateIpv4: record.privateIpv4 ?? null,
       services: record.config.services ?? [],
       checks: record.config.checks ?? {},
       metadata: record.config.metadata ?? {},

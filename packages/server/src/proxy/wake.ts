@@ -3,7 +3,7 @@ import type { NormalizedService } from '../shared/machine-config.js';
 import type { JsonObject } from '../store/records.js';
 import { proxyFailure } from './proxy-errors.js';
 import type { RouteTable } from './route-table.js';
-import { canConnect, httpCheckPasses } from './upstream.js';
+import { canConnect, httpCheckPasses, type MachineDial, machineDial } from './upstream.js';
 
 /**
  * Waking machines for requests (autostart). One wake per machine at a time; requests that arrive during a
@@ -127,7 +127,7 @@ export class Wakes {
       if (
         machine?.state === 'started' &&
         machine.privateIp !== null &&
-        (await isReady(machine.privateIp, service))
+        (await isReady(machineDial(machine), service))
       ) {
         return;
       }
@@ -140,7 +140,7 @@ export class Wakes {
 }
 
 /** Ready: the service's first check passes, or, without checks, the internal port accepts TCP. */
-export async function isReady(host: string, service: NormalizedService): Promise<boolean> {
+export async function isReady(host: string | MachineDial, service: NormalizedService): Promise<boolean> {
   const check = service.checks?.[0];
   const port = check?.port ?? service.internal_port;
   if (check?.type === 'http') return httpCheckPasses(host, port, check, PROBE_TIMEOUT_MS);

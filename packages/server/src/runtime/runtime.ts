@@ -42,6 +42,8 @@ export interface MachineSpec {
 export interface MachineNetworkPlace {
   networkId: number;
   machineNumber: number;
+  /** The machine's private IPv4 address (only the host reaches it); absent on machines without one. */
+  ipv4?: string;
 }
 
 /**

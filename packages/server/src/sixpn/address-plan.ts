@@ -82,6 +82,8 @@ export interface Attachment {
   linkLocal: string;
   gateway: string;
   hostBlock: string;
+  /** The machine's private IPv4 address (ipv4.ts), a /32 on its eth0; absent when it has none. */
+  ipv4?: string;
 }
 
 function checkId(what: string, value: number, reserved: readonly number[] = []): number {
@@ -217,6 +219,8 @@ export interface AttachmentRequest {
   networkId: number;
   /** The host's id from the config: 8 hex digits. */
   hostId: string;
+  /** The machine's private IPv4 address, when it has one. */
+  ipv4?: string;
 }
 
 export function planAttachment(request: AttachmentRequest): Attachment {
@@ -233,5 +237,6 @@ export function planAttachment(request: AttachmentRequest): Attachment {
     linkLocal: linkLocalOf(mac),
     gateway: gatewayAddress(networkId, hostId),
     hostBlock: hostBlock(networkId, hostId),
+    ...(request.ipv4 === undefined ? {} : { ipv4: request.ipv4 }),
   };
 }

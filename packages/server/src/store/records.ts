@@ -44,8 +44,24 @@ export interface AppRecord {
   internalNumericId: number;
   /** Bumped by every secrets change; `min_secrets_version` compares against it. */
   secretsVersion: number;
+  /** What the app's machines may reach outside their network (net/egress-policy.ts); absent: `on`. */
+  egress?: EgressPolicyRecord;
   createdAt: string;
   updatedAt: string;
+}
+
+/** An app's egress policy as the operator set it (net/egress-policy.ts checks and applies it). */
+export interface EgressPolicyRecord {
+  mode: 'on' | 'off' | 'allow';
+  /** With `allow`: the only destinations; empty otherwise. */
+  allow: EgressRuleRecord[];
+}
+
+export interface EgressRuleRecord {
+  /** `address/length`, normalized. */
+  cidr: string;
+  /** TCP and UDP ports (spans, both ends included); absent: every protocol and port. */
+  ports?: { start: number; end: number }[];
 }
 
 export interface ImageRefRecord {
@@ -75,6 +91,12 @@ export interface MachineRecord {
   machineNumber?: number;
   /** `fdaa:<network>:<host>:<machine number>::2`, fixed at create (see net/address-plan.ts). */
   privateIp: string | null;
+  /**
+   * The machine's private IPv4 address (sixpn/ipv4.ts), from the host's range, held while the machine
+   * is not destroyed; only the host reaches it. Absent on machines created before it existed (they get
+   * one at the next start of hangard) and on machines of other hosts.
+   */
+  privateIpv4?: string;
   cordoned: boolean;
   /** The latest results of the machine's health checks, as the proxy's checker last recorded them. */
   checks?: CheckStatusRecord[];

@@ -291,7 +291,7 @@ test('dns server: with forwarding off (egress off), other names are REFUSED and 
 
 test('dns forwarding follows egress unless set to always or never', () => {
   const with_ = (forward: 'egress' | 'always' | 'never', egress: boolean) =>
-    dnsForwards({ dns: { forward, pendingPerNetwork: 1 }, network: { mode: 'auto', egress } });
+    dnsForwards({ dns: { forward, pendingPerNetwork: 1 }, network: { egress } });
   assert.equal(with_('egress', false), false);
   assert.equal(with_('egress', true), true);
   assert.equal(with_('always', false), true);

@@ -10,6 +10,8 @@ export interface ProbeRequest {
   to: string;
   port?: number;
   from?: string;
+  /** How long a probe waits (the agent's default: 1000 ms). */
+  timeoutMs?: number;
 }
 
 export interface ProbeResult {

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { machinePaths } from '../../src/runtime/machine-paths.js';
 import { runCommand } from '../../src/shared/run.js';
 import { bridgeName, networkIdOf, serviceAddress } from '../../src/sixpn/address-plan.js';
+import { DEFAULT_PRIVATE_V4_RANGE, ipv4Gateway, parseIpv4Range } from '../../src/sixpn/ipv4.js';
 import { RESOLVER_ADDRESS } from '../../src/sixpn/resolver.js';
 import { startTestHangard, type TestHangard } from '../helpers/hangard.js';
 import { NEEDS_ROOT, ok, pollUntil, readFromHost } from '../helpers/integration.js';
@@ -36,6 +37,8 @@ const SECRET = 'tok-3f9c2e7d-not-for-other-users';
 const CONFIG_TEXT = 'listen = 8080\n';
 /** An unprivileged host user: what a local account on the server would be. */
 const NOBODY = ['--reuid=65534', '--regid=65534', '--clear-groups'];
+/** The machines' IPv4 gateway: the host's address on every bridge (default private IPv4 range). */
+const V4_GATEWAY = ipv4Gateway(parseIpv4Range(DEFAULT_PRIVATE_V4_RANGE));
 
 const must = async (file: string, args: string[]) => {
   const result = await runCommand(file, args, { timeoutMs: 30_000 });
@@ -342,33 +345,18 @@ test('a hostile tenant gets nothing of the host', { skip, timeout: 300_000 }, as
       assert.ok(!inside.stdout.includes(`:${next.port}`), JSON.stringify(inside));
       assert.equal(fromTenant(next).length, 0);
 
-      // IPv4: the machine gives itself an address and aims at the host's IPv4 addresses (its listener on
-      // 0.0.0.0), with the bridge's MAC as the next hop so the frames really leave. The bridge table drops
-      // them as IPv4; control: the host reaches the listener on each of those addresses.
-      const [bridgeLink] = JSON.parse(
-        await must('ip', ['-j', 'link', 'show', 'dev', bridgeName(networkId)]),
-      ) as {
-        address: string;
-      }[];
-      await must('ip', ['-n', netns, '-4', 'addr', 'add', '198.18.0.2/32', 'dev', 'eth0']);
-      const v4Targets = hostV4;
-      assert.ok(v4Targets.length > 0, 'the host has an IPv4 address to aim at');
+      // IPv4: the machine has a private IPv4 address whose gateway is the host; it aims at the host's
+      // IPv4 addresses (its listener on 0.0.0.0) and at the gateway itself. The host's input rules drop
+      // them as "machine to host"; control: the host reaches the listener on each of those addresses.
+      const v4Targets = [...hostV4, V4_GATEWAY];
+      assert.ok(hostV4.length > 0, 'the host has an IPv4 address to aim at');
       for (const address of v4Targets) {
         assert.equal(await readFromHost(address, v4.port), `host socket ${address}`, `control: ${address}`);
-        await must('ip', ['-n', netns, '-4', 'route', 'replace', `${address}/32`, 'dev', 'eth0']);
-        await must('ip', [
-          '-n',
-          netns,
-          'neigh',
-          'replace',
-          address,
-          'lladdr',
-          bridgeLink!.address,
-          'dev',
-          'eth0',
-        ]);
       }
-      const v4Before = await dropCount('bridge', 'from_machine', '6PN is IPv6 only');
+      const ownV4 = /inet (\S+)\/32/.exec(
+        await must('ip', ['-n', netns, '-4', 'addr', 'show', 'dev', 'eth0']),
+      )![1]!;
+      const v4Before = await dropCount('inet', 'machine_to_host', 'machine to host');
       const v4Results = await Promise.all(
         v4Targets.map((to) => attacker.probe({ kind: 'tcp', to, port: v4.port })),
       );
@@ -376,8 +364,37 @@ test('a hostile tenant gets nothing of the host', { skip, timeout: 300_000 }, as
         v4Results.map((r) => [r.ok, r.detail]),
         v4Targets.map(() => [false, 'timeout']),
       );
-      const v4Dropped = (await dropCount('bridge', 'from_machine', '6PN is IPv6 only')) - v4Before;
-      assert.ok(v4Dropped >= v4Targets.length, `the bridge dropped ${v4Dropped} IPv4 frames`);
+      const v4Dropped = (await dropCount('inet', 'machine_to_host', 'machine to host')) - v4Before;
+      assert.ok(v4Dropped >= v4Targets.length, `the host dropped ${v4Dropped} IPv4 connection attempts`);
+      assert.deepEqual(
+        v4.seen.filter((s) => s.endsWith(ownV4)),
+        [],
+      );
+      // With an address of its own making (and a neighbour entry for the bridge's MAC so that the frames
+      // really leave), the bridge drops them before the host sees them.
+      const [bridgeLink] = JSON.parse(
+        await must('ip', ['-j', 'link', 'show', 'dev', bridgeName(networkId)]),
+      ) as {
+        address: string;
+      }[];
+      await must('ip', ['-n', netns, '-4', 'addr', 'add', '198.18.0.2/32', 'dev', 'eth0']);
+      // Asking for the gateway from that address would be dropped as spoofed ARP: no frame would leave.
+      await must('ip', [
+        ...['-n', netns, 'neigh', 'replace', V4_GATEWAY],
+        ...['lladdr', bridgeLink!.address, 'dev', 'eth0', 'nud', 'permanent'],
+      ]);
+      const spoofBefore = await dropCount('bridge', 'ipv4_from_machine', 'spoofed IPv4 source');
+      const spoofed = await Promise.all(
+        hostV4.map((to) => attacker.probe({ kind: 'tcp', to, port: v4.port, from: '198.18.0.2' })),
+      );
+      assert.deepEqual(
+        spoofed.map((r) => [r.ok, r.detail]),
+        hostV4.map(() => [false, 'timeout']),
+        `the bridge's MAC is ${bridgeLink!.address}`,
+      );
+      const spoofDropped =
+        (await dropCount('bridge', 'ipv4_from_machine', 'spoofed IPv4 source')) - spoofBefore;
+      assert.ok(spoofDropped >= hostV4.length, `the bridge dropped ${spoofDropped} spoofed IPv4 frames`);
       assert.deepEqual(
         v4.seen.filter((s) => s.endsWith('198.18.0.2')),
         [],

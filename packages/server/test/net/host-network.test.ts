@@ -61,6 +61,36 @@ test('desired state: a bridge per network with apps, a veth per live numbered ma
   assert.equal(desired.egress, true);
 });
 
+test('desired state: private IPv4 addresses in the range, each machine with its app’s egress policy', () => {
+  const allow = { mode: 'allow' as const, allow: [{ cidr: '198.51.100.0/24' }] };
+  const desired = desiredNetState(
+    {
+      apps: [{ ...app('a', 7), egress: allow }, app('b', 7)],
+      machines: [
+        machine('m1', 'a', { machineNumber: 1, privateIpv4: '10.213.0.2' }),
+        machine('m2', 'b', { machineNumber: 2, privateIpv4: '10.99.0.2' }), // outside: replaced at start
+        machine('m3', 'b', { machineNumber: 3 }), // recorded before private IPv4: none yet
+      ],
+      ips: [],
+    },
+    HOST,
+    true,
+    '10.213.0.0/16',
+    ['192.168.7.0/24'],
+  );
+  assert.deepEqual(
+    desired.attachments.map((a) => [a.machineId, a.ipv4]),
+    [
+      ['m1', '10.213.0.2'],
+      ['m2', undefined],
+      ['m3', undefined],
+    ],
+  );
+  assert.deepEqual([...(desired.egressPolicies ?? new Map())], [['m1', allow]], 'b has none: the default');
+  assert.deepEqual(desired.egressLocal, ['192.168.7.0/24']);
+  assert.equal(desired.privateV4Range, '10.213.0.0/16');
+});
+
 test("desired state: a Flycast address opens exactly its app's service ports", () => {
   const desired = desiredNetState(
     {

@@ -17,9 +17,11 @@ import {
   planNetwork,
   serviceAddress,
 } from '../../src/sixpn/address-plan.js';
+import { DEFAULT_PRIVATE_V4_RANGE, ipv4At, parseIpv4Range } from '../../src/sixpn/ipv4.js';
 import { flycastAddress } from '../../src/sixpn/ipv6.js';
 
 const HOST = '0a7b007d';
+const V4 = parseIpv4Range(DEFAULT_PRIVATE_V4_RANGE);
 
 /** `networks` networks with `perNetwork` machines each, numbered from 1, and no Flycast address. */
 function desiredState(networks: number, perNetwork: number, egress = false): DesiredNetState {
@@ -34,6 +36,7 @@ function desiredState(networks: number, perNetwork: number, egress = false): Des
           machineNumber,
           networkId: network.id,
           hostId: HOST,
+          ipv4: ipv4At(V4, machineNumber - 1),
         }),
       );
     }
@@ -216,25 +219,112 @@ test("ruleset: a Flycast address outside its network's block is refused", () => 
   }
 });
 
-test('ruleset: forwarding only within one bridge, to the uplink only with egress', () => {
-  const off = buildRuleset(desiredState(2, 1), { uplinks: ['eth0'] });
+test('ruleset: forwarding only within one bridge; out of the host only with egress, as policies allow', () => {
+  const off = buildRuleset(desiredState(2, 1), { localNetworks: ['192.0.2.0/24'] });
   assert.ok(off.includes('"hgn1" . "hgn1"') && off.includes('"hgn2" . "hgn2"'));
   assert.ok(!off.includes('"hgn1" . "hgn2"'));
-  assert.match(off, /chain leaving_network \{\n\s+iifname \. oifname @same_bridge accept\n\s+counter drop/);
-  assert.ok(!off.includes('masquerade') && !off.includes('@uplinks'), 'egress off: no way out');
-
-  const on = buildRuleset(desiredState(2, 1, true), { uplinks: ['eth0', 'eth0', 'bond0'] });
-  assert.match(on, /set uplinks \{\n\s+type ifname\n\s+elements = \{\n\s+"bond0",\n\s+"eth0"\n/);
-  assert.match(on, /oifname @uplinks accept\n\s+counter drop/);
-  assert.match(on, /iifname @uplinks ct state established,related accept/);
   assert.match(
-    on,
-    /type nat hook postrouting priority srcnat; policy accept;\n\s+iifname "hgn\*" oifname @uplinks masquerade/,
+    off,
+    /chain leaving_network \{\n\s+iifname \. oifname @same_bridge accept\n\s+oifname "hgn\*" counter drop comment "cross-network"\n\s+ip6 daddr fdaa::\/16 counter drop comment "cross-network"\n\s+counter drop comment "egress off"/,
+  );
+  assert.ok(!off.includes('masquerade') && !off.includes('egress_policy'), 'egress off: no way out');
+  assert.match(
+    off,
+    /chain prerouting \{\n\s+type filter hook prerouting priority filter; policy accept;\n\s+iifname "hgn\*" ip daddr != 10\.213\.0\.1 ip daddr 10\.213\.0\.0\/16 counter drop comment "to a machine's private IPv4"\n/,
+  );
+  assert.ok(
+    !off.includes('ct direction reply ct state established,related accept\n    counter drop comment "into'),
   );
 
-  const noUplink = buildRuleset(desiredState(1, 1, true), { uplinks: [] });
-  assert.ok(!noUplink.includes('masquerade'), 'egress needs a default route to leave by');
-  assert.match(noUplink, /egress off/);
+  const on = buildRuleset(desiredState(2, 1, true), { localNetworks: ['192.0.2.0/24', '2001:db8:1::/64'] });
+  // The local networks: the fixed private ranges and the host's own subnets, disjoint.
+  assert.match(
+    on,
+    /set local4 \{\n\s+type ipv4_addr\n\s+flags interval\n\s+elements = \{\n\s+0\.0\.0\.0\/8,\n\s+10\.0\.0\.0\/8,/,
+  );
+  assert.ok(on.includes('192.0.2.0/24,') && on.includes('2001:db8:1::/64'));
+  assert.ok(!on.includes('fd00::/8'), 'inside fc00::/7');
+  assert.match(
+    on,
+    /ip daddr @local_ok4 jump egress_policy\n\s+ip6 daddr @local_ok6 jump egress_policy\n\s+ip daddr @local4 counter drop comment "host-local network"\n\s+ip6 daddr @local6 counter drop comment "host-local network"\n\s+jump egress_policy\n\s+counter drop comment "egress off"/,
+  );
+  // Both machines have the default policy: everything else, IPv4 and IPv6, from their own addresses.
+  const [m1, m2] = desiredState(2, 1, true).attachments;
+  for (const m of [m1!, m2!]) {
+    assert.ok(on.includes(`${m.ipv4} . 0.0.0.0/0`) && on.includes(`${m.address} . ::/0`), m.machineId);
+  }
+  assert.match(
+    on,
+    /ct direction reply ct state established,related accept\n\s+counter drop comment "into a network from outside"/,
+  );
+  assert.match(
+    on,
+    /type nat hook postrouting priority srcnat; policy accept;\n\s+iifname "hgn\*" oifname != "hgn\*" masquerade/,
+  );
+
+  // Policies: one machine off, the other an allow-list; the operator's local networks.
+  const state = desiredState(2, 1, true);
+  const text = buildRuleset(
+    {
+      ...state,
+      egressPolicies: new Map([
+        [m1!.machineId, { mode: 'off' as const, allow: [] }],
+        [
+          m2!.machineId,
+          {
+            mode: 'allow' as const,
+            allow: [
+              { cidr: '198.51.100.0/24', ports: [{ start: 443, end: 443 }] },
+              { cidr: '2001:db8::/32' },
+            ],
+          },
+        ],
+      ]),
+      egressLocal: ['192.168.7.0/24'],
+    },
+    { localNetworks: [] },
+  );
+  assert.ok(!text.includes(`${m1!.ipv4} . `) && !text.includes(`${m1!.address} . `), 'off: no element');
+  assert.ok(text.includes(`${m2!.ipv4} . 198.51.100.0/24 . tcp . 443`));
+  assert.ok(text.includes(`${m2!.ipv4} . 198.51.100.0/24 . udp . 443`));
+  assert.ok(text.includes(`${m2!.address} . 2001:db8::/32`));
+  assert.ok(!text.includes('0.0.0.0/0'));
+  assert.match(text, /set local_ok4 \{[^}]*elements = \{\n\s+192\.168\.7\.0\/24\n/);
+});
+
+test('ruleset: a machine speaks IPv4 and ARP only as itself, and only to the gateway', () => {
+  const state = desiredState(2, 2);
+  const text = buildRuleset(state);
+  for (const a of state.attachments) {
+    assert.ok(text.includes(`"${a.veth}" . ${a.ipv4}`), `port_ipv4 has ${a.veth}`);
+    const bridgeMac = state.networks.find((n) => n.bridge === a.bridge)!.mac;
+    assert.ok(text.includes(`"${a.veth}" . ${bridgeMac}`), `port_gateway has ${a.veth}`);
+  }
+  assert.match(text, /ether type arp jump arp_from_machine\n\s+ether type ip jump ipv4_from_machine\n/);
+  assert.match(
+    text,
+    /arp operation request arp daddr ip != 10\.213\.0\.1 counter drop comment "ARP beyond the gateway"/,
+  );
+  assert.match(text, /iifname \. ether daddr != @port_gateway counter drop comment "IPv4 past the gateway"/);
+  // A machine without an address (recorded before there were any) has no IPv4 at all.
+  const { ipv4: _none, ...bare } = state.attachments[0]!;
+  const without = buildRuleset({ ...state, attachments: [bare, ...state.attachments.slice(1)] });
+  assert.ok(!without.includes(`"${bare.veth}" . 10.213.`));
+  // An address outside the range, or one given twice, is a bug upstream: never written.
+  const stray = { ...state.attachments[1]!, ipv4: '192.168.1.5' };
+  assert.throws(
+    () => buildRuleset({ ...state, attachments: [state.attachments[0]!, stray] }),
+    /not a machine address/,
+  );
+  const twice = { ...state.attachments[1]!, ipv4: state.attachments[0]!.ipv4! };
+  assert.throws(
+    () => buildRuleset({ ...state, attachments: [state.attachments[0]!, twice] }),
+    /given to two machines/,
+  );
+  // Another range moves the gateway and the drop rule with it.
+  const other = buildRuleset({ ...desiredState(1, 0), privateV4Range: '172.30.8.0/22' });
+  assert.match(other, /arp daddr ip != 172\.30\.8\.1 /);
+  assert.match(other, /ip daddr != 172\.30\.8\.1 ip daddr 172\.30\.8\.0\/22 counter drop/);
 });
 
 test('ruleset: the same state always gives the same text, whatever the order', () => {
@@ -279,16 +369,20 @@ test('ruleset: inconsistent or malformed input is refused, never written', () =>
     /not an IPv6/,
   );
   assert.throws(() => buildRuleset({ ...state, attachments: [{ ...a1, mac: 'zz' }] }), /not a MAC/);
-  assert.throws(() => buildRuleset({ ...state, egress: true }, { uplinks: ['eth0 }'] }), /interface name/);
+  assert.throws(
+    () => buildRuleset({ ...state, egress: true }, { localNetworks: ['10.0.0.0/8 }'] }),
+    /not a CIDR/,
+  );
 });
 
 test('ruleset: size is O(networks + machines), the rules themselves are constant', () => {
   const small = buildRuleset(desiredState(1, 1)).split('\n').length;
   const medium = buildRuleset(desiredState(100, 1)).split('\n').length;
   const large = buildRuleset(desiredState(1000, 1)).split('\n').length;
-  // Per network: 4 service elements + 1 same_bridge; per machine: 1 MAC + 2 addresses + 2 NA targets.
-  assert.equal(medium - small, 99 * 10);
-  assert.equal(large - medium, 900 * 10);
+  // Per network: 4 service elements + 1 same_bridge; per machine: 1 MAC + 2 addresses + 2 NA targets
+  // + its IPv4 address + its gateway's MAC.
+  assert.equal(medium - small, 99 * 12);
+  assert.equal(large - medium, 900 * 12);
   assert.deepEqual(
     structure(buildRuleset(desiredState(1000, 2))),
     structure(buildRuleset(desiredState(1, 1))),
@@ -300,12 +394,14 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
   const before = rulesetState(base);
   assert.equal(rulesetDelta(before, rulesetState(base)), '', 'same state: nothing to do');
 
-  // One more machine in network 2: its MAC and its two addresses (also as NA targets), nothing else.
+  // One more machine in network 2: its MAC, its two addresses (also as NA targets) and its IPv4 address
+  // with its gateway's MAC, nothing else.
   const extra = planAttachment({
     machineId: '0000000000ffff',
     machineNumber: 0xffff,
     networkId: 2,
     hostId: HOST,
+    ipv4: '10.213.9.9',
   });
   const added = rulesetDelta(before, rulesetState({ ...base, attachments: [...base.attachments, extra] }));
   assert.equal(
@@ -313,6 +409,8 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
     [
       'add element bridge hangar port_macs { "hgvffff" . 02:fd:00:00:ff:ff }',
       'add element bridge hangar port_addrs { "hgvffff" . fdaa:0:2:a7b:7d:0:ffff:2, "hgvffff" . fe80::fd:ff:fe00:ffff }',
+      'add element bridge hangar port_ipv4 { "hgvffff" . 10.213.9.9 }',
+      'add element bridge hangar port_gateway { "hgvffff" . 0a:fd:00:00:00:02 }',
       'add element bridge hangar na_targets { "hgvffff" . 0xfdaa000000020a7b007d0000ffff0002, "hgvffff" . 0xfe8000000000000000fd00fffe00ffff }',
       '',
     ].join('\n'),
@@ -339,6 +437,8 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
     [
       'delete element bridge hangar port_macs',
       'delete element bridge hangar port_addrs',
+      'delete element bridge hangar port_ipv4',
+      'delete element bridge hangar port_gateway',
       'delete element bridge hangar na_targets',
       'delete element inet hangar services',
       'delete element inet hangar flycast',
@@ -362,13 +462,28 @@ test('ruleset: a delta adds and deletes only the elements that changed', () => {
     ].join('\n'),
   );
 
-  // Egress (or its uplinks) changes rules, not only elements: no delta, a full replace.
-  assert.equal(
-    rulesetDelta(before, rulesetState({ ...base, egress: true }, { uplinks: ['eth0'] })),
-    undefined,
+  // Egress changes rules, not only elements: no delta, a full replace.
+  assert.equal(rulesetDelta(before, rulesetState({ ...base, egress: true })), undefined);
+  // A policy or a local network changes only elements.
+  const on = rulesetState({ ...base, egress: true }, { localNetworks: ['192.0.2.0/24'] });
+  const first = base.attachments[0]!;
+  const offOne = rulesetState(
+    {
+      ...base,
+      egress: true,
+      egressPolicies: new Map([[first.machineId, { mode: 'off' as const, allow: [] }]]),
+    },
+    { localNetworks: ['192.0.2.0/24', '198.18.0.0/15'] },
   );
-  const on = rulesetState({ ...base, egress: true }, { uplinks: ['eth0'] });
-  assert.equal(rulesetDelta(on, rulesetState({ ...base, egress: true }, { uplinks: ['eth1'] })), undefined);
+  assert.equal(
+    rulesetDelta(on, offOne),
+    [
+      'add element inet hangar local4 { 198.18.0.0/15 }',
+      `delete element inet hangar egress_any4 { ${first.ipv4} . 0.0.0.0/0 }`,
+      `delete element inet hangar egress_any6 { ${first.address} . ::/0 }`,
+      '',
+    ].join('\n'),
+  );
 });
 
 test('ruleset: nft accepts the text and the deltas (checked in a throwaway network namespace)', {
@@ -387,7 +502,30 @@ test('ruleset: nft accepts the text and the deltas (checked in a throwaway netwo
   for (const text of [
     buildRuleset({ networks: [], attachments: [], flycast: [], egress: false }),
     buildRuleset(desiredState(3, 2, false)),
-    buildRuleset(withFlycast(desiredState(1000, 1, true)), { uplinks: ['eth0'] }),
+    buildRuleset(withFlycast(desiredState(1000, 1, true)), { localNetworks: ['192.0.2.0/24', 'fd00::/64'] }),
+    // Allow-lists whose destinations and ports overlap: made disjoint, or nft refuses them.
+    buildRuleset({
+      ...desiredState(2, 1, true),
+      egressPolicies: new Map([
+        [
+          desiredState(2, 1, true).attachments[0]!.machineId,
+          {
+            mode: 'allow' as const,
+            allow: [
+              { cidr: '198.51.100.0/24', ports: [{ start: 400, end: 500 }] },
+              { cidr: '198.51.100.4/32', ports: [{ start: 450, end: 600 }] },
+              { cidr: '198.51.100.0/24', ports: [{ start: 443, end: 443 }] },
+              { cidr: '203.0.113.0/24' },
+              { cidr: '203.0.113.128/25' },
+              { cidr: '203.0.113.7/32', ports: [{ start: 22, end: 22 }] },
+              { cidr: '2001:db8::/32' },
+              { cidr: '2001:db8:1::/48', ports: [{ start: 53, end: 53 }] },
+            ],
+          },
+        ],
+      ]),
+      egressLocal: ['192.168.0.0/16', '192.168.1.0/24', 'fd00::/8'],
+    }),
     buildRuleset(grown) + delta,
     buildRuleset(shrunk) + growBack,
     // Ranges replacing single ports they overlap, in one transaction (deletes first).

@@ -166,7 +166,20 @@ test('config: layers and strict validation', (t) => {
   const network = resolveConfig({
     env: { HANGAR_DATA_DIR: dataDir, HANGAR_NETWORK: 'required', HANGAR_EGRESS: 'on' },
   });
-  assert.deepEqual(network.network, { mode: 'required', egress: true });
+  assert.deepEqual(network.network, {
+    mode: 'required',
+    egress: true,
+    egressLocal: [],
+    privateV4Range: '10.213.0.0/16',
+  });
+  assert.throws(
+    () =>
+      resolveConfig({
+        env: { HANGAR_DATA_DIR: dataDir },
+        overrides: { network: { privateV4Range: '10.213.0.1/16' } },
+      }),
+    /network\.privateV4Range/,
+  );
   assert.throws(
     () => resolveConfig({ env: { HANGAR_DATA_DIR: dataDir, HANGAR_EGRESS: 'yes' } }),
     /HANGAR_EGRESS must be "on" or "off"/,

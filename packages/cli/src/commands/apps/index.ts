@@ -1,6 +1,7 @@
 import type { Noun } from '../../command.js';
 import create from './create.js';
 import destroy from './destroy.js';
+import egress from './egress.js';
 import list from './list.js';
 import show from './show.js';
 
@@ -9,5 +10,5 @@ export const apps: Noun = {
   aliases: ['app'],
   summary: 'Manage apps',
   examples: ['hangar apps list'],
-  verbs: [create, list, show, destroy],
+  verbs: [create, list, show, destroy, egress],
 };

@@ -3,7 +3,7 @@ import { invalidArgument } from '../../shared/errors.js';
 import { byCreation, pageQuery, paginate } from '../pagination.js';
 import { queryBool, queryString } from '../query.js';
 import { principalOf, type RouteDeps } from '../route-context.js';
-import { CreateAppBody } from '../schemas.js';
+import { CreateAppBody, EgressPolicyBody } from '../schemas.js';
 import * as wire from '../serialize.js';
 import { parse } from '../validate.js';
 
@@ -41,6 +41,27 @@ export function appRoutes(app: FastifyInstance, { platform }: RouteDeps): void {
     const { app_name } = request.params as { app_name: string };
     return wire.app(await platform.apps.get(principalOf(request), app_name));
   });
+
+  // Hangar's own: what the app's machines may reach outside their network. Any token of the app reads
+  // it; only an org token sets it (the operator's call, not the deployer's).
+  app.get(
+    '/v1/apps/:app_name/egress',
+    { config: { rate: 'machine_read', action: 'app.egress.get' } },
+    async (request) => {
+      const { app_name } = request.params as { app_name: string };
+      return wire.egressPolicy(await platform.apps.egress(principalOf(request), app_name));
+    },
+  );
+
+  app.put(
+    '/v1/apps/:app_name/egress',
+    { config: { rate: 'machine_action', action: 'app.egress.set' } },
+    async (request) => {
+      const { app_name } = request.params as { app_name: string };
+      const body = parse(EgressPolicyBody, request.body, 'body');
+      return wire.egressPolicy(await platform.apps.setEgress(principalOf(request), app_name, body));
+    },
+  );
 
   app.delete(
     '/v1/apps/:app_name',
