@@ -409,9 +409,37 @@ function bytesRefusal(app: string, used: number, quota: number, more = 0): strin
  * read and dropped (so the client, still sending, reads the answer instead of a broken pipe) and the
  * connection closed.
  */
+/**
+ * How much of a refused upload is read and thrown away before the refusal is sent. A client still
+ * sending when the connection closes sees a broken pipe instead of the refusal (skopeo and docker show
+ * that), so the rest of a body is drained first, up to this; a larger or slower one is cut off.
+ */
+const REFUSED_DRAIN_BYTES = 64 * 1024 * 1024;
+const REFUSED_DRAIN_MS = 10_000;
+
 function refuse(request: IncomingMessage, response: ServerResponse, message: string): void {
-  response.shouldKeepAlive = false;
-  sendError(response, 403, 'DENIED', message);
+  const answer = () => {
+    clearTimeout(timer);
+    if (response.headersSent || response.destroyed) return;
+    response.shouldKeepAlive = false;
+    sendError(response, 403, 'DENIED', message);
+  };
+  const timer = setTimeout(() => {
+    answer();
+    request.destroy();
+  }, REFUSED_DRAIN_MS);
+  if (request.complete) return answer();
+  let drained = 0;
+  request.on('data', (chunk: Buffer) => {
+    drained += chunk.length;
+    if (drained > REFUSED_DRAIN_BYTES) {
+      request.removeAllListeners('data');
+      request.pause();
+      answer();
+    }
+  });
+  request.once('end', answer);
+  request.once('error', () => response.destroy());
   request.resume();
 }
 
