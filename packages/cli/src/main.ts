@@ -4,8 +4,9 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { exampleText, type Noun, registerNoun } from './command.js';
+import { exampleText, type Noun, registerNoun, registerVerb } from './command.js';
 import { apps } from './commands/apps/index.js';
+import { deploy } from './commands/deploy/index.js';
 import { ips } from './commands/ips/index.js';
 import { machine } from './commands/machine/index.js';
 import { secrets } from './commands/secrets/index.js';
@@ -33,6 +34,7 @@ export function buildProgram(io: CliIO): Command {
     .showHelpAfterError('(add --help for usage)')
     .addHelpText('after', exampleText(['hangar apps create acme', 'hangar machine run nginx -a acme']));
   for (const noun of NOUNS) registerNoun(program, noun, io);
+  registerVerb(program, deploy, io);
   return program;
 }
 
