@@ -10,13 +10,14 @@ import { deploy } from './commands/deploy/index.js';
 import { ips } from './commands/ips/index.js';
 import { machine } from './commands/machine/index.js';
 import { secrets } from './commands/secrets/index.js';
+import { tenants } from './commands/tenants/index.js';
 import { tokens } from './commands/tokens/index.js';
 import { volumes } from './commands/volumes/index.js';
 import { reportError } from './errors.js';
 import { type CliIO, processIO } from './io.js';
 import { CLI_VERSION } from './version.js';
 
-export const NOUNS: Noun[] = [apps, machine, secrets, ips, volumes, tokens];
+export const NOUNS: Noun[] = [apps, machine, secrets, ips, volumes, tokens, tenants];
 
 /** Builds the whole command tree. Exported so tests can walk it. */
 export function buildProgram(io: CliIO): Command {
