@@ -64,6 +64,9 @@ type Change =
   | { kind: 'volume'; id: string };
 
 const IMMEDIATE_CONCURRENCY = 8;
+/** States a machine rests in; the others are on the way somewhere. */
+const SETTLED_STATES = new Set(['created', 'started', 'stopped', 'suspended', 'failed', 'destroyed']);
+const SETTLE_TIMEOUT_MS = 60_000;
 
 export function groupOf(m: Machine): string {
   return m.config?.metadata?.[METADATA.processGroup] ?? 'app';
@@ -262,7 +265,9 @@ export class Rollout {
       this.#outcomes.push({ id: m.id, group, action: 'updated', state: updated.state, version });
       return;
     }
-    // Not running before: boot the new version once, check it, then put the machine back to sleep.
+    // Not running before: boot the new version once, check it, then put the machine back to sleep. An
+    // update answers before a suspended machine's old workload is gone: wait until it has settled.
+    await this.#settle(m.id);
     await this.#startWhenReady(m.id, nonce);
     await this.#verify(m, group, version, config, since);
     const back = m.state === 'suspended' ? 'suspended' : 'stopped';
@@ -273,6 +278,16 @@ export class Rollout {
     this.#outcomes.push({ id: m.id, group, action: 'updated', state: back, version, verified: true });
   }
 
+  /** Waits until the machine is in a state that takes a start or an update (not stopping, replacing...). */
+  async #settle(id: string): Promise<Machine> {
+    const deadline = Date.now() + SETTLE_TIMEOUT_MS;
+    for (;;) {
+      const m = await this.client.machines.get(this.plan.app, id);
+      if (SETTLED_STATES.has(m.state) || Date.now() > deadline) return m;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
   /** `start` right after an update may meet the machine still settling (412); try again briefly. */
   async #startWhenReady(id: string, nonce: string | undefined): Promise<void> {
     for (let attempt = 0; ; attempt++) {
@@ -280,8 +295,8 @@ export class Rollout {
         await this.client.machines.start(this.plan.app, id, { nonce });
         return;
       } catch (err) {
-        if (!isMachinesApiError(err) || err.status !== 412 || attempt >= 20) throw err;
-        await new Promise((r) => setTimeout(r, 250));
+        if (!isMachinesApiError(err) || err.status !== 412 || attempt >= 60) throw err;
+        await new Promise((r) => setTimeout(r, 500));
       }
     }
   }
@@ -370,7 +385,7 @@ export class Rollout {
           const before = change.before;
           if (!before.config) continue;
           const nonce = this.#leases.nonce(before.id);
-          const current = await this.client.machines.get(app, before.id);
+          const current = await this.#settle(before.id);
           const wasRunning = before.state === 'started';
           const back = await this.client.machines.update(
             app,
