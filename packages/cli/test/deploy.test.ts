@@ -134,3 +134,13 @@ test('deploy --help has an example, and a missing fly.toml is one error with a h
     'Error: cannot read /nowhere/fly.toml\nHint: run hangar deploy in the app’s directory, or pass -c PATH/fly.toml\n',
   );
 });
+
+test('deploy to an app that does not exist says how to create it', async (t) => {
+  const server = await startFakeServer(t, () => ({ status: 404, body: { error: 'app not found' } }));
+  const result = await cli(deployArgs, { apiUrl: server.url, files });
+  expectCode(result, 1);
+  assert.equal(
+    result.stderr,
+    'Error: app shop does not exist\nHint: create it first: hangar apps create shop\n',
+  );
+});

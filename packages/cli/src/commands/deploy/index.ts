@@ -4,7 +4,7 @@
 
 import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import type { MachinesClient } from '@hangar/sdk';
+import { isMachinesApiError, type MachinesClient } from '@hangar/sdk';
 import { defineVerb } from '../../command.js';
 import { resolveConfig } from '../../context.js';
 import { CliError } from '../../errors.js';
@@ -144,7 +144,12 @@ export const deploy = defineVerb<Opts>({
     }
     const api = client();
     const progress = (line: string) => out.note(line);
-    await api.apps.get(app);
+    await api.apps.get(app).catch((err: unknown) => {
+      if (isMachinesApiError(err) && err.status === 404) {
+        throw new CliError(`app ${app} does not exist`, `create it first: hangar apps create ${app}`);
+      }
+      throw err;
+    });
 
     // 1. The image.
     let image = opts.image ?? config.build.image;

@@ -48,7 +48,7 @@ export async function getTenantApp(client: MachinesClient, customer: string): Pr
     }
     return app;
   } catch (err) {
-    if (isMachinesApiError(err, 'not_found')) return undefined;
+    if (isMachinesApiError(err) && err.status === 404) return undefined;
     throw err;
   }
 }
