@@ -13,7 +13,7 @@ const APP = 'deploy-strategies';
 
 test(
   'hangar deploy: suspended machines, canary, bluegreen, release command',
-  { skip: NEEDS_ROOT, timeout: 120_000 },
+  { skip: NEEDS_ROOT, timeout: 300_000 },
   (t) =>
     withDeployFixture(t, APP, async ({ client, version, deploy, page, writeFlyToml }) => {
       await version('v1');

@@ -15,7 +15,7 @@ const APP = 'deploy-e2e';
 
 test(
   'hangar deploy builds, rolls out, verifies and rolls back',
-  { skip: NEEDS_ROOT, timeout: 120_000 },
+  { skip: NEEDS_ROOT, timeout: 300_000 },
   (t) =>
     withDeployFixture(t, APP, async ({ client, registryPort, version, deploy, page, writeFlyToml }) => {
       // A secret staged before the first deploy reaches the machines.
