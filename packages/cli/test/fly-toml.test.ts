@@ -206,3 +206,12 @@ test('helpers: command splitting, durations and sizes', () => {
   assert.equal(parseSizeMb('512MB', 'gb'), 512);
   assert.equal(parseSizeMb(2, 'gb'), 2048);
 });
+
+test('autostop without autostart is warned about (machines would stay down)', () => {
+  const { warnings } = parseFlyToml(
+    'app = "x"\n[http_service]\ninternal_port = 8080\nauto_stop_machines = "stop"\nauto_start_machines = false\n',
+  );
+  assert.deepEqual(warnings, [
+    'fly.toml line 5: http_service.auto_start_machines: false while auto_stop_machines is on: machines stopped when idle will not start again on the next request',
+  ]);
+});

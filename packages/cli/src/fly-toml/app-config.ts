@@ -14,7 +14,7 @@ import type {
   Static,
   TlsOptions,
 } from '@hangar/sdk';
-import { parseTomlDocument } from './document.js';
+import { type KeyPath, parseTomlDocument, pathText } from './document.js';
 import { Section } from './section.js';
 import { splitCommand } from './units.js';
 
@@ -655,10 +655,28 @@ export function parseFlyToml(text: string, options: ParseOptions = {}): ParsedFl
     }
   }
 
-  const warnings = sections.flatMap((s) =>
-    s
-      .unknownKeys()
-      .map(([key, line]) => `${doc.file}${line ? ` line ${line}` : ''}: ${key}: not used by Hangar, ignored`),
+  // fly-semantics §9 #6: machines that autostop stops and nothing starts again stay down.
+  const servicePaths: KeyPath[] = [
+    ...(http ? [['http_service']] : []),
+    ...config.services.slice(http ? 1 : 0).map((_, i) => ['services', i]),
+  ];
+  const downStaysDown = config.services.flatMap((service, i) => {
+    const path = servicePaths[i];
+    if (service.autostop === 'off' || service.autostart || !path) return [];
+    const line = doc.line([...path, 'auto_start_machines']);
+    return [
+      `${doc.file}${line ? ` line ${line}` : ''}: ${pathText([...path, 'auto_start_machines'])}: false while ` +
+        'auto_stop_machines is on: machines stopped when idle will not start again on the next request',
+    ];
+  });
+  const warnings = downStaysDown.concat(
+    sections.flatMap((s) =>
+      s
+        .unknownKeys()
+        .map(
+          ([key, line]) => `${doc.file}${line ? ` line ${line}` : ''}: ${key}: not used by Hangar, ignored`,
+        ),
+    ),
   );
   return { config, warnings };
 }

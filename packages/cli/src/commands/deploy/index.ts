@@ -12,9 +12,11 @@ import { collect, intFlag, parseKeyValues } from '../../flags.js';
 import {
   DEPLOY_STRATEGIES,
   type DeployStrategy,
+  guestFor,
   machineConfigs,
   parseDurationMs,
   parseFlyToml,
+  RELEASE_COMMAND_GROUP,
 } from '../../fly-toml/index.js';
 import type { Output } from '../../output.js';
 import { buildAndPush, defaultRegistryAddress } from './image.js';
@@ -194,7 +196,9 @@ export const deploy = defineVerb<Opts>({
         app,
         base: first,
         command: config.deploy.releaseCommand,
-        guest: undefined,
+        guest: config.deploy.releaseCommandVm
+          ? guestFor([{ ...config.deploy.releaseCommandVm, processes: [] }], RELEASE_COMMAND_GROUP)
+          : undefined,
         timeoutMs: config.deploy.releaseCommandTimeoutMs,
         region,
         progress,
