@@ -84,6 +84,8 @@ export interface DeployFixture {
   writeFlyToml(text: string): Promise<void>;
   /** `hangar deploy -c <dir>/fly.toml --no-ha --no-public-ips --json ...extra`. */
   deploy(...extra: string[]): Promise<CliResult>;
+  /** `hangar deploy -c <dir>/fly.toml --json ...extra` (two machines per group with services). */
+  deployHa(...extra: string[]): Promise<CliResult>;
   /** The page a machine serves (read inside it). */
   page(id: string): Promise<string | undefined>;
 }
@@ -144,6 +146,8 @@ export async function withDeployFixture(
           '--json',
           ...extra,
         ]),
+      deployHa: (...extra) =>
+        hangarCli(h, registryPort, ['deploy', '-c', join(dir, 'fly.toml'), '--json', ...extra]),
       async page(id) {
         return (
           await client.machines.exec(app, id, { command: ['/bin/cat', '/www/index.html'] })
