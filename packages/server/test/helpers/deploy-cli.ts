@@ -91,22 +91,31 @@ export interface DeployFixture {
 }
 
 /**
- * Starts hangard, creates `app` with its base image and fly.toml, runs `body`, then removes the app
- * (before hangard closes) and the directory, even when `body` fails.
+ * Starts hangard (with private networks and the proxy unless `network: false`), creates `app` with its
+ * base image and fly.toml, runs `body`, then removes the app (before hangard closes) and the directory,
+ * even when `body` fails.
  */
 export async function withDeployFixture(
   t: TestContext,
   app: string,
   body: (fixture: DeployFixture) => Promise<void>,
+  options: { network?: boolean } = {},
 ): Promise<void> {
   const registryPort = await freePort();
   const proxyPort = await freePort();
+  // Health checks reach machines over their private networks, which the host lends to one hangard at a
+  // time: a test whose fly.toml declares no checks runs without them, and waits for no other test.
+  const network = options.network ?? true;
   const h = await startTestHangard(t, {
     config: {
       runtime: 'required',
-      network: { mode: 'required', egress: false },
       registry: { port: registryPort, insecure: [] },
-      proxy: { mode: 'on', http: `127.0.0.1:${proxyPort}`, domain: 'hangar.localhost' },
+      ...(network
+        ? {
+            network: { mode: 'required', egress: false },
+            proxy: { mode: 'on', http: `127.0.0.1:${proxyPort}`, domain: 'hangar.localhost' },
+          }
+        : {}),
     },
   });
   const client = new MachinesClient({ baseUrl: h.url, token: h.token, rateLimit: false });

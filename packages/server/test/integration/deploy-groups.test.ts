@@ -8,7 +8,8 @@ import { NEEDS_ROOT } from '../helpers/integration.js';
  * `hangar deploy` with process groups and a volume, end to end (see deploy.test.ts for the set-up): a
  * first deploy creates two web machines (HA) and one worker with a volume made from [[mounts]], and
  * public addresses; an immediate redeploy updates all three and the worker keeps its volume; a group
- * taken out of fly.toml loses its machines.
+ * taken out of fly.toml loses its machines. No health checks here (deploy.test.ts has them), so this
+ * hangard needs no private networks.
  */
 
 const APP = 'deploy-groups';
@@ -41,10 +42,6 @@ ${
 [http_service]
   internal_port = 8080
   processes = ["web"]
-
-  [[http_service.checks]]
-    interval = "1s"
-    path = "/healthz"
 
 [[vm]]
   memory = "128mb"

@@ -3,9 +3,15 @@
 // version's boot are not counted.
 
 import type { Machine, MachineConfig, MachinesClient } from '@hangar/sdk';
+import { parseDurationMs } from '../../fly-toml/index.js';
 
-/** How long a check may stay critical before the version is declared failing (it may still be starting). */
-const CRITICAL_PATIENCE_MS = 10_000;
+/**
+ * How long a check may stay critical before the version is declared failing (past its grace period the
+ * app may still be finishing its start): two of its intervals, and at least this.
+ */
+const MIN_CRITICAL_PATIENCE_MS = 5_000;
+/** hangard's default check interval, for checks that set none. */
+const DEFAULT_CHECK_INTERVAL_MS = 15_000;
 /** How long to wait for a first check result before deciding that no checks are running. */
 const NO_CHECKS_PATIENCE_MS = 20_000;
 const POLL_MS = 500;
@@ -18,6 +24,22 @@ export class VerifyError extends Error {
     super(message);
     this.name = 'VerifyError';
   }
+}
+
+function intervalMs(value: unknown): number {
+  if (typeof value === 'number') return value / 1e6; // nanoseconds on the wire
+  return typeof value === 'string'
+    ? (parseDurationMs(value) ?? DEFAULT_CHECK_INTERVAL_MS)
+    : DEFAULT_CHECK_INTERVAL_MS;
+}
+
+/** Two intervals of the slowest check the config declares, at least MIN_CRITICAL_PATIENCE_MS. */
+export function criticalPatienceMs(config: MachineConfig): number {
+  const checks = [
+    ...(config.services ?? []).flatMap((s) => s.checks ?? []),
+    ...Object.values(config.checks ?? {}),
+  ];
+  return Math.max(MIN_CRITICAL_PATIENCE_MS, ...checks.map((c) => 2 * intervalMs(c.interval)));
 }
 
 /** How many health checks a config declares (service checks and top-level checks with a port). */
@@ -91,7 +113,7 @@ export async function waitHealthy(
     const now = Date.now();
     if (critical.length > 0) {
       criticalSince ??= now;
-      if (now - criticalSince >= CRITICAL_PATIENCE_MS || now >= deadline) {
+      if (now - criticalSince >= criticalPatienceMs(config) || now >= deadline) {
         const detail = critical.map((c) => `${c.name}: ${c.output ?? 'critical'}`).join('; ');
         throw new VerifyError(machine.id, `${label} failed its health checks (${detail})`);
       }
