@@ -52,12 +52,11 @@ export function registerNoun(program: Command, noun: Noun, io: CliIO): void {
   const nounCmd = program.command(noun.name).description(noun.summary);
   for (const alias of noun.aliases ?? []) nounCmd.alias(alias);
   nounCmd.addHelpText('after', exampleText(noun.examples));
-
   for (const verb of noun.verbs) registerVerb(nounCmd, verb, io);
 }
 
-/** Adds one verb under `parent`: a noun's command, or the program itself for top-level verbs (`deploy`). */
-export function registerVerb(parent: Command, verb: Verb, io: CliIO): Command {
+/** Adds one verb under `parent`: a noun, or the program itself for top-level verbs (`status`, `logs`, `deploy`). */
+export function registerVerb(parent: Command, verb: Verb, io: CliIO): void {
   const cmd = parent
     .command(verb.usage)
     .summary(verb.summary)
@@ -75,5 +74,4 @@ export function registerVerb(parent: Command, verb: Verb, io: CliIO): Command {
     // A verb's own non-zero status leaves through Commander, which run() turns into the exit code silently.
     if (typeof code === 'number' && code !== 0) throw new CommanderError(code, 'hangar.exit', '');
   });
-  return cmd;
 }
