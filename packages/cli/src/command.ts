@@ -55,7 +55,7 @@ export function registerNoun(program: Command, noun: Noun, io: CliIO): void {
   for (const verb of noun.verbs) registerVerb(nounCmd, verb, io);
 }
 
-/** Adds one verb under `parent`: a noun, or the program itself for top-level verbs (`status`, `logs`). */
+/** Adds one verb under `parent`: a noun, or the program itself for top-level verbs (`status`, `logs`, `deploy`). */
 export function registerVerb(parent: Command, verb: Verb, io: CliIO): void {
   const cmd = parent
     .command(verb.usage)

@@ -8,11 +8,13 @@ import { exampleText, type Noun, registerNoun, registerVerb, type Verb } from '.
 import { apps } from './commands/apps/index.js';
 import { auth } from './commands/auth/index.js';
 import { certs } from './commands/certs/index.js';
+import { deploy } from './commands/deploy/index.js';
 import { ips } from './commands/ips/index.js';
 import { machine } from './commands/machine/index.js';
 import { orgs } from './commands/orgs/index.js';
 import { scale } from './commands/scale/index.js';
 import { secrets } from './commands/secrets/index.js';
+import { tenants } from './commands/tenants/index.js';
 import { tokens } from './commands/tokens/index.js';
 import doctor from './commands/top/doctor.js';
 import logs from './commands/top/logs.js';
@@ -36,6 +38,7 @@ export const NOUNS: Noun[] = [
   auth,
   orgs,
   scale,
+  tenants,
 ];
 
 /** Top-level verbs (`hangar status`), listed after the groups. */
@@ -45,6 +48,7 @@ export const VERBS: Verb[] = [
   logs,
   releases,
   doctor,
+  deploy,
 ];
 
 /** Builds the whole command tree. Exported so tests can walk it. */

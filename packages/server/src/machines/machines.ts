@@ -359,7 +359,8 @@ export class MachinesService {
         imageRef: null,
         skipSecrets: input.skipSecrets === true,
         // A suspended snapshot belongs to the old config: after an update the machine boots fresh.
-        state: current.state === 'suspended' || wasRunning ? 'stopped' : current.state,
+        // Judged on the state before stopWorkload, which leaves a suspended machine `stopping`.
+        state: machine.state === 'suspended' || wasRunning ? 'stopped' : current.state,
         updatedAt: now,
       };
       attachVolume(tx, tx.apps.get(app.id)!, next, current);

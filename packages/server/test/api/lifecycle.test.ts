@@ -233,3 +233,20 @@ test('lifecycle: concurrent actions on one machine are serialized', async (t) =>
     'start:started',
   ]);
 });
+
+test('an update of a suspended machine leaves it stopped (not stopping), and it starts again', async (t) => {
+  const runtime = new FakeRuntime();
+  const h = await startTestHangard(t, { runtime });
+  await createApp(h, 'asleep');
+  const m = await started(h, 'asleep', { config: { image: 'img:1' } });
+  const base = `/v1/apps/asleep/machines/${m.id}`;
+  assert.equal((await h.call('POST', `${base}/suspend`)).status, 200);
+  assert.equal((await h.call('GET', `${base}/wait?state=suspended&timeout=5`)).status, 200);
+  const updated = await h.call('POST', base, { config: { image: 'img:2' }, skip_launch: true });
+  assert.equal(updated.status, 200, JSON.stringify(updated.body));
+  assert.equal(updated.body.state, 'stopped');
+  assert.equal((await h.call('GET', base)).body.state, 'stopped');
+  const start = await h.call('POST', `${base}/start`);
+  assert.equal(start.status, 200, JSON.stringify(start.body));
+  assert.equal((await h.call('GET', `${base}/wait?state=started&timeout=5`)).status, 200);
+});
