@@ -428,7 +428,10 @@ function refuse(request: IncomingMessage, response: ServerResponse, message: str
     answer();
     request.destroy();
   }, REFUSED_DRAIN_MS);
-  if (request.complete) return answer();
+  if (request.complete) {
+    answer();
+    return;
+  }
   let drained = 0;
   request.on('data', (chunk: Buffer) => {
     drained += chunk.length;

@@ -113,7 +113,7 @@ export async function withDeployFixture(
       ...(network
         ? {
             network: { mode: 'required', egress: false },
-            proxy: { mode: 'on', http: `127.0.0.1:${proxyPort}`, domain: 'hangar.localhost' },
+            proxy: { mode: 'on', http: `127.0.0.1:${proxyPort}`, https: 'off', domain: 'hangar.localhost' },
           }
         : {}),
     },

@@ -85,7 +85,7 @@ test('tenants: one app per customer behind the router example', {
       runtime: 'required',
       network: { mode: 'required', egress: false },
       registry: { port: registryPort, insecure: [] },
-      proxy: { mode: 'on', http: `127.0.0.1:${proxyPort}`, domain: DOMAIN },
+      proxy: { mode: 'on', http: `127.0.0.1:${proxyPort}`, https: 'off', domain: DOMAIN },
     },
   });
   const client = new MachinesClient({ baseUrl: h.url, token: h.token, rateLimit: false });
