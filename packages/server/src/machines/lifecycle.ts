@@ -7,7 +7,7 @@ import type { ExitInfo, MachineRuntime, MachineSpec } from '../runtime/runtime.j
 import { crashPoint } from '../shared/crash-points.js';
 import { HangarError } from '../shared/errors.js';
 import type { AppRecord, MachineRecord } from '../store/records.js';
-import type { ReadTx } from '../store/store.js';
+import type { ReadTx, WriteTx } from '../store/store.js';
 import { isoNow, type PlatformContext } from './context.js';
 import { checkOwnRegistrySpace } from './image-rules.js';
 import { type EventSource, recordEvent, setMachineState } from './machine-events.js';
@@ -22,17 +22,29 @@ export class MachineLifecycle {
     return this.ctx.runtime;
   }
 
-  /** Boots the current version: prepare the image, start the workload (or thaw a suspended one). */
-  async boot(machineId: string): Promise<void> {
+  /**
+   * Boots the current version: prepare the image, start the workload (or thaw a suspended one).
+   * `before` records what led to the boot (the proxy's wake event) in the boot's first write: each
+   * write is a synced commit, and a wake waits for every one of them.
+   */
+  async boot(machineId: string, before?: (tx: WriteTx, machine: MachineRecord) => void): Promise<void> {
     const runtime = this.requireRuntime();
+    const suspended = await this.ctx.store.read((tx) => tx.machines.get(machineId)!);
+    if (suspended.state === 'suspended') {
+      // A thaw takes milliseconds: no `starting` is recorded on the way (a crash in between leaves a
+      // running container recorded suspended, which reconcile settles as started).
+      await this.orFail(machineId, 'start', () => runtime.resume(machineId));
+      await setMachineState(this.ctx, machineId, 'started', 'start', 'flyd', undefined, before);
+      return;
+    }
     const machine = await this.ctx.store.write((tx) => {
       const current = tx.machines.get(machineId)!;
+      before?.(tx, current);
       tx.machines.update({ ...current, state: 'starting', updatedAt: isoNow(this.ctx) });
       return current;
     });
     await this.orFail(machineId, 'start', async () => {
       try {
-        if (machine.state === 'suspended') return await runtime.resume(machine.id);
         // Derived inside the step, so a spec that cannot be built (a missing secret) fails the machine with its reason.
         const spec = await this.ctx.store.read((tx) => {
           const app = tx.apps.get(machine.appId)!;

@@ -570,11 +570,11 @@ export class MachinesService {
       if (machine.state === 'started') return { previousState: 'started', queuedMs, bootMs: 0 };
       if (!canBegin('start', machine.state)) throw failedPrecondition(stateRefusal('start', machine));
       this.#lifecycle.requireRuntime();
-      await this.ctx.store.write((tx) =>
-        recordEvent(this.ctx, tx, machine, 'wake', machine.state, 'hangar', trigger),
-      );
       const bootAt = this.ctx.now();
-      await this.#lifecycle.boot(machine.id);
+      // The wake event goes in with the boot's first write: one synced commit less before the request.
+      await this.#lifecycle.boot(machine.id, (tx, current) =>
+        recordEvent(this.ctx, tx, current, 'wake', current.state, 'hangar', trigger),
+      );
       return { previousState: machine.state, queuedMs, bootMs: this.ctx.now() - bootAt };
     });
   }
