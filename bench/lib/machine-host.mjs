@@ -30,8 +30,6 @@ const READY_TIMEOUT_MS = 60_000;
 const API_TIMEOUT_MS = 70_000;
 const TOOL_TIMEOUT_MS = 30_000;
 const HELPER_READY_TIMEOUT_MS = 15_000;
-/** The host's Hangar networking has one owner at a time (net/host-lock.ts). */
-const HOST_LOCK = '/run/hangar/network.lock';
 /** The image's command: busybox httpd in the foreground, serving /www on 8080 (on `::`, all families). */
 export const HTTPD_CMD = ['/bin/busybox', 'httpd', '-f', '-p', '8080', '-h', '/www'];
 export const HTTP_PORT = 8080;
@@ -96,16 +94,67 @@ function sleepSync(ms) {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-/** Whether the host's networking lock is held by a live process (another hangard, a test). */
-function hostLockHolder() {
-  const pid = Number.parseInt(readText(HOST_LOCK), 10);
-  if (!(pid > 0)) return undefined;
-  try {
-    process.kill(pid, 0);
-    return pid;
-  } catch (error) {
-    return error.code === 'EPERM' ? pid : undefined;
+/**
+ * The bench runs in a network and mount namespace of its own, made when it starts: hangard's private
+ * networks (bridges, nftables tables, the resolver address, its host lock under /run/hangar), the
+ * machines' namespace pins (/run/netns, /run/hangar/userns), the proxy, the peers and the load all live
+ * there, on its own loopback. Nothing of the host's networking is touched (a hangard or a test running
+ * beside the bench keeps its own), and whatever the run leaves in there goes with its last process. /sys is
+ * a sysfs of the new network namespace (hangard reads links there), with the host's cgroup mounts moved
+ * under it.
+ */
+const SANDBOX_SCRIPT = [
+  'set -e',
+  'ip link set lo up',
+  'mkdir -p /run/hangar /run/netns',
+  'mount -t tmpfs -o mode=0755 hangar-bench /run/hangar',
+  'mount -t tmpfs -o mode=0755 hangar-bench /run/netns',
+  'cgroups=$(mktemp -d)',
+  'mount --rbind /sys/fs/cgroup "$cgroups"',
+  'mount -t sysfs sysfs /sys',
+  'mount --move "$cgroups" /sys/fs/cgroup',
+  'rmdir "$cgroups"',
+  'exec "$@"',
+].join('\n');
+const SANDBOX_ENV = 'HANGAR_BENCH_SANDBOX';
+
+/**
+ * Runs this bench again inside its own namespaces (see SANDBOX_SCRIPT) and exits with its status; returns
+ * only in the run inside. Signals reach the inner run, which cleans up.
+ */
+export async function enterSandbox() {
+  if (process.env[SANDBOX_ENV] === '1') return;
+  const child = spawn(
+    'unshare',
+    [
+      '--mount',
+      '--net',
+      '--propagation',
+      'private',
+      '--',
+      'sh',
+      '-c',
+      SANDBOX_SCRIPT,
+      'bench-sandbox',
+      process.execPath,
+      ...process.execArgv,
+      ...process.argv.slice(1),
+    ],
+    { stdio: 'inherit', env: { ...process.env, [SANDBOX_ENV]: '1' } },
+  );
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+    process.on(signal, () => {
+      if (alive(child)) child.kill(signal);
+    });
   }
+  const status = await new Promise((resolve) => {
+    child.once('error', (error) => {
+      process.stderr.write(`bench: could not make the bench's namespaces: ${error.message}\n`);
+      resolve(1);
+    });
+    child.once('exit', (code, signal) => resolve(code ?? (signal ? 128 + 15 : 1)));
+  });
+  process.exit(status);
 }
 
 /**
@@ -245,10 +294,10 @@ export class MachineHost {
 
   /**
    * Starts hangard with a JSON config (runtime, private networks and the proxy required) and waits for its
-   * token file and a 200 from the API. Private networks are host-wide with one owner: when another
-   * process (a test, another hangard) holds them, this waits up to `lockWaitMs` for it to let go.
+   * token file and a 200 from the API. Inside the bench's own namespaces (enterSandbox), its private
+   * networks are its own.
    */
-  async startHangard(code, { proxyPort = 0, proxy = {}, extra = {}, lockWaitMs = 300_000 } = {}) {
+  async startHangard(code, { proxyPort = 0, proxy = {}, extra = {} } = {}) {
     const port = await freePort();
     const registryPort = await freePort();
     const configFile = join(this.tempDir, 'hangard.json');
@@ -271,20 +320,6 @@ export class MachineHost {
         ...extra,
       }),
     );
-    const deadline = Date.now() + lockWaitMs;
-    let said = false;
-    for (;;) {
-      const holder = hostLockHolder();
-      if (holder === undefined) break;
-      if (Date.now() > deadline)
-        throw new Error(
-          `the host's Hangar networking is still held by pid ${holder} after ${lockWaitMs / 1000}s`,
-        );
-      if (!said) this.log(`bench: waiting for pid ${holder} to release the host's Hangar networking`);
-      said = true;
-      if (this.aborted) throw new Error('aborted');
-      await sleep(500);
-    }
     // Its own process group: a Ctrl-C at the terminal reaches the bench only, which then destroys the
     // machines through the API before it stops hangard.
     const handle = this.spawnNode(
@@ -297,19 +332,7 @@ export class MachineHost {
     const ready = Date.now() + READY_TIMEOUT_MS;
     const probe = new Agent({ keepAlive: false });
     for (;;) {
-      if (!alive(handle.child)) {
-        // Another owner took the host's networking between our look and hangard's start: wait again.
-        if (/manages this host's Hangar networks/.test(handle.output()) && Date.now() < deadline) {
-          probe.destroy();
-          return this.startHangard(code, {
-            proxyPort,
-            proxy,
-            extra,
-            lockWaitMs: Math.max(1, deadline - Date.now()),
-          });
-        }
-        throw new Error(`hangard exited before it was ready:\n${handle.output()}`);
-      }
+      if (!alive(handle.child)) throw new Error(`hangard exited before it was ready:\n${handle.output()}`);
       if (Date.now() > ready)
         throw new Error(`hangard was not ready after ${READY_TIMEOUT_MS / 1000}s:\n${handle.output()}`);
       if (this.aborted) throw new Error('aborted');

@@ -10,7 +10,7 @@
 // iproute2, nftables). See bench/wake/README.md for the method and what each figure means.
 import { request } from 'node:http';
 import { cpus } from 'node:os';
-import { MachineHost, now, summarize } from '../lib/machine-host.mjs';
+import { enterSandbox, MachineHost, now, summarize } from '../lib/machine-host.mjs';
 import { freePort, parseFlags, positive, serverCode } from '../lib/server.mjs';
 
 const APP = 'wake';
@@ -51,6 +51,8 @@ if (process.platform !== 'linux' || process.getuid?.() !== 0) {
   process.exit(2);
 }
 
+// Everything from here on runs in the bench's own network and mount namespaces (machine-host.mjs).
+await enterSandbox();
 const host = new MachineHost({ name: 'wake', quiet: options.json });
 
 /**
