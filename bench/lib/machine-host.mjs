@@ -358,8 +358,11 @@ export class MachineHost {
 
   // ---- the image: busybox httpd, built with umoci and pushed with skopeo -------------------------------
 
-  /** Builds the image once (an OCI layout in the temp dir) and pushes it into each app's space. */
-  async buildImage() {
+  /**
+   * Builds the image once (an OCI layout in the temp dir): busybox httpd serving /www on 8080, or `cmd`
+   * with whatever `prepareRootfs(rootfs)` adds. pushImage() puts it in an app's space.
+   */
+  async buildImage({ cmd = HTTPD_CMD, prepareRootfs = undefined } = {}) {
     const work = join(this.tempDir, 'image');
     const layout = join(work, 'layout');
     const image = `${layout}:bench`;
@@ -376,9 +379,10 @@ export class MachineHost {
     writeFileSync(join(rootfs, 'www/index.html'), 'hello from the bench\n');
     mkdirSync(join(rootfs, 'tmp'));
     chmodSync(join(rootfs, 'tmp'), 0o1777);
+    await prepareRootfs?.(rootfs);
     await runChecked('umoci', ['repack', '--image', image, bundle]);
     const config = ['config', '--image', image, '--no-history', '--config.workingdir', '/'];
-    for (const part of HTTPD_CMD) config.push('--config.cmd', part);
+    for (const part of cmd) config.push('--config.cmd', part);
     await runChecked('umoci', config);
     await runChecked('umoci', ['gc', '--layout', layout]);
     rmSync(bundle, { recursive: true, force: true });
