@@ -142,7 +142,7 @@ export async function enterSandbox() {
     ],
     { stdio: 'inherit', env: { ...process.env, [SANDBOX_ENV]: '1' } },
   );
-  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  for (const signal of /** @type {const} */ (['SIGINT', 'SIGTERM', 'SIGHUP'])) {
     process.on(signal, () => {
       if (alive(child)) child.kill(signal);
     });

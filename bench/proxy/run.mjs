@@ -287,7 +287,8 @@ async function main() {
     for (const c of options.connections) {
       for (const [name, target] of Object.entries(targets)) {
         const result = await wrk(target.url, c, target.headers);
-        (runs[`${name}/${c}`] ??= []).push(result);
+        runs[`${name}/${c}`] ??= [];
+        runs[`${name}/${c}`].push(result);
       }
     }
     host.log(`bench: round ${round + 1}/${options.rounds} done`);
@@ -337,6 +338,7 @@ async function main() {
     figures,
     targets: targetsMet,
     runs,
+    profile: undefined,
   };
   if (options.cpuProf) {
     // Stop hangard now (cleanup would anyway) so that it writes its profile.
