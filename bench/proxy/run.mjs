@@ -9,8 +9,8 @@
 // Needs root, wrk and haproxy (scripts/install.sh installs them), and what hangard needs. See
 // bench/proxy/README.md for the method and what each figure means.
 import { spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { enterSandbox, MachineHost, runChecked, sleep, summarize } from '../lib/machine-host.mjs';
 import { freePort, parseFlags, positive, serverCode } from '../lib/server.mjs';
@@ -213,7 +213,8 @@ async function main() {
   );
   await host.detectRuntime(code);
   const proxyPort = await freePort();
-  const profDir = join(host.tempDir, 'cpu-prof');
+  // Outside the run's temp dir, which cleanup removes: the profile is kept for a closer look.
+  const profDir = join(tmpdir(), `hangard-proxy-cpu-prof-${process.pid}`);
   if (options.cpuProf) {
     // The profile is written when hangard exits: cleanup stops it with SIGTERM first.
     mkdirSync(profDir, { recursive: true });
@@ -343,10 +344,9 @@ async function main() {
   if (options.cpuProf) {
     // Stop hangard now (cleanup would anyway) so that it writes its profile.
     await host.cleanup();
-    const file = (await import('node:fs')).readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
+    const file = readdirSync(profDir).find((f) => f.endsWith('.cpuprofile'));
     if (file) {
-      const kept = join('/tmp', `hangard-proxy-${process.pid}.cpuprofile`);
-      copyFileSync(join(profDir, file), kept);
+      const kept = join(profDir, file);
       report.profile = { file: kept, hottest: hottest(kept, 15) };
     }
   }
