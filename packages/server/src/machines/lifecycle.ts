@@ -33,7 +33,7 @@ export class MachineLifecycle {
     if (suspended.state === 'suspended') {
       // A thaw takes milliseconds: no `starting` is recorded on the way (a crash in between leaves a
       // running container recorded suspended, which reconcile settles as started).
-      await this.orFail(machineId, 'start', () => runtime.resume(machineId));
+      await this.orFail(machineId, 'start', () => runtime.resume(machineId), before);
       await setMachineState(this.ctx, machineId, 'started', 'start', 'flyd', undefined, before);
       return;
     }
@@ -140,14 +140,28 @@ export class MachineLifecycle {
     });
   }
 
-  /** Runs a runtime step; if it throws, the machine is marked failed with the reason, never left mid-way. */
-  async orFail<T>(machineId: string, eventType: string, step: () => Promise<T>): Promise<T> {
+  /**
+   * Runs a runtime step; if it throws, the machine is marked failed with the reason, never left mid-way
+   * (with whatever `before` records first, when nothing recorded it yet).
+   */
+  async orFail<T>(
+    machineId: string,
+    eventType: string,
+    step: () => Promise<T>,
+    before?: (tx: WriteTx, machine: MachineRecord) => void,
+  ): Promise<T> {
     try {
       return await step();
     } catch (error) {
-      await setMachineState(this.ctx, machineId, 'failed', eventType, 'flyd', {
-        error: (error as Error).message,
-      });
+      await setMachineState(
+        this.ctx,
+        machineId,
+        'failed',
+        eventType,
+        'flyd',
+        { error: (error as Error).message },
+        before,
+      );
       throw error;
     }
   }
