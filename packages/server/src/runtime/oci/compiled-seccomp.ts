@@ -27,10 +27,6 @@ export class CompiledSeccomp {
     return program === undefined ? undefined : { [SECCOMP_BPF_ANNOTATION]: program };
   }
 
-  has(profile: unknown): boolean {
-    return this.#programs.has(profileKey(profile));
-  }
-
   /**
    * Keeps the program crun wrote for a running container that was started with `profile` (and without
    * the annotation, so crun compiled it). A file that is missing or is no BPF program is ignored.
