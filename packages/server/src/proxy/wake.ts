@@ -44,12 +44,12 @@ export interface ActiveWake {
 
 /**
  * Readiness is polled every READY_POLL_FAST_MS for the first READY_FAST_FOR_MS after the boot (a probe of
- * a port nobody listens on yet costs a refused connect, microseconds on this host), then every
- * READY_POLL_MS: an app that boots in a few milliseconds is noticed within one, a slow one is not
- * probed 500 times a second.
+ * a port nobody listens on yet costs a refused connect, microseconds), then every READY_POLL_MS: an app
+ * that listens within milliseconds of its start is noticed within two, and a slow one (or many machines
+ * waking at once) costs at most 100 fast probes each.
  */
-export const READY_POLL_FAST_MS = 1;
-export const READY_FAST_FOR_MS = 500;
+export const READY_POLL_FAST_MS = 2;
+export const READY_FAST_FOR_MS = 200;
 export const READY_POLL_MS = 25;
 const PROBE_TIMEOUT_MS = 1_000;
 
