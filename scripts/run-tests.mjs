@@ -47,10 +47,8 @@ const child = spawn(
     'tsx',
     '--test',
     '--test-concurrency=2',
-    '--test-timeout=120000',
-    // A file whose tests and after-hooks are all done exits, even if a handle (an idle keep-alive socket
-    // of a client) would keep its event loop alive until that socket times out.
-    '--test-force-exit',
+    // Generous: a test that starts a networked hangard may first wait for another file to let go of the host.
+    '--test-timeout=400000',
     '--test-reporter=tap',
     ...files,
   ],

@@ -52,24 +52,26 @@ export function registerNoun(program: Command, noun: Noun, io: CliIO): void {
   const nounCmd = program.command(noun.name).description(noun.summary);
   for (const alias of noun.aliases ?? []) nounCmd.alias(alias);
   nounCmd.addHelpText('after', exampleText(noun.examples));
+  for (const verb of noun.verbs) registerVerb(nounCmd, verb, io);
+}
 
-  for (const verb of noun.verbs) {
-    const cmd = nounCmd
-      .command(verb.usage)
-      .summary(verb.summary)
-      .description(verb.description ?? verb.summary);
-    for (const alias of verb.aliases ?? []) cmd.alias(alias);
-    if (verb.app) cmd.option('-a, --app <name>', 'app name (default: $FLY_APP)');
-    verb.options?.(cmd);
-    if (verb.json) cmd.option('-j, --json', 'print JSON instead of a table');
-    cmd.addHelpText('after', exampleText(verb.examples));
-    cmd.action(async (...received: unknown[]) => {
-      // Commander passes the positional arguments, the options, then the command itself.
-      const self = received.at(-1) as Command;
-      const opts = self.optsWithGlobals<Record<string, unknown> & GlobalOptions>();
-      const code = await verb.run(createCtx(opts, self.processedArgs, io));
-      // A verb's own non-zero status leaves through Commander, which run() turns into the exit code silently.
-      if (typeof code === 'number' && code !== 0) throw new CommanderError(code, 'hangar.exit', '');
-    });
-  }
+/** Adds one verb under `parent`: a noun, or the program itself for top-level verbs (`status`, `logs`). */
+export function registerVerb(parent: Command, verb: Verb, io: CliIO): void {
+  const cmd = parent
+    .command(verb.usage)
+    .summary(verb.summary)
+    .description(verb.description ?? verb.summary);
+  for (const alias of verb.aliases ?? []) cmd.alias(alias);
+  if (verb.app) cmd.option('-a, --app <name>', 'app name (default: $FLY_APP)');
+  verb.options?.(cmd);
+  if (verb.json) cmd.option('-j, --json', 'print JSON instead of a table');
+  cmd.addHelpText('after', exampleText(verb.examples));
+  cmd.action(async (...received: unknown[]) => {
+    // Commander passes the positional arguments, the options, then the command itself.
+    const self = received.at(-1) as Command;
+    const opts = self.optsWithGlobals<Record<string, unknown> & GlobalOptions>();
+    const code = await verb.run(createCtx(opts, self.processedArgs, io));
+    // A verb's own non-zero status leaves through Commander, which run() turns into the exit code silently.
+    if (typeof code === 'number' && code !== 0) throw new CommanderError(code, 'hangar.exit', '');
+  });
 }

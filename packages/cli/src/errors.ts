@@ -33,6 +33,7 @@ const RESOURCE_WORDS: Record<string, RegExp> = {
   volumes: /\bvolume\b/i,
   secrets: /\bsecret\b/i,
   ip_assignments: /\b(ip|address)\b/i,
+  certificates: /\bhostname\b/i,
 };
 
 /**
@@ -55,6 +56,8 @@ function listCommandFor(path: string, detail: string): string {
       return `hangar secrets list -a ${app}`;
     case 'ip_assignments':
       return `hangar ips list -a ${app}`;
+    case 'certificates':
+      return `hangar certs list -a ${app}`;
     default:
       return path.startsWith('/v1/tokens') ? 'hangar tokens list' : 'hangar apps list';
   }
@@ -66,13 +69,15 @@ function apiHint(err: MachinesApiError): string | undefined {
     case 'network_error':
       return 'is hangard running? start it with ./scripts/start.sh, or point --api-url (HANGAR_API_URL) at it';
     case 'unauthorized':
-      return 'check HANGAR_API_TOKEN or the token file (HANGAR_TOKEN_FILE, default /var/lib/hangar/personal.token)';
+      return 'check HANGAR_API_TOKEN or the token file (HANGAR_TOKEN_FILE, default /var/lib/hangar/personal.token), or run `hangar auth login`';
     case 'forbidden':
       return 'this token cannot reach that resource; use an org token or a deploy token for this app';
     case 'not_found':
       return `run \`${listCommandFor(err.path, err.detail ?? '')}\``;
     case 'name_taken':
-      return 'pick another name: app names are unique across all organizations';
+      return /\/certificates\b/.test(err.path)
+        ? 'another app holds this hostname; it must be removed there first'
+        : 'pick another name: app names are unique across all organizations';
     case 'rate_limited': {
       const seconds =
         err.retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(err.retryAfterMs / 1000));
@@ -82,6 +87,12 @@ function apiHint(err: MachinesApiError): string | undefined {
       return 'another client holds a lease on this machine; wait for it to expire and try again';
     case 'precondition_failed':
     case 'failed_precondition':
+      if (/current_version/.test(err.detail ?? '')) {
+        return 'the machine changed since it was read (another update won); run the command again';
+      }
+      if (/min_secrets_version|secrets version/.test(err.detail ?? '')) {
+        return 'the app’s secrets are older than asked for; check them with `hangar secrets list -a APP`';
+      }
       return 'the machine is not in a state that allows this; check it with `hangar machine status ID -a APP`';
     case 'timeout':
     case 'deadline_exceeded':

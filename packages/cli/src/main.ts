@@ -4,18 +4,48 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError } from 'commander';
-import { exampleText, type Noun, registerNoun } from './command.js';
+import { exampleText, type Noun, registerNoun, registerVerb, type Verb } from './command.js';
 import { apps } from './commands/apps/index.js';
+import { auth } from './commands/auth/index.js';
+import { certs } from './commands/certs/index.js';
 import { ips } from './commands/ips/index.js';
 import { machine } from './commands/machine/index.js';
+import { orgs } from './commands/orgs/index.js';
+import { scale } from './commands/scale/index.js';
 import { secrets } from './commands/secrets/index.js';
 import { tokens } from './commands/tokens/index.js';
+import doctor from './commands/top/doctor.js';
+import logs from './commands/top/logs.js';
+import releases from './commands/top/releases.js';
+import status from './commands/top/status.js';
 import { volumes } from './commands/volumes/index.js';
 import { reportError } from './errors.js';
 import { type CliIO, processIO } from './io.js';
 import { CLI_VERSION } from './version.js';
 
-export const NOUNS: Noun[] = [apps, machine, secrets, ips, volumes, tokens];
+/** Command groups (`hangar <noun> <verb>`), in the order --help lists them. */
+// biome-ignore format: one group per line, so that branches adding groups merge cleanly
+export const NOUNS: Noun[] = [
+  apps,
+  machine,
+  secrets,
+  ips,
+  certs,
+  volumes,
+  tokens,
+  auth,
+  orgs,
+  scale,
+];
+
+/** Top-level verbs (`hangar status`), listed after the groups. */
+// biome-ignore format: one verb per line, so that branches adding verbs merge cleanly
+export const VERBS: Verb[] = [
+  status,
+  logs,
+  releases,
+  doctor,
+];
 
 /** Builds the whole command tree. Exported so tests can walk it. */
 export function buildProgram(io: CliIO): Command {
@@ -33,6 +63,7 @@ export function buildProgram(io: CliIO): Command {
     .showHelpAfterError('(add --help for usage)')
     .addHelpText('after', exampleText(['hangar apps create acme', 'hangar machine run nginx -a acme']));
   for (const noun of NOUNS) registerNoun(program, noun, io);
+  for (const verb of VERBS) registerVerb(program, verb, io);
   return program;
 }
 

@@ -1,17 +1,23 @@
 // After a secrets change, machines still run with the old values until they are updated. This is what
-// `fly secrets set` does without --stage: update every machine with its current config and the new
-// `min_secrets_version`, one at a time, waiting for each started machine to come back.
+// `fly secrets set` (without --stage) and `fly secrets deploy` do: update every machine with its current
+// config, one at a time, each leased while it is updated, waiting for each started machine to come back
+// with a new version (whose boot reads the app's secrets as they are now).
 
 import type { MachinesClient } from '@hangar/sdk';
+import { updateMachine } from './machine-update.js';
 import type { Output } from './output.js';
 
 /** How long one machine may take to come back after its update. */
 const RESTART_WAIT_MS = 120_000;
 
+/**
+ * Updates every machine of `app` with its own config. `secretsVersion`, when known (after a set), is
+ * sent as `min_secrets_version`, so a machine can never boot with secrets older than that change.
+ */
 export async function redeployForSecrets(
   client: MachinesClient,
   app: string,
-  secretsVersion: number,
+  secretsVersion: number | undefined,
   out: Output,
 ): Promise<void> {
   const machines = (await client.machines.list(app)).filter(
@@ -22,23 +28,17 @@ export async function redeployForSecrets(
     return;
   }
   for (const m of machines) {
-    if (!m.config) continue;
-    const wasStarted = m.state === 'started';
-    out.note(`Updating machine ${m.id} with secrets version ${secretsVersion}...`);
-    const updated = await client.machines.update(app, m.id, {
-      config: m.config,
-      current_version: m.instance_id,
-      min_secrets_version: secretsVersion,
-      // A machine that was not running stays that way (flyctl does the same for stopped machines).
-      skip_launch: !wasStarted,
+    out.note(
+      secretsVersion === undefined
+        ? `Updating machine ${m.id} with the app's current secrets...`
+        : `Updating machine ${m.id} with secrets version ${secretsVersion}...`,
+    );
+    await updateMachine(client, app, m.id, (config) => config, out, {
+      force: true,
+      minSecretsVersion: secretsVersion,
+      waitMs: RESTART_WAIT_MS,
+      reason: 'hangar secrets deploy',
     });
-    if (wasStarted) {
-      await client.waitForState(app, m.id, 'started', {
-        timeoutMs: RESTART_WAIT_MS,
-        instanceId: updated.instance_id,
-        version: updated.instance_id,
-      });
-    }
   }
   out.line(`Updated ${machines.length} machine${machines.length === 1 ? '' : 's'} of ${app}`);
 }

@@ -196,6 +196,10 @@ test('secrets set --stage only stores; without it machines are updated with min_
     if (req.path === '/v1/apps/acme/secrets') return { body: { secrets: [], version: 7 } };
     if (req.path === '/v1/apps/acme/machines' && req.method === 'GET') return { body: [MACHINE] };
     if (req.path.endsWith('/wait')) return { body: { ok: true } };
+    if (req.path.endsWith('/lease')) {
+      return { body: { status: 'success', data: { nonce: 'n1', expires_at: 1_900_000_000 } } };
+    }
+    if (req.method === 'GET') return { body: MACHINE };
     return { body: { ...MACHINE, instance_id: '01NEWVERSION' } };
   });
   const staged = await cli(['secrets', 'set', 'A=1', 'B=x=y', '-a', 'acme', '--stage'], {
@@ -217,9 +221,11 @@ test('secrets set --stage only stores; without it machines are updated with min_
     config: MACHINE.config,
     current_version: MACHINE.instance_id,
     min_secrets_version: 7,
-    skip_launch: false,
   });
-  assert.equal(server.requests.at(-1)?.url.searchParams.get('version'), '01NEWVERSION');
+  assert.equal(update?.headers['fly-machine-lease-nonce'], 'n1', 'each machine is leased while updated');
+  const wait = server.requests.find((r) => r.path.endsWith('/wait'));
+  assert.equal(wait?.url.searchParams.get('version'), '01NEWVERSION');
+  assert.equal(server.requests.at(-1)?.method, 'DELETE', 'the lease is released');
 });
 
 test('tokens create prints only the token; deploy tokens ask for the app’s org', async (t) => {
@@ -269,6 +275,100 @@ test('ips list infers the type when the server does not send one', async (t) => 
   assert.match(result.stdout, /^v4\s+203\.0\.113\.7\s+public \(shared\)/m);
 });
 
+const CERT = {
+  hostname: 'www.example.com',
+  status: 'active',
+  source: 'custom',
+  created_at: '2026-11-23T10:00:00Z',
+  certificates: [
+    {
+      source: 'custom',
+      issuer: 'CN=Example CA',
+      subject: 'CN=www.example.com',
+      expires_at: '2027-11-23T10:00:00.000Z',
+      fingerprint_sha256: 'AB:CD',
+    },
+  ],
+};
+
+test('certs import reads the PEM files and sends them; the key is not printed', async (t) => {
+  const server = await startFakeServer(t, () => ({ status: 201, body: CERT }));
+  const files = { '/tmp/chain.pem': 'CHAIN-PEM', '/tmp/key.pem': 'KEY-PEM' };
+  const result = await cli(
+    [
+      'certs',
+      'import',
+      'www.example.com',
+      '--fullchain',
+      '/tmp/chain.pem',
+      '--private-key',
+      '/tmp/key.pem',
+      '-a',
+      'acme',
+    ],
+    { apiUrl: server.url, files },
+  );
+  expectCode(result, 0);
+  assert.equal(server.requests[0]?.method, 'POST');
+  assert.equal(server.requests[0]?.path, '/v1/apps/acme/certificates/custom');
+  assert.deepEqual(server.requests[0]?.body, {
+    hostname: 'www.example.com',
+    fullchain: 'CHAIN-PEM',
+    private_key: 'KEY-PEM',
+  });
+  assert.match(result.stdout, /^Hostname\s+www\.example\.com$/m);
+  assert.match(result.stdout, /^Issuer\s+CN=Example CA$/m);
+  assert.doesNotMatch(result.stdout + result.stderr, /KEY-PEM/);
+
+  const unreadable = await cli(
+    [
+      'certs',
+      'import',
+      'www.example.com',
+      '--fullchain',
+      '/tmp/none.pem',
+      '--private-key',
+      '/tmp/key.pem',
+      '-a',
+      'acme',
+    ],
+    { apiUrl: server.url, files },
+  );
+  expectCode(unreadable, 1);
+  assert.match(
+    unreadable.stderr,
+    /^Error: cannot read \/tmp\/none\.pem\nHint: check the path given to --fullchain/,
+  );
+  assert.equal(server.requests.length, 1);
+});
+
+test('certs list, and a hostname another app holds gets its own hint', async (t) => {
+  const server = await startFakeServer(t, (req) =>
+    req.method === 'GET'
+      ? { body: { certificates: [CERT], total_count: 1 } }
+      : {
+          status: 422,
+          body: { error: 'hostname www.example.com is already held by another app', status: 'name_taken' },
+        },
+  );
+  const listed = await cli(['certs', 'list', '-a', 'acme'], { apiUrl: server.url });
+  expectCode(listed, 0);
+  assert.match(listed.stdout, /^HOSTNAME\s+STATUS\s+SOURCE\s+EXPIRES$/m);
+  assert.match(listed.stdout, /^www\.example\.com\s+active\s+custom\s+2027-11-23/m);
+  const taken = await cli(
+    ['certs', 'import', 'www.example.com', '--fullchain', '/c', '--private-key', '/k', '-a', 'acme'],
+    { apiUrl: server.url, files: { '/c': 'C', '/k': 'K' } },
+  );
+  expectCode(taken, 1);
+  assert.match(taken.stderr, /Hint: another app holds this hostname/);
+  const refused = await cli(['certs', 'remove', 'www.example.com', '-a', 'acme'], { apiUrl: server.url });
+  expectCode(refused, 1);
+  assert.match(
+    refused.stderr,
+    /refusing to remove hostname www\.example\.com from app acme without confirmation/,
+  );
+});
+
 test('apps destroy asks first: refuses without a terminal, proceeds with --yes', async (t) => {
   const server = await startFakeServer(t, () => ({ status: 202 }));
   const refused = await cli(['apps', 'destroy', 'acme'], { apiUrl: server.url });
@@ -303,7 +403,12 @@ function io(env: Record<string, string>, files: Record<string, string> = {}): Cl
     env,
     interactive: false,
     prompt: async () => '',
+    promptSecret: async () => '',
     readFile: (path) => files[path],
+    writePrivateFile: () => assert.fail('nothing is written here'),
+    removeFile: () => false,
+    stdinIsTTY: true,
+    readStdin: async () => '',
   };
 }
 

@@ -65,6 +65,12 @@ test('hints by code, falling back to the HTTP status when the server sends no co
     [409, { error: 'lease held', status: 'lease_conflict' }, {}, /Hint: another client holds a lease/],
     [412, { error: 'wrong state' }, {}, /Hint: the machine is not in a state that allows this/],
     [412, { error: 'wrong state', status: 'failed_precondition' }, {}, /Hint: the machine is not in a state/],
+    [
+      412,
+      { error: 'current_version 01A is stale: machine m1 is at version 01B', status: 'failed_precondition' },
+      {},
+      /Hint: the machine changed since it was read \(another update won\); run the command again/,
+    ],
     [503, { error: 'starting', status: 'unavailable' }, {}, /Hint: hangard is busy or still starting/],
   ];
   for (const [status, body, headers, hint] of cases) {

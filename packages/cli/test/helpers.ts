@@ -33,7 +33,11 @@ export interface CliOptions {
   env?: Record<string, string | undefined>;
   interactive?: boolean;
   answers?: string[];
+  /** The file system the CLI sees; files it writes land here too (with their mode in `modes`). */
   files?: Record<string, string>;
+  modes?: Record<string, number>;
+  /** Text piped into stdin; without it stdin is a terminal. */
+  stdin?: string;
 }
 
 /** Runs `hangar <argv>` in-process with a clean environment and a test token. */
@@ -51,8 +55,21 @@ export async function cli(argv: string[], options: CliOptions = {}): Promise<Cli
     },
     interactive: options.interactive ?? false,
     prompt: async () => answers.shift() ?? '',
-    // Never read the machine's real token file.
+    promptSecret: async () => answers.shift() ?? '',
+    // Never read the machine's real token file, nor write the user's config.
     readFile: (path: string) => options.files?.[path],
+    writePrivateFile: (path: string, text: string) => {
+      if (!options.files) throw new Error(`the test gave no files map to write ${path} into`);
+      options.files[path] = text;
+      if (options.modes) options.modes[path] = 0o600;
+    },
+    removeFile: (path: string) => {
+      const had = options.files?.[path] !== undefined;
+      if (options.files) delete options.files[path];
+      return had;
+    },
+    stdinIsTTY: options.stdin === undefined,
+    readStdin: async () => options.stdin ?? '',
   };
   const code = await run(argv, io);
   return { code, stdout, stderr };

@@ -151,6 +151,9 @@ function describeNetworkError(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
 
+/** Where Hangar names the next page of an array-shaped list (docs/api.md, Pagination). */
+export const NEXT_CURSOR_HEADER = 'hangar-next-cursor';
+
 export class Transport {
   readonly baseUrl: string;
   readonly #token: string | undefined;
@@ -257,6 +260,26 @@ export class Transport {
 
   /** Sends one API call (with rate limiting and retries) and returns the parsed JSON body, if any. */
   async request<T>(spec: RequestSpec): Promise<T> {
+    return (await this.#send<T>(spec)).body;
+  }
+
+  /**
+   * Every page of an array-shaped list: asks again with `cursor` while the answer names a next page
+   * (Hangar's `hangar-next-cursor` header; Fly answers in one page and sends none).
+   */
+  async requestAllPages<T>(spec: RequestSpec): Promise<T[]> {
+    const items: T[] = [];
+    let cursor: string | undefined;
+    for (;;) {
+      const query = { ...spec.query, ...(cursor !== undefined ? { cursor } : {}) };
+      const { body, response } = await this.#send<T[]>({ ...spec, query });
+      items.push(...(Array.isArray(body) ? body : []));
+      cursor = response.headers.get(NEXT_CURSOR_HEADER) ?? undefined;
+      if (cursor === undefined) return items;
+    }
+  }
+
+  async #send<T>(spec: RequestSpec): Promise<{ body: T; response: Response }> {
     const { method, signal } = spec;
     const url = this.url(spec.path, spec.query);
     const body = spec.body === undefined ? undefined : JSON.stringify(spec.body);
@@ -279,7 +302,7 @@ export class Transport {
       }
 
       const parsed = parseBody(text);
-      if (response.ok) return parsed as T;
+      if (response.ok) return { body: parsed as T, response };
 
       const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
       const error = errorFromResponse({

@@ -26,8 +26,10 @@ export {
 export { MachinesClient } from './machines-client.js';
 export { DEFAULT_RATE_LIMIT, type RateLimitOptions, TokenBucket } from './rate-limit.js';
 export { AppsResource } from './resources/apps.js';
+export { CertificatesResource } from './resources/certificates.js';
 export { IPAssignmentsResource } from './resources/ips.js';
 export { DEFAULT_WAIT_FOR_STATE_MS, MAX_WAIT_CALL_SECONDS, MachinesResource } from './resources/machines.js';
+export { PlatformResource } from './resources/platform.js';
 export { SecretsResource } from './resources/secrets.js';
 export { TokensResource } from './resources/tokens.js';
 export { type ListVolumesOptions, VolumesResource } from './resources/volumes.js';

@@ -1,7 +1,9 @@
 import { type MachinesClientOptions, type RequestOptions, Transport } from './client.js';
 import { AppsResource } from './resources/apps.js';
+import { CertificatesResource } from './resources/certificates.js';
 import { IPAssignmentsResource } from './resources/ips.js';
 import { MachinesResource } from './resources/machines.js';
+import { PlatformResource } from './resources/platform.js';
 import { SecretsResource } from './resources/secrets.js';
 import { TokensResource } from './resources/tokens.js';
 import { VolumesResource } from './resources/volumes.js';
@@ -22,7 +24,9 @@ export class MachinesClient {
   readonly volumes: VolumesResource;
   readonly secrets: SecretsResource;
   readonly ipAssignments: IPAssignmentsResource;
+  readonly certificates: CertificatesResource;
   readonly tokens: TokensResource;
+  readonly platform: PlatformResource;
   /** The transport every resource shares (exposed for custom calls to endpoints not wrapped here). */
   readonly transport: Transport;
 
@@ -33,7 +37,9 @@ export class MachinesClient {
     this.volumes = new VolumesResource(this.transport);
     this.secrets = new SecretsResource(this.transport);
     this.ipAssignments = new IPAssignmentsResource(this.transport);
+    this.certificates = new CertificatesResource(this.transport);
     this.tokens = new TokensResource(this.transport);
+    this.platform = new PlatformResource(this.transport);
   }
 
   /** The resolved API root, e.g. `http://127.0.0.1:4280`. */

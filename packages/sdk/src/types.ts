@@ -48,6 +48,8 @@ export interface AppSummary {
 export interface ListAppsResponse {
   total_apps: number;
   apps: AppSummary[];
+  /** Hangar: where the next page starts, when there is one (pass it as `cursor`). */
+  next_cursor?: string;
 }
 
 export interface CreateAppRequest {
@@ -366,7 +368,8 @@ export interface ExitEvent {
   oom_killed?: boolean;
   requested_stop?: boolean;
   restarting?: boolean;
-  signal?: number;
+  /** A number (Fly) or a name (`SIGKILL`, Hangar). */
+  signal?: number | string;
   exited_at?: number | string;
 }
 
@@ -447,6 +450,8 @@ export interface ListMachinesOptions {
   summary?: boolean;
   /** Only machines whose metadata has all these key/value pairs (`metadata.<key>=<value>`). */
   metadata?: Record<string, string>;
+  /** Machines per request (Hangar's `limit`, 1-1000); the list still holds every page. */
+  pageSize?: number;
 }
 
 export interface StartMachineResponse {
@@ -645,6 +650,12 @@ export interface CreateVolumeRequest {
   machines_only?: boolean;
 }
 
+export interface ForkVolumeRequest {
+  /** Name of the new volume (default: the source's). */
+  name?: string;
+  region?: string;
+}
+
 export interface UpdateVolumeRequest {
   snapshot_retention?: number;
   auto_backup_enabled?: boolean;
@@ -736,6 +747,46 @@ export interface AllocateIPRequest {
 }
 
 // ---------------------------------------------------------------------------------------------------------
+// Certificates (custom hostnames)
+
+/** One certificate of a hostname. */
+export interface CertificateDetail {
+  source?: 'custom' | 'acme' | OpenString;
+  status?: string;
+  issuer?: string;
+  subject?: string;
+  not_before?: string;
+  expires_at?: string;
+  fingerprint_sha256?: string;
+  created_at?: string;
+}
+
+/** A custom hostname of an app and its certificates. The private key is never part of it. */
+export interface AppCertificate {
+  hostname: string;
+  configured?: boolean;
+  acme_requested?: boolean;
+  status?: string;
+  source?: string;
+  created_at?: string;
+  updated_at?: string;
+  certificates?: CertificateDetail[];
+}
+
+export interface ListCertificatesResponse {
+  certificates: AppCertificate[];
+  total_count?: number;
+}
+
+export interface ImportCertificateRequest {
+  hostname: string;
+  /** The certificate chain in PEM, leaf first. */
+  fullchain: string;
+  /** The leaf's unencrypted private key in PEM. */
+  private_key: string;
+}
+
+// ---------------------------------------------------------------------------------------------------------
 // Tokens (Hangar extensions; Fly manages tokens through GraphQL)
 
 export type TokenType = 'org' | 'deploy' | 'readonly';
@@ -780,6 +831,47 @@ export interface CurrentToken {
 
 export interface CurrentTokensResponse {
   tokens: CurrentToken[];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Platform
+
+export interface Region {
+  code: string;
+  name?: string;
+  latitude?: number;
+  longitude?: number;
+  gateway_available?: boolean;
+  requires_paid_plan?: boolean;
+  deprecated?: boolean;
+  capacity?: number;
+  geo_region?: string;
+}
+
+/** fly-go decodes the capitalised keys; Hangar sends both spellings. */
+export interface RegionsResponse {
+  Regions?: Region[];
+  regions?: Region[];
+  Nearest?: string;
+  nearest?: string;
+}
+
+/** `GET /v1/platform/version` (Hangar). */
+export interface ServerVersion {
+  name: string;
+  version: string;
+}
+
+/** `GET /healthz` (Hangar). */
+export interface HealthResponse {
+  status: string;
+}
+
+/** `GET /readyz` (Hangar): each part of the daemon and whether it is up. */
+export interface ReadinessResponse {
+  ready: boolean;
+  status: 'ready' | 'not_ready' | OpenString;
+  checks: Record<string, boolean>;
 }
 
 // ---------------------------------------------------------------------------------------------------------

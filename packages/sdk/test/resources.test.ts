@@ -276,3 +276,38 @@ test('waitForState honours the caller’s abort signal', async (t) => {
     /cancelled by user/,
   );
 });
+
+test('platform: regions, version, health; readiness returns the 503 body instead of throwing', async (t) => {
+  const { client, last } = await setup(t, (req) => {
+    if (req.path === '/v1/platform/version') return { body: { name: 'hangard', version: '0.1.0' } };
+    if (req.path === '/healthz') return { body: { status: 'ok' } };
+    if (req.path === '/readyz') {
+      return { status: 503, body: { status: 'not_ready', checks: { store: true, proxy_listeners: false } } };
+    }
+    return { body: { regions: [{ code: 'local' }], nearest: 'local' } };
+  });
+  assert.deepEqual(await client.platform.version(), { name: 'hangard', version: '0.1.0' });
+  assert.equal(last().headers.authorization, 'Bearer tok');
+  assert.deepEqual(await client.platform.health(), { status: 'ok' });
+  assert.deepEqual(await client.platform.readiness(), {
+    status: 'not_ready',
+    checks: { store: true, proxy_listeners: false },
+    ready: false,
+  });
+  assert.equal((await client.platform.regions()).nearest, 'local');
+  assert.equal(last().path, '/v1/platform/regions');
+});
+
+test('volumes.fork creates a volume from the source, named like it unless a name is given', async (t) => {
+  const { server, client, last } = await setup(t, (req) =>
+    req.method === 'GET'
+      ? { body: { id: 'vol_src', name: 'data', state: 'created', size_gb: 1, region: 'local' } }
+      : { body: { id: 'vol_new', name: 'data', state: 'created', size_gb: 1, region: 'local' } },
+  );
+  assert.equal((await client.volumes.fork('app', 'vol_src')).id, 'vol_new');
+  assert.deepEqual(last().body, { name: 'data', source_volume_id: 'vol_src' });
+  assert.equal(server.requests[0]?.path, '/v1/apps/app/volumes/vol_src');
+  await client.volumes.fork('app', 'vol_src', { name: 'copy', region: 'local' });
+  assert.deepEqual(last().body, { name: 'copy', region: 'local', source_volume_id: 'vol_src' });
+  assert.equal(server.requests.length, 3, 'no GET when the name is given');
+});

@@ -1,7 +1,7 @@
 import { closeSync, fsyncSync, openSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { buildApi } from './api/server.js';
+import { buildApi, closeApi } from './api/server.js';
 import { mintToken } from './auth/tokens.js';
 import { dnsForwards, parseListen, type ResolvedConfig, registryPolicyOf } from './config/config.js';
 import { type HostDns, startHostDns } from './dns/host-dns.js';
@@ -35,6 +35,8 @@ export interface Hangard {
   proxy: Status;
   /** Base URL of the proxy's public HTTP listener, when it runs. */
   proxyUrl: string | undefined;
+  /** Base URL of the proxy's public HTTPS listener, when it runs. */
+  proxyHttpsUrl: string | undefined;
   close(): Promise<void>;
 }
 
@@ -64,6 +66,9 @@ export interface StartOptions {
    */
   onDetail?: (message: string) => void;
 }
+
+/** At shutdown, requests in flight get this long before the API cuts what is still open. */
+const SHUTDOWN_GRACE_MS = 2_000;
 
 export const dataFiles = (dataDir: string) => ({
   database: join(dataDir, 'hangar.db'),
@@ -143,6 +148,11 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
           upstreamSocket: hostRuntime.registry.socket!,
           internalCredential: hostRuntime.registryCredential,
           log: detail,
+          quotas: {
+            storageRoot: hostRuntime.registry.storageRoot,
+            imagesPerApp: config.quotas.registryImagesPerApp,
+            bytesPerApp: config.quotas.registryBytesPerApp,
+          },
         });
         runtime = hostRuntime.runtime;
         runtimeStatus = { description: hostRuntime.description };
@@ -157,9 +167,10 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     } else if (!runtime) {
       runtimeStatus = { missing: 'the runtime is off in the configuration' };
     }
+    const vault = Vault.open(files.secretsKey);
     const platform = createPlatform({
       store,
-      vault: Vault.open(files.secretsKey),
+      vault,
       runtime,
       ...(volumeStorage ? { volumeStorage } : {}),
       hostId: config.hostId,
@@ -167,6 +178,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       ips: config.ips,
       registryPolicy: registryPolicyOf(config),
       limits: limitsOf(config),
+      proxyDomain: config.proxy.domain,
       now: options.now ?? Date.now,
     });
     // Before reconcile, whose restarts may pull from it.
@@ -249,6 +261,8 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         region: config.region,
         domain: config.proxy.domain,
         http: listenAt,
+        ...(config.proxy.https === 'off' ? {} : { https: parseListen(config.proxy.https) }),
+        tls: { vault, dataDir: config.dataDir, files: config.proxy.certificates },
         idleStopMs: config.proxy.idleStopMs,
         autostopIntervalMs: config.proxy.autostopIntervalMs,
         wakeTimeoutMs: config.proxy.wakeTimeoutMs,
@@ -260,7 +274,8 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         },
       });
       await proxy.start();
-      proxyStatus = { description: `proxy on ${config.proxy.http} for *.${config.proxy.domain}` };
+      const https = config.proxy.https === 'off' ? '' : ` and HTTPS on ${config.proxy.https}`;
+      proxyStatus = { description: `proxy on ${config.proxy.http}${https} for *.${config.proxy.domain}` };
     }
     const runningProxy = proxy;
     api = buildApi({
@@ -269,7 +284,10 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       // Reconcile has run by now (the API listens only after it); the store and listeners are asked.
       readiness: async () => {
         const storeOpen = await store.read(() => true).catch(() => false);
-        const listeners = runningProxy ? runningProxy.httpAddress !== undefined : true;
+        const listeners = runningProxy
+          ? runningProxy.httpAddress !== undefined &&
+            (config.proxy.https === 'off' || runningProxy.httpsAddress !== undefined)
+          : true;
         return {
           ready: storeOpen && listeners,
           checks: { store: storeOpen, reconcile: true, proxy_listeners: listeners },
@@ -296,14 +314,15 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       runtime: runtimeStatus,
       network: networkStatus,
       proxy: proxyStatus,
-      proxyUrl: proxyUrlOf(proxy),
+      proxyUrl: urlOf('http', proxy?.httpAddress),
+      proxyHttpsUrl: urlOf('https', proxy?.httpsAddress),
       close: () => {
         closing ??= (async () => {
           // First: no new wakes or autostops while the orchestrator drains.
           proxy?.close();
           await stopPruning();
           await platform.machines.close();
-          await opened.close();
+          await closeApi(opened, SHUTDOWN_GRACE_MS);
           try {
             if (options.removeMachinesOnClose && runtime) {
               const ids = await store.read((tx) => tx.machines.list().map((m) => m.id));
@@ -338,10 +357,9 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
   }
 }
 
-function proxyUrlOf(proxy: HangarProxy | undefined): string | undefined {
-  const address = proxy?.httpAddress;
+function urlOf(scheme: string, address: { host: string; port: number } | undefined): string | undefined {
   if (!address) return undefined;
-  return `http://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
+  return `${scheme}://${address.host.includes(':') ? `[${address.host}]` : address.host}:${address.port}`;
 }
 
 /** Written whole (temporary file, fsync, rename) with mode 0600: a crash never leaves half a token. */

@@ -16,13 +16,29 @@ export class AppsResource {
   }
 
   /** `GET /v1/apps?org_slug=` — the API requires an org; `personal` is the user's own. */
-  list(orgSlug = 'personal', opts: RequestOptions = {}): Promise<ListAppsResponse> {
-    return this.#t.request({
-      method: 'GET',
-      path: '/v1/apps',
-      query: { org_slug: orgSlug },
-      signal: opts.signal,
-    });
+  /** Every app of the org: follows Hangar's `next_cursor` across pages (Fly answers in one). */
+  async list(
+    orgSlug = 'personal',
+    opts: RequestOptions & { pageSize?: number } = {},
+  ): Promise<ListAppsResponse> {
+    let cursor: string | undefined;
+    let all: ListAppsResponse | undefined;
+    for (;;) {
+      const page: ListAppsResponse = await this.#t.request({
+        method: 'GET',
+        path: '/v1/apps',
+        query: { org_slug: orgSlug, limit: opts.pageSize, cursor },
+        signal: opts.signal,
+      });
+      all = all
+        ? { ...all, apps: [...all.apps, ...(page.apps ?? [])] }
+        : { ...page, apps: [...(page.apps ?? [])] };
+      cursor = page.next_cursor;
+      if (!cursor) {
+        delete all.next_cursor;
+        return all;
+      }
+    }
   }
 
   /**

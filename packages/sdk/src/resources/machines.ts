@@ -59,9 +59,10 @@ export class MachinesResource {
       region: filters.region,
       state: Array.isArray(filters.state) ? filters.state.join(',') : filters.state,
       summary: filters.summary ? 'true' : undefined,
+      limit: filters.pageSize === undefined ? undefined : String(filters.pageSize),
     };
     for (const [key, value] of Object.entries(filters.metadata ?? {})) query[`metadata.${key}`] = value;
-    return this.#t.request({
+    return this.#t.requestAllPages({
       method: 'GET',
       path: path`/v1/apps/${app}/machines`,
       query,
@@ -362,7 +363,7 @@ export class MachinesResource {
   }
 
   versions(app: string, id: string, opts: RequestOptions = {}): Promise<MachineVersion[]> {
-    return this.#t.request({
+    return this.#t.requestAllPages({
       method: 'GET',
       path: path`/v1/apps/${app}/machines/${id}/versions`,
       signal: opts.signal,

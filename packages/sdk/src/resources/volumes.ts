@@ -2,6 +2,7 @@ import { path, type RequestOptions, type Transport } from '../client.js';
 import type {
   CreateVolumeRequest,
   ExtendVolumeResponse,
+  ForkVolumeRequest,
   UpdateVolumeRequest,
   Volume,
   VolumeSnapshot,
@@ -10,6 +11,8 @@ import type {
 export interface ListVolumesOptions {
   /** Trimmed payload. */
   summary?: boolean;
+  /** Volumes per request (Hangar's `limit`, 1-1000); the list still holds every page. */
+  pageSize?: number;
 }
 
 export class VolumesResource {
@@ -21,10 +24,10 @@ export class VolumesResource {
 
   /** Includes volumes being destroyed; filter on `state` if you only want live ones. */
   list(app: string, options: ListVolumesOptions = {}, opts: RequestOptions = {}): Promise<Volume[]> {
-    return this.#t.request({
+    return this.#t.requestAllPages({
       method: 'GET',
       path: path`/v1/apps/${app}/volumes`,
-      query: { summary: options.summary ? 'true' : undefined },
+      query: { summary: options.summary ? 'true' : undefined, limit: options.pageSize },
       signal: opts.signal,
     });
   }
@@ -36,6 +39,17 @@ export class VolumesResource {
       body: input,
       signal: opts.signal,
     });
+  }
+
+  /** A new volume with a copy of `id`'s data (`POST /volumes` with `source_volume_id`). */
+  async fork(
+    app: string,
+    id: string,
+    input: ForkVolumeRequest = {},
+    opts: RequestOptions = {},
+  ): Promise<Volume> {
+    const name = input.name ?? (await this.get(app, id, opts)).name;
+    return this.create(app, { name, region: input.region, source_volume_id: id }, opts);
   }
 
   get(app: string, id: string, opts: RequestOptions = {}): Promise<Volume> {
@@ -63,20 +77,28 @@ export class VolumesResource {
   }
 
   listSnapshots(app: string, id: string, opts: RequestOptions = {}): Promise<VolumeSnapshot[]> {
-    return this.#t.request({
+    return this.#t.requestAllPages({
       method: 'GET',
       path: path`/v1/apps/${app}/volumes/${id}/snapshots`,
       signal: opts.signal,
     });
   }
 
-  /** Starts an on-demand snapshot; it completes asynchronously (see `listSnapshots`). */
-  async createSnapshot(app: string, id: string, opts: RequestOptions = {}): Promise<void> {
-    await this.#t.request({
+  /**
+   * Takes an on-demand snapshot. Hangar answers with the snapshot once it is complete; Fly answers with
+   * an empty body and completes it asynchronously (see `listSnapshots`), hence `undefined`.
+   */
+  async createSnapshot(
+    app: string,
+    id: string,
+    opts: RequestOptions = {},
+  ): Promise<VolumeSnapshot | undefined> {
+    const body = await this.#t.request<VolumeSnapshot | undefined | ''>({
       method: 'POST',
       path: path`/v1/apps/${app}/volumes/${id}/snapshots`,
       signal: opts.signal,
     });
+    return body && typeof body === 'object' ? body : undefined;
   }
 
   /** Returns the volume in its new state (`pending_destroy` or `destroyed`). */

@@ -104,6 +104,14 @@ export const SetSecretsBody = z.looseObject({
 });
 export const SetSecretBody = z.looseObject({ value });
 
+/** A PEM chain or key: a few KB; the service bounds them again. */
+const pem = z.string().max(64 * 1024, 'at most 65536 characters');
+export const ImportCertificateBody = z.looseObject({
+  hostname: name.min(1, 'hostname is required, e.g. www.example.com'),
+  fullchain: pem.min(1, 'fullchain is required: the certificate chain in PEM, leaf first'),
+  private_key: pem.min(1, "private_key is required: the leaf's private key in PEM"),
+});
+
 export const AllocateIpBody = z.looseObject({
   type: z.string({ error: 'type is required: one of v6, shared_v4, private_v6' }).max(64),
   region: name.optional(),

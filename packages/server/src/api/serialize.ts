@@ -4,6 +4,7 @@ import type { MachineView } from '../machines/machines.js';
 import type { VolumeView } from '../machines/volumes.js';
 import { parseReference } from '../shared/image-reference.js';
 import type {
+  CertificateRecord,
   ImageRefRecord,
   LeaseRecord,
   MachineEventRecord,
@@ -128,6 +129,29 @@ export const snapshot = (s: VolumeSnapshotRecord) => ({
   created_at: s.createdAt,
   status: s.status,
   retention_days: s.retentionDays,
+});
+
+/** A custom hostname in the certificates API's shape; the key is never part of it. */
+export const certificate = (c: CertificateRecord) => ({
+  hostname: c.hostname,
+  configured: true,
+  acme_requested: false,
+  status: 'active',
+  source: c.source,
+  created_at: c.createdAt,
+  updated_at: c.updatedAt,
+  certificates: [
+    {
+      source: c.source,
+      status: 'active',
+      issuer: c.issuer,
+      subject: c.subject,
+      not_before: c.notBefore,
+      expires_at: c.notAfter,
+      fingerprint_sha256: c.fingerprint,
+      created_at: c.createdAt,
+    },
+  ],
 });
 
 export const secret = (s: SecretRecord) => ({

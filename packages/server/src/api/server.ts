@@ -12,6 +12,7 @@ import { ApiRateLimits } from './rate-limits.js';
 // Also declares what the hooks below read of a request (its principal, the route's rate class).
 import './route-context.js';
 import { appRoutes } from './routes/apps.js';
+import { certificateRoutes } from './routes/certificates.js';
 import { healthRoutes, type Readiness } from './routes/health.js';
 import { ipRoutes } from './routes/ips.js';
 import { machineRoutes } from './routes/machines.js';
@@ -165,6 +166,7 @@ export function buildApi(options: ApiOptions): FastifyInstance {
     machineRoutes,
     volumeRoutes,
     secretRoutes,
+    certificateRoutes,
     ipRoutes,
     tokenRoutes,
     platformRoutes,
@@ -202,4 +204,18 @@ function describeError(
     code: 'internal',
     message: `internal error (request ${requestId}); the details are in hangard's log`,
   };
+}
+
+/**
+ * Closes the API for shutdown: no new connections, idle ones closed at once, requests in flight get
+ * `graceMs` to finish. What is still open then (a followed log, a `wait` long-poll, an exec stream) is
+ * cut, so a shutdown never waits on a client: such clients reconnect to the next hangard.
+ */
+export async function closeApi(app: FastifyInstance, graceMs: number): Promise<void> {
+  const cut = setTimeout(() => app.server.closeAllConnections(), graceMs);
+  try {
+    await app.close();
+  } finally {
+    clearTimeout(cut);
+  }
 }

@@ -76,6 +76,16 @@ export const ConfigSchema = z.strictObject({
     mode: z.enum(['on', 'off']),
     /** `host:port`, `[v6]:port`: where public HTTP is served. */
     http: z.string().refine(isListenAddress, 'an address such as 0.0.0.0:80 or [::]:8080'),
+    /** `host:port`, `[v6]:port`: where public HTTPS (TLS terminated by the proxy, SNI) is served; or "off". */
+    https: z
+      .string()
+      .refine((text) => text === 'off' || isListenAddress(text), 'an address such as 0.0.0.0:443, or "off"'),
+    /**
+     * The operator's certificates, PEM files: each serves the names its certificate covers (a wildcard
+     * `*.<domain>` serves every app). Names no certificate covers get a self-signed development
+     * certificate kept in the data directory.
+     */
+    certificates: z.array(z.strictObject({ cert: z.string().min(1), key: z.string().min(1) })).max(1000),
     /** Apps answer at `<app>.<domain>`. */
     domain: z
       .string()
@@ -132,12 +142,27 @@ export const ConfigSchema = z.strictObject({
     /** Forwarded queries one network may have waiting for an upstream at once. */
     pendingPerNetwork: z.number().int().min(1).max(65536),
   }),
-  /** Per-app quotas; a request past one is refused with 429 naming the quota and this key. */
+  /** Per-app quotas; a request past one is refused with 422 naming the quota and this key. */
   quotas: z.strictObject({
     machinesPerApp: z.number().int().min(0),
     volumesPerApp: z.number().int().min(0),
     volumeBytesPerApp: z.number().int().min(0),
     snapshotsPerVolume: z.number().int().min(0),
+    /** Distinct images (manifest digests) unpacked on this host for the app's machines. */
+    imagesPerApp: z.number().int().min(1),
+    /** Their unpacked bytes together. */
+    imageBytesPerApp: z.number().int().min(1),
+    /** Manifests (distinct digests, tagged or not) in the app's space of Hangar's registry. */
+    registryImagesPerApp: z.number().int().min(1),
+    /** Bytes of the layers and configs in that space (each blob once), with uploads in progress. */
+    registryBytesPerApp: z.number().int().min(1),
+  }),
+  /** Bounds on one image a pull may bring to this host, whatever app asks for it. */
+  images: z.strictObject({
+    /** Its layers and config as stored (compressed), as its manifest declares them. */
+    maxPullBytes: z.number().int().min(1),
+    /** Its root filesystem unpacked. */
+    maxUnpackedBytes: z.number().int().min(1),
   }),
   /**
    * Admission against this host: the guest memory and cpus of started and starting machines stay under
@@ -170,6 +195,8 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
   proxy: {
     mode: 'on',
     http: '0.0.0.0:80',
+    https: '0.0.0.0:443',
+    certificates: [],
     domain: 'hangar.localhost',
     idleStopMs: 5 * 60_000,
     autostopIntervalMs: 15_000,
@@ -187,7 +214,12 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
     volumesPerApp: 20,
     volumeBytesPerApp: 1024 * 1024 * 1024 * 1024,
     snapshotsPerVolume: 10,
+    imagesPerApp: 20,
+    imageBytesPerApp: 32 * 1024 * 1024 * 1024,
+    registryImagesPerApp: 200,
+    registryBytesPerApp: 20 * 1024 * 1024 * 1024,
   },
+  images: { maxPullBytes: 8 * 1024 * 1024 * 1024, maxUnpackedBytes: 16 * 1024 * 1024 * 1024 },
   capacity: { memoryOvercommit: 1.5, cpuOvercommit: 4 },
   pruning: {
     intervalSeconds: 600,
@@ -253,6 +285,8 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   if (env.HANGAR_PROXY) layer.proxy = { mode: env.HANGAR_PROXY };
   if (env.HANGAR_PROXY_HTTP)
     layer.proxy = { ...(layer.proxy as Json | undefined), http: env.HANGAR_PROXY_HTTP };
+  if (env.HANGAR_PROXY_HTTPS)
+    layer.proxy = { ...(layer.proxy as Json | undefined), https: env.HANGAR_PROXY_HTTPS };
   if (env.HANGAR_API_LISTEN) layer.listen = parseListen(env.HANGAR_API_LISTEN);
   if (env.HANGAR_RATE_LIMITS !== undefined) {
     layer.rateLimits = { enabled: onOff('HANGAR_RATE_LIMITS', env.HANGAR_RATE_LIMITS) };

@@ -138,6 +138,8 @@ export class AppsService {
       tx.volumeSnapshots.deleteWhere({ appId: app.id });
       tx.volumes.deleteWhere({ appId: app.id });
       tx.secrets.deleteWhere({ appId: app.id });
+      // Its custom hostnames are free again for any app.
+      tx.certificates.deleteWhere({ appId: app.id });
       tx.ipAssignments.deleteWhere({ appId: app.id });
       tx.tokens.deleteWhere({ appId: app.id });
       tx.apps.delete(app.id);

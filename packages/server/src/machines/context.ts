@@ -24,6 +24,8 @@ export interface PlatformContext {
   registryPolicy: RegistryPolicy;
   /** Per-app quotas and this host's capacity (default: DEFAULT_LIMITS of quotas.ts). */
   limits?: Limits;
+  /** The proxy's domain: apps answer at `<app>.<proxyDomain>`, so no app may claim a name under it. */
+  proxyDomain?: string;
   now: () => number;
 }
 

@@ -4,6 +4,7 @@
  */
 
 import type { ExitInfo } from '../runtime/runtime.js';
+import { HangarError } from '../shared/errors.js';
 import { MACHINE_DEFAULTS } from '../shared/machine-config.js';
 import type { MachineState } from '../store/records.js';
 import { isoNow, type PlatformContext } from './context.js';
@@ -53,7 +54,17 @@ export class ExitHandler {
     });
     if (restarting) {
       this.#restarts.set(machineId, [...recent, this.ctx.now()]);
-      await this.lifecycle.boot(machineId).catch(() => undefined);
+      await this.lifecycle.boot(machineId).catch(async (error: unknown) => {
+        // A boot that fails on the way is recorded by the boot itself; one the host's capacity refused
+        // never began, so the machine stays stopped and the event says why.
+        if (HangarError.is(error) && error.code === 'insufficient_capacity') {
+          await this.ctx.store.write((tx) => {
+            const current = tx.machines.get(machineId);
+            if (current)
+              recordEvent(this.ctx, tx, current, 'restart', 'refused', 'hangar', { error: error.message });
+          });
+        }
+      });
       return;
     }
     this.#restarts.delete(machineId);

@@ -8,14 +8,23 @@ import { crashPoint } from '../shared/crash-points.js';
 import { HangarError } from '../shared/errors.js';
 import type { AppRecord, MachineRecord } from '../store/records.js';
 import type { ReadTx, WriteTx } from '../store/store.js';
-import { isoNow, type PlatformContext } from './context.js';
+import { isoNow, limitsIn, type PlatformContext } from './context.js';
 import { checkOwnRegistrySpace } from './image-rules.js';
 import { type EventSource, recordEvent, setMachineState } from './machine-events.js';
 import { NO_RUNTIME_MESSAGE, pinnedImage } from './machine-rules.js';
 import { machineSpec, stopSettings } from './machine-spec.js';
+import { admitOnHost, type GuestClaim } from './quotas.js';
+import type { Reservations } from './reservations.js';
+
+/** The scope of the host's capacity in the machines' Reservations: one host, one scope. */
+export const HOST_CAPACITY = 'host';
 
 export class MachineLifecycle {
-  constructor(private readonly ctx: PlatformContext) {}
+  constructor(
+    private readonly ctx: PlatformContext,
+    /** Machines admitted on the host whose records do not hold their guest yet (see quotas.ts). */
+    private readonly admitted: Reservations<GuestClaim>,
+  ) {}
 
   requireRuntime(): MachineRuntime {
     if (!this.ctx.runtime) throw new HangarError('runtime_unavailable', NO_RUNTIME_MESSAGE);
@@ -23,26 +32,38 @@ export class MachineLifecycle {
   }
 
   /**
-   * Boots the current version: prepare the image, start the workload (or thaw a suspended one).
-   * `before` records what led to the boot (the proxy's wake event) in the boot's first write: each
-   * write is a synced commit, and a wake waits for every one of them.
+   * Boots the current version: prepare the image, start the workload (or thaw a suspended one). The
+   * write that makes the machine `starting` (from then on its record holds its guest on the host) is the
+   * admission: it spends the claim of a machine admitted earlier (a create, an update), and checks the
+   * host's capacity for any other, under the capacity lock, so two boots never both take the last room.
+   * A refusal throws insufficient_capacity and leaves the machine as it was. `before` records what led
+   * to the boot (the proxy's wake event) in the boot's first write: each write is a synced commit, and a
+   * wake waits for every one of them.
    */
   async boot(machineId: string, before?: (tx: WriteTx, machine: MachineRecord) => void): Promise<void> {
     const runtime = this.requireRuntime();
     const suspended = await this.ctx.store.read((tx) => tx.machines.get(machineId)!);
     if (suspended.state === 'suspended') {
-      // A thaw takes milliseconds: no `starting` is recorded on the way (a crash in between leaves a
-      // running container recorded suspended, which reconcile settles as started).
+      // A suspended machine holds its guest on the host already (it is frozen, not freed): a thaw takes
+      // no more room, so no admission, and it takes milliseconds, so no `starting` is recorded on the
+      // way (a crash in between leaves a running container recorded suspended, which reconcile settles
+      // as started).
       await this.orFail(machineId, 'start', () => runtime.resume(machineId), before);
       await setMachineState(this.ctx, machineId, 'started', 'start', 'flyd', undefined, before);
       return;
     }
-    const machine = await this.ctx.store.write((tx) => {
-      const current = tx.machines.get(machineId)!;
-      before?.(tx, current);
-      tx.machines.update({ ...current, state: 'starting', updatedAt: isoNow(this.ctx) });
-      return current;
-    });
+    const machine = await this.admitted.settle(HOST_CAPACITY, machineId, (claim) =>
+      this.ctx.store.write((tx) => {
+        const current = tx.machines.get(machineId)!;
+        if (claim === undefined) {
+          const held = this.admitted.held(HOST_CAPACITY);
+          admitOnHost(tx, limitsIn(this.ctx).capacity, current.config, current.id, held);
+        }
+        before?.(tx, current);
+        tx.machines.update({ ...current, state: 'starting', updatedAt: isoNow(this.ctx) });
+        return current;
+      }),
+    );
     await this.orFail(machineId, 'start', async () => {
       try {
         // Derived inside the step, so a spec that cannot be built (a missing secret) fails the machine with its reason.

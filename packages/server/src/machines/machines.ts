@@ -1,11 +1,16 @@
 import type { Principal } from '../auth/tokens.js';
 import type { ExecRequest, ExecResult, ProcessStat } from '../runtime/runtime.js';
+import { uidRangeForApp } from '../runtime/uid-range.js';
 import { durationToMs } from '../shared/duration.js';
 import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
 import { newMachineId, newUlid } from '../shared/ids.js';
 import { KeyedQueue } from '../shared/keyed-queue.js';
 import { LIMITS } from '../shared/limits.js';
-import { type MachineConfigInput, normalizeMachineConfig } from '../shared/machine-config.js';
+import {
+  type MachineConfig,
+  type MachineConfigInput,
+  normalizeMachineConfig,
+} from '../shared/machine-config.js';
 import type {
   AppRecord,
   CheckStatusRecord,
@@ -16,12 +21,12 @@ import type {
   MachineState,
   MachineVersionRecord,
 } from '../store/records.js';
-import type { ReadTx } from '../store/store.js';
+import type { ReadTx, WriteTx } from '../store/store.js';
 import { appFor, isoNow, limitsIn, type PlatformContext } from './context.js';
 import { ExitHandler } from './exits.js';
 import { checkMachineImage } from './image-rules.js';
 import { Leases } from './leases.js';
-import { MachineLifecycle } from './lifecycle.js';
+import { HOST_CAPACITY, MachineLifecycle } from './lifecycle.js';
 import { recordEvent, setMachineState } from './machine-events.js';
 import {
   allocateSixPn,
@@ -38,8 +43,9 @@ import {
   uniqueName,
   type WaitInput,
 } from './machine-rules.js';
-import { admitOnHost, checkMachineQuota } from './quotas.js';
+import { admitOnHost, checkMachineQuota, type GuestClaim, guestClaim } from './quotas.js';
 import { addressUnaddressedMachines, settleRecovered } from './reconcile.js';
+import { Reservations } from './reservations.js';
 import { canBegin, type MachineAction } from './states.js';
 import { MachineWaits } from './wait.js';
 
@@ -81,6 +87,8 @@ type Mutation = { app: AppRecord; machine: MachineRecord };
  */
 export class MachinesService {
   readonly #queue = new KeyedQueue();
+  /** Machines admitted on the host (a create, an update) until their boot makes their record hold. */
+  readonly #admitted = new Reservations<GuestClaim>();
   readonly #lifecycle: MachineLifecycle;
   readonly #exits: ExitHandler;
   readonly #leases: Leases;
@@ -89,7 +97,7 @@ export class MachinesService {
   readonly #closing = new AbortController();
 
   constructor(private readonly ctx: PlatformContext) {
-    this.#lifecycle = new MachineLifecycle(ctx);
+    this.#lifecycle = new MachineLifecycle(ctx, this.#admitted);
     this.#exits = new ExitHandler(ctx, this.#lifecycle);
     this.#leases = new Leases(ctx);
     this.#waits = new MachineWaits(ctx);
@@ -158,28 +166,19 @@ export class MachinesService {
     );
   }
 
-  async events(
-    principal: Principal,
-    appName: string,
-    machineId: string,
-    limit: number,
-  ): Promise<MachineEventRecord[]> {
+  async events(principal: Principal, appName: string, machineId: string): Promise<MachineEventRecord[]> {
+    // Bounded by pruning (pruning.eventsPerMachine); the api pages them.
     return this.ctx.store.read((tx) => {
       const machine = findMachine(tx, appFor(tx, principal, appName, 'read'), machineId);
-      return tx.machineEvents.list({ machineId: machine.id }, { newestFirst: true, limit });
+      return tx.machineEvents.list({ machineId: machine.id }, { newestFirst: true });
     });
   }
 
-  /** The newest `limit` versions of a machine, newest first. */
-  async versions(
-    principal: Principal,
-    appName: string,
-    machineId: string,
-    limit: number,
-  ): Promise<MachineVersionRecord[]> {
+  /** A machine's versions, newest first (bounded by pruning.versionsPerMachine; the api pages them). */
+  async versions(principal: Principal, appName: string, machineId: string): Promise<MachineVersionRecord[]> {
     return this.ctx.store.read((tx) => {
       const machine = findMachine(tx, appFor(tx, principal, appName, 'read'), machineId);
-      return tx.machineVersions.list({ machineId: machine.id }, { newestFirst: true, limit });
+      return tx.machineVersions.list({ machineId: machine.id }, { newestFirst: true });
     });
   }
 
@@ -204,55 +203,85 @@ export class MachinesService {
     // Access first, so that only a caller who may use the app learns what the image rules say.
     const owner = await this.ctx.store.read((tx) => appFor(tx, principal, appName, 'write'));
     await checkMachineImage(config.image, owner.name, this.ctx.registryPolicy);
-    const view = await this.ctx.store.write((tx) => {
-      const app = appFor(tx, principal, appName, 'write');
-      checkSecretsVersion(app, input.minSecretsVersion);
-      checkMachineQuota(tx, app, limitsIn(this.ctx).quotas);
-      if (launch && this.ctx.runtime) admitOnHost(tx, limitsIn(this.ctx).capacity, config, undefined);
-      const name = input.name ?? uniqueName(tx, app);
-      if (nameTaken(tx, app, name)) {
-        throw new HangarError('name_taken', `a machine named "${name}" already exists in app ${app.name}`);
-      }
-      const now = isoNow(this.ctx);
-      const machine: MachineRecord = {
-        id: newMachineId(),
-        appId: app.id,
-        name,
-        region,
-        hostId: this.ctx.hostId,
-        state: 'created',
-        instanceId: newUlid(),
-        config,
-        imageRef: null,
-        ...allocateSixPn(tx, app, this.ctx.hostId),
-        cordoned: input.skipServiceRegistration === true,
-        skipSecrets: input.skipSecrets === true,
-        createdAt: now,
-        updatedAt: now,
-      };
-      attachVolume(tx, app, machine, undefined);
-      tx.machines.insert(machine);
-      tx.machineVersions.insert({
-        machineId: machine.id,
-        version: machine.instanceId,
-        config,
-        createdAt: now,
-      });
-      recordEvent(this.ctx, tx, machine, 'launch', 'created', 'user');
-      if (launch && !this.ctx.runtime) {
-        recordEvent(this.ctx, tx, machine, 'start', 'failed', 'hangar', { error: NO_RUNTIME_MESSAGE });
-      }
-      if (app.status === 'pending') tx.apps.update({ ...app, status: 'deployed', updatedAt: now });
-      const lease =
-        leaseTtlSec === undefined ? undefined : this.#leases.grant(tx, machine, principal, leaseTtlSec, '');
-      return { ...this.#view(tx, machine), ...(lease ? { nonce: lease.nonce } : {}) };
-    });
+    if (launch) await this.#admitImage(owner, config.image);
+    const admit = launch && this.ctx.runtime !== undefined;
+    const id = newMachineId();
+    // One write checks the quota and inserts the machine, so concurrent creates cannot both take the
+    // app's last slot. A launching create also claims its guest on the host under the capacity lock,
+    // until its boot makes the record hold it (lifecycle.ts).
+    const insert = () =>
+      this.ctx.store.write((tx) =>
+        this.#insertMachine(tx, principal, appName, input, { id, config, region, leaseTtlSec, admit }),
+      );
+    const view = admit
+      ? await this.#admitted.reserve(HOST_CAPACITY, id, insert, () => guestClaim(config))
+      : await insert();
     if (launch && this.ctx.runtime) {
       void this.#queue
         .run(view.machine.id, () => this.#lifecycle.boot(view.machine.id))
         .catch(() => undefined);
     }
     return view;
+  }
+
+  #insertMachine(
+    tx: WriteTx,
+    principal: Principal,
+    appName: string,
+    input: CreateMachineInput,
+    plan: {
+      id: string;
+      config: MachineConfig;
+      region: string;
+      leaseTtlSec: number | undefined;
+      admit: boolean;
+    },
+  ): MachineView {
+    const { config, region, leaseTtlSec } = plan;
+    const launch = !input.skipLaunch;
+    const app = appFor(tx, principal, appName, 'write');
+    checkSecretsVersion(app, input.minSecretsVersion);
+    checkMachineQuota(tx, app, limitsIn(this.ctx).quotas);
+    if (plan.admit) {
+      admitOnHost(tx, limitsIn(this.ctx).capacity, config, plan.id, this.#admitted.held(HOST_CAPACITY));
+    }
+    const name = input.name ?? uniqueName(tx, app);
+    if (nameTaken(tx, app, name)) {
+      throw new HangarError('name_taken', `a machine named "${name}" already exists in app ${app.name}`);
+    }
+    const now = isoNow(this.ctx);
+    const machine: MachineRecord = {
+      id: plan.id,
+      appId: app.id,
+      name,
+      region,
+      hostId: this.ctx.hostId,
+      state: 'created',
+      instanceId: newUlid(),
+      config,
+      imageRef: null,
+      ...allocateSixPn(tx, app, this.ctx.hostId),
+      cordoned: input.skipServiceRegistration === true,
+      skipSecrets: input.skipSecrets === true,
+      createdAt: now,
+      updatedAt: now,
+    };
+    attachVolume(tx, app, machine, undefined);
+    tx.machines.insert(machine);
+    tx.machineVersions.insert({
+      machineId: machine.id,
+      version: machine.instanceId,
+      config,
+      createdAt: now,
+    });
+    recordEvent(this.ctx, tx, machine, 'launch', 'created', 'user');
+    if (launch && !this.ctx.runtime) {
+      recordEvent(this.ctx, tx, machine, 'start', 'failed', 'hangar', { error: NO_RUNTIME_MESSAGE });
+    }
+    if (app.status === 'pending') tx.apps.update({ ...app, status: 'deployed', updatedAt: now });
+    const lease =
+      leaseTtlSec === undefined ? undefined : this.#leases.grant(tx, machine, principal, leaseTtlSec, '');
+    return { ...this.#view(tx, machine), ...(lease ? { nonce: lease.nonce } : {}) };
   }
 
   /** Full config replacement (no partial updates); a started machine reboots into the new version. */
@@ -278,35 +307,69 @@ export class MachinesService {
       }
       checkSecretsVersion(app, input.minSecretsVersion);
       await checkMachineImage(config.image, app.name, this.ctx.registryPolicy);
+      await this.#admitImage(app, config.image);
       const wasRunning = machine.state === 'started';
-      if (wasRunning && !input.skipLaunch) {
-        await this.ctx.store.read((tx) => admitOnHost(tx, limitsIn(this.ctx).capacity, config, machine.id));
+      const relaunch = wasRunning && !input.skipLaunch;
+      if (relaunch) {
+        // Its new guest is claimed before the old one is let go, so no other machine takes the room
+        // between the stop and the boot (which spends the claim).
+        await this.#admitted.reserve(
+          HOST_CAPACITY,
+          machine.id,
+          () =>
+            this.ctx.store.read((tx) =>
+              admitOnHost(
+                tx,
+                limitsIn(this.ctx).capacity,
+                config,
+                machine.id,
+                this.#admitted.held(HOST_CAPACITY),
+              ),
+            ),
+          () => guestClaim(config),
+        );
       }
-      // A suspended machine's frozen workload belongs to the old version: it goes too.
-      if (wasRunning || machine.state === 'suspended') await this.#lifecycle.stopWorkload(machine, 'update');
-      const updated = await this.ctx.store.write((tx) => {
-        const current = tx.machines.get(machine.id)!;
-        const now = isoNow(this.ctx);
-        const next: MachineRecord = {
-          ...current,
-          config,
-          instanceId: newUlid(),
-          // A new version resolves its image afresh at its first boot.
-          imageRef: null,
-          skipSecrets: input.skipSecrets === true,
-          // A suspended snapshot belongs to the old config: after an update the machine boots fresh.
-          state: current.state === 'suspended' || wasRunning ? 'stopped' : current.state,
-          updatedAt: now,
-        };
-        attachVolume(tx, tx.apps.get(app.id)!, next, current);
-        tx.machines.update(next);
-        tx.machineVersions.insert({ machineId: next.id, version: next.instanceId, config, createdAt: now });
-        recordEvent(this.ctx, tx, next, 'update', next.state, 'user', { version: next.instanceId });
-        return next;
-      });
-      if (wasRunning && !input.skipLaunch) await this.#lifecycle.boot(updated.id);
-      return this.ctx.store.read((tx) => this.#view(tx, tx.machines.get(updated.id)!));
+      try {
+        return await this.#replaceVersion(app, machine, input, config, wasRunning, relaunch);
+      } finally {
+        // A no-op after the boot; otherwise the update failed before it and the claim goes.
+        if (relaunch) await this.#admitted.release(HOST_CAPACITY, machine.id);
+      }
     });
+  }
+
+  async #replaceVersion(
+    app: AppRecord,
+    machine: MachineRecord,
+    input: UpdateMachineInput,
+    config: MachineConfig,
+    wasRunning: boolean,
+    relaunch: boolean,
+  ): Promise<MachineView> {
+    // A suspended machine's frozen workload belongs to the old version: it goes too.
+    if (wasRunning || machine.state === 'suspended') await this.#lifecycle.stopWorkload(machine, 'update');
+    const updated = await this.ctx.store.write((tx) => {
+      const current = tx.machines.get(machine.id)!;
+      const now = isoNow(this.ctx);
+      const next: MachineRecord = {
+        ...current,
+        config,
+        instanceId: newUlid(),
+        // A new version resolves its image afresh at its first boot.
+        imageRef: null,
+        skipSecrets: input.skipSecrets === true,
+        // A suspended snapshot belongs to the old config: after an update the machine boots fresh.
+        state: current.state === 'suspended' || wasRunning ? 'stopped' : current.state,
+        updatedAt: now,
+      };
+      attachVolume(tx, tx.apps.get(app.id)!, next, current);
+      tx.machines.update(next);
+      tx.machineVersions.insert({ machineId: next.id, version: next.instanceId, config, createdAt: now });
+      recordEvent(this.ctx, tx, next, 'update', next.state, 'user', { version: next.instanceId });
+      return next;
+    });
+    if (relaunch) await this.#lifecycle.boot(updated.id);
+    return this.ctx.store.read((tx) => this.#view(tx, tx.machines.get(updated.id)!));
   }
 
   // ---- lifecycle ---------------------------------------------------------------------------------
@@ -325,9 +388,7 @@ export class MachinesService {
       nonce,
       async ({ machine }) => {
         this.#lifecycle.requireRuntime();
-        await this.ctx.store.read((tx) =>
-          admitOnHost(tx, limitsIn(this.ctx).capacity, machine.config, machine.id),
-        );
+        // The boot admits it against the host's capacity, in the write that makes it `starting`.
         await this.#lifecycle.boot(machine.id);
         return { previousState: machine.state };
       },
@@ -572,9 +633,15 @@ export class MachinesService {
       this.#lifecycle.requireRuntime();
       const bootAt = this.ctx.now();
       // The wake event goes in with the boot's first write: one synced commit less before the request.
-      await this.#lifecycle.boot(machine.id, (tx, current) =>
-        recordEvent(this.ctx, tx, current, 'wake', current.state, 'hangar', trigger),
-      );
+      const wakeEvent = (tx: WriteTx, current: MachineRecord) =>
+        recordEvent(this.ctx, tx, current, 'wake', current.state, 'hangar', trigger);
+      await this.#lifecycle.boot(machine.id, wakeEvent).catch(async (error: unknown) => {
+        // Refused before that write (no room on the host): the wake is still on record.
+        if (HangarError.is(error) && error.code === 'insufficient_capacity') {
+          await this.ctx.store.write((tx) => wakeEvent(tx, tx.machines.get(machine.id)!));
+        }
+        throw error;
+      });
       return { previousState: machine.state, queuedMs, bootMs: this.ctx.now() - bootAt };
     });
   }
@@ -703,6 +770,11 @@ export class MachinesService {
       }
       return task({ app, machine });
     });
+  }
+
+  /** The app's unpacked images on this host stay within their quotas (the boot checks again when it unpacks). */
+  async #admitImage(app: AppRecord, image: string): Promise<void> {
+    await this.ctx.runtime?.admitImage?.(image, uidRangeForApp(app.internalNumericId));
   }
 
   #checkRegion(region: string): void {

@@ -1,4 +1,5 @@
 import { AppsService } from './apps.js';
+import { CertificatesService } from './certificates.js';
 import type { PlatformContext } from './context.js';
 import { IpsService } from './ips.js';
 import { MachinesService } from './machines.js';
@@ -13,6 +14,7 @@ export interface Platform {
   machines: MachinesService;
   volumes: VolumesService;
   secrets: SecretsService;
+  certificates: CertificatesService;
   ips: IpsService;
   tokens: TokensService;
   /** Who may pull and push which space of Hangar's registry. */
@@ -29,6 +31,7 @@ export function createPlatform(ctx: PlatformContext): Platform {
     machines,
     volumes,
     secrets: new SecretsService(ctx),
+    certificates: new CertificatesService(ctx),
     ips: new IpsService(ctx),
     tokens: new TokensService(ctx),
     registry: new RegistryAccessService(ctx),

@@ -60,22 +60,38 @@ export function checkMachineQuota(tx: ReadTx, app: AppRecord, quotas: Quotas): v
     );
 }
 
-/** Before a new volume of `sizeGb`, or before `sizeGb` more of an existing one (`isNew` false). */
+/** What a volume create or extend in progress holds of its app's quotas until its record is written. */
+export interface VolumeClaim {
+  /** 1 for a create, 0 for an extend. */
+  volumes: number;
+  sizeGb: number;
+}
+
+/**
+ * Before a new volume of `sizeGb`, or before `sizeGb` more of an existing one (`isNew` false), beside
+ * what the app's creates and extends in progress have claimed (`pending`).
+ */
 export function checkVolumeQuota(
   tx: ReadTx,
   app: AppRecord,
   quotas: Quotas,
   sizeGb: number,
   isNew: boolean,
+  pending: Iterable<VolumeClaim> = [],
 ): void {
   const volumes = liveVolumes(tx, app);
-  if (isNew && volumes.length + 1 > quotas.volumesPerApp)
+  let count = volumes.length;
+  let bytes = volumes.reduce((sum: number, v: VolumeRecord) => sum + v.sizeGb * GB, 0);
+  for (const claim of pending) {
+    count += claim.volumes;
+    bytes += claim.sizeGb * GB;
+  }
+  if (isNew && count + 1 > quotas.volumesPerApp)
     throw quotaExceeded(
       `app ${app.name} may have at most ${quotas.volumesPerApp} volumes`,
       'quotas.volumesPerApp',
-      `it has ${volumes.length}`,
+      `it has ${count}`,
     );
-  const bytes = volumes.reduce((sum: number, v: VolumeRecord) => sum + v.sizeGb * GB, 0);
   if (bytes + sizeGb * GB > quotas.volumeBytesPerApp)
     throw quotaExceeded(
       `app ${app.name}'s volumes may hold at most ${Math.floor(quotas.volumeBytesPerApp / GB)} GB in all`,
@@ -97,22 +113,41 @@ export function checkSnapshotQuota(tx: ReadTx, volume: VolumeRecord, quotas: Quo
 /** The states in which a machine holds the host's memory and cpus (a suspended one is frozen, not freed). */
 const HOLDING = new Set(['starting', 'started', 'suspended']);
 
+/** What a machine admitted on this host holds until the store shows it starting: its guest. */
+export interface GuestClaim {
+  memoryMb: number;
+  cpus: number;
+}
+
+export const guestClaim = (config: MachineConfig): GuestClaim => ({
+  memoryMb: config.guest.memory_mb,
+  cpus: config.guest.cpus,
+});
+
 /**
  * Whether `config`'s guest fits on this host beside every machine that holds resources (all but
  * `machineId` itself): their guest memory and cpus stay under the host's times the overcommit ratios.
+ * `admitted` are machines let in whose records do not show it yet (a create that has not booted, an
+ * update between its stop and its boot): their claim counts instead of their record.
  */
 export function admitOnHost(
   tx: ReadTx,
   capacity: Capacity,
   config: MachineConfig,
   machineId: string | undefined,
+  admitted: ReadonlyMap<string, GuestClaim> = new Map(),
 ): void {
   let memory = 0;
   let cpus = 0;
   for (const machine of tx.machines.list() as MachineRecord[]) {
-    if (machine.id === machineId || !HOLDING.has(machine.state)) continue;
+    if (machine.id === machineId || admitted.has(machine.id) || !HOLDING.has(machine.state)) continue;
     memory += machine.config.guest.memory_mb * MIB;
     cpus += machine.config.guest.cpus;
+  }
+  for (const [id, claim] of admitted) {
+    if (id === machineId) continue;
+    memory += claim.memoryMb * MIB;
+    cpus += claim.cpus;
   }
   const memoryLimit = capacity.memoryBytes * capacity.memoryOvercommit;
   const wantMemory = config.guest.memory_mb * MIB;

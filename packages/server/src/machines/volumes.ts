@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import type { Principal } from '../auth/tokens.js';
 import { uidRangeForApp } from '../runtime/uid-range.js';
 import type { SnapshotResult, VolumeUsage } from '../runtime/volumes/volume-storage.js';
@@ -9,7 +9,8 @@ import { KeyedQueue } from '../shared/keyed-queue.js';
 import type { AppRecord, VolumeRecord, VolumeSnapshotRecord } from '../store/records.js';
 import type { ReadTx } from '../store/store.js';
 import { appFor, isoNow, limitsIn, type PlatformContext } from './context.js';
-import { checkSnapshotQuota, checkVolumeQuota } from './quotas.js';
+import { checkSnapshotQuota, checkVolumeQuota, type VolumeClaim } from './quotas.js';
+import { Reservations } from './reservations.js';
 
 /** Fly's volume rules: names of letters, digits and underscores up to 30; sizes 1-500 GB, growing only. */
 const VOLUME_NAME = /^[a-z0-9_]{1,30}$/;
@@ -58,6 +59,12 @@ export class VolumesService {
   readonly #queue = new KeyedQueue();
   /** Volumes whose image is written and whose record is not yet: reconcile() must leave their images. */
   readonly #creating = new Set<string>();
+  /**
+   * What creates and extends in progress hold of their app's volume quotas (scope: the app's id), from
+   * their check until their record is written: the image work between takes long, and two of them must
+   * not both pass a check that only one fits.
+   */
+  readonly #claims = new Reservations<VolumeClaim>();
 
   constructor(private readonly ctx: PlatformContext) {}
 
@@ -136,8 +143,16 @@ export class VolumesService {
         return volume;
       });
     }
-    const { volume: planned, owner } = await this.ctx.store.read((tx) =>
-      this.#plan(tx, principal, appName, input, region),
+    const scope = await this.ctx.store.read((tx) => appFor(tx, principal, appName, 'write').id);
+    const claimId = randomUUID();
+    const { volume: planned, owner } = await this.#claims.reserve(
+      scope,
+      claimId,
+      () =>
+        this.ctx.store.read((tx) =>
+          this.#plan(tx, principal, appName, input, region, this.#claims.held(scope).values()),
+        ),
+      ({ volume }) => ({ volumes: 1, sizeGb: volume.sizeGb }),
     );
     const from = planned.sourceSnapshotId
       ? { snapshotId: planned.sourceSnapshotId }
@@ -155,21 +170,24 @@ export class VolumesService {
       // A copy is whatever its source was (a raw volume's snapshot restores as raw).
       const volume = { ...planned, fstype };
       try {
-        await this.ctx.store.write((tx) => {
-          // The app may have been deleted (and its name reused) while the image was being written.
-          if (appFor(tx, principal, appName, 'write').id !== volume.appId) {
-            throw new HangarError('not_found', `app "${appName}" was deleted while the volume was created`);
-          }
-          // Again, inside the write: another create may have taken the room meanwhile.
-          checkVolumeQuota(tx, tx.apps.get(volume.appId)!, limitsIn(this.ctx).quotas, volume.sizeGb, true);
-          tx.volumes.insert(volume);
-        });
+        // The claim becomes the record, under the app's claims lock.
+        await this.#claims.settle(scope, claimId, () =>
+          this.ctx.store.write((tx) => {
+            // The app may have been deleted (and its name reused) while the image was being written.
+            if (appFor(tx, principal, appName, 'write').id !== volume.appId) {
+              throw new HangarError('not_found', `app "${appName}" was deleted while the volume was created`);
+            }
+            tx.volumes.insert(volume);
+          }),
+        );
       } catch (error) {
         await storage.destroy(volume.id).catch(() => undefined);
         throw error;
       }
       return this.#withUsage(volume);
     } finally {
+      // Nothing left to release once settled; a failed image write lets its claim go here.
+      await this.#claims.release(scope, claimId);
       this.#creating.delete(planned.id);
     }
   }
@@ -181,6 +199,7 @@ export class VolumesService {
     appName: string,
     input: CreateVolumeInput,
     region: string,
+    pending: Iterable<VolumeClaim> = [],
   ): { volume: VolumeRecord; owner: number } {
     const app = appFor(tx, principal, appName, 'write');
     if (input.snapshotId !== undefined && input.sourceVolumeId !== undefined) {
@@ -218,7 +237,7 @@ export class VolumesService {
       sourceVolumeId = source.id;
     }
     checkSize(sizeGb);
-    checkVolumeQuota(tx, app, limitsIn(this.ctx).quotas, sizeGb, true);
+    checkVolumeQuota(tx, app, limitsIn(this.ctx).quotas, sizeGb, true, pending);
     const volume: VolumeRecord = {
       id: newVolumeId(),
       appId: app.id,
@@ -286,23 +305,38 @@ export class VolumesService {
       });
     }
     return this.#queue.run(volumeId, async () => {
-      const volume = await this.ctx.store.read((tx) => {
-        const app = appFor(tx, principal, appName, 'write');
-        const found = growable(findVolume(tx, app, volumeId), sizeGb);
-        checkVolumeQuota(tx, app, limitsIn(this.ctx).quotas, sizeGb - found.sizeGb, false);
-        return found;
-      });
-      const { needsRemount } = await storage.extend(volume.id, sizeGb);
-      const updated = await this.ctx.store.write((tx) => {
-        const current = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
-        const next = { ...current, sizeGb: Math.max(current.sizeGb, sizeGb) };
-        tx.volumes.update(next);
-        return next;
-      });
-      return {
-        volume: await this.#withUsage(updated),
-        needsRestart: updated.attachedMachineId !== null || needsRemount,
-      };
+      const scope = await this.ctx.store.read((tx) => appFor(tx, principal, appName, 'write').id);
+      const claimId = randomUUID();
+      const volume = await this.#claims.reserve(
+        scope,
+        claimId,
+        () =>
+          this.ctx.store.read((tx) => {
+            const app = appFor(tx, principal, appName, 'write');
+            const found = growable(findVolume(tx, app, volumeId), sizeGb);
+            const pending = this.#claims.held(scope).values();
+            checkVolumeQuota(tx, app, limitsIn(this.ctx).quotas, sizeGb - found.sizeGb, false, pending);
+            return found;
+          }),
+        (found) => ({ volumes: 0, sizeGb: sizeGb - found.sizeGb }),
+      );
+      try {
+        const { needsRemount } = await storage.extend(volume.id, sizeGb);
+        const updated = await this.#claims.settle(scope, claimId, () =>
+          this.ctx.store.write((tx) => {
+            const current = findVolume(tx, appFor(tx, principal, appName, 'write'), volumeId);
+            const next = { ...current, sizeGb: Math.max(current.sizeGb, sizeGb) };
+            tx.volumes.update(next);
+            return next;
+          }),
+        );
+        return {
+          volume: await this.#withUsage(updated),
+          needsRestart: updated.attachedMachineId !== null || needsRemount,
+        };
+      } finally {
+        await this.#claims.release(scope, claimId);
+      }
     });
   }
 

@@ -26,6 +26,8 @@ export interface ForwardContext {
   clientIp: string;
   /** The port the client connected to. */
   listenerPort: number;
+  /** Whether the client's connection was TLS, ended by the proxy (X-Forwarded-Proto, -SSL). */
+  tls?: boolean;
   region: string;
   requestId: string;
   httpVersion: string;
@@ -58,8 +60,8 @@ export function requestHeaders(headers: IncomingHttpHeaders, ctx: ForwardContext
   const forwardedFor = headers['x-forwarded-for'];
   out['fly-client-ip'] = ctx.clientIp;
   out['x-forwarded-for'] = forwardedFor ? `${forwardedFor}, ${ctx.clientIp}` : ctx.clientIp;
-  out['x-forwarded-proto'] = 'http';
-  out['x-forwarded-ssl'] = 'off';
+  out['x-forwarded-proto'] = ctx.tls ? 'https' : 'http';
+  out['x-forwarded-ssl'] = ctx.tls ? 'on' : 'off';
   // The client may set X-Forwarded-Port (Fly keeps it); Fly-Forwarded-Port is always the proxy's.
   out['x-forwarded-port'] = headers['x-forwarded-port'] ?? String(ctx.listenerPort);
   out['fly-forwarded-port'] = String(ctx.listenerPort);

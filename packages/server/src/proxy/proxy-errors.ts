@@ -9,6 +9,8 @@ export const PROXY_ERRORS = {
   PH01: { status: 404, title: 'unknown host' },
   /** The app exists but has no public address (v6 or shared_v4). */
   PH02: { status: 404, title: 'app has no public address' },
+  /** Over TLS, the Host differs from the TLS server name (or a custom hostname came without SNI). */
+  PT01: { status: 421, title: 'the Host does not match the TLS server name' },
   /** No machine of the app has a service covering this port, or none is usable. */
   PR01: { status: 503, title: 'no machine can serve this request' },
   /** fly-force-instance-id names a machine that cannot take the request. */

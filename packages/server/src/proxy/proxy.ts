@@ -2,7 +2,10 @@ import http from 'node:http';
 import type { Socket } from 'node:net';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
+import tls from 'node:tls';
 import type { IdleStopResult } from '../machines/machines.js';
+import type { Vault } from '../secrets/vault.js';
+import { normalizeHostname } from '../shared/certificates.js';
 import { parseGoDuration } from '../shared/duration.js';
 import { HangarError } from '../shared/errors.js';
 import { newUlid } from '../shared/ids.js';
@@ -17,6 +20,8 @@ import { type CheckRecorder, HealthChecks } from './health.js';
 import { MachineLoad } from './load.js';
 import { errorPage, isProxyFailure, PROXY_ERRORS, type ProxyFailure, proxyFailure } from './proxy-errors.js';
 import { type ProxyMetrics, proxyMetrics, statusClass } from './proxy-metrics.js';
+import { proxyHeader } from './proxy-protocol.js';
+import { pipeRaw } from './raw.js';
 import {
   MAX_REPLAY_JSON_BYTES,
   MAX_REPLAYS,
@@ -33,18 +38,22 @@ import { type RouteApp, type RouteMachine, RouteTable } from './route-table.js';
 import {
   autostopOf,
   concurrencyOf,
-  httpServiceFor,
   idleTimeoutMs,
   isWakeExempt,
+  type PortHandling,
+  serviceFor,
   wakeTimeoutMs,
 } from './services.js';
+import { TlsCertificates } from './tls-certificates.js';
 import { neverConnected, UpstreamPools, type UpstreamTarget, upstreamAddress } from './upstream.js';
 import { type WakeOrchestrator, Wakes, type WakeTimings } from './wake.js';
 
 /**
- * Hangar's proxy (docs/proxy.md): public HTTP routed by Host to apps with a public address, a listener on
- * every Flycast address for the ports its app exposes, least-loaded balancing with concurrency limits,
- * waking stopped or suspended machines for requests, and stopping idle ones.
+ * Hangar's proxy (docs/proxy.md): public HTTP routed by Host and public HTTPS routed by SNI and Host to
+ * apps with a public address (and their custom hostnames), a listener on every Flycast address for the
+ * ports its app exposes with each port's handlers (TLS, HTTP, raw TCP, PROXY protocol), least-loaded
+ * balancing with concurrency limits, waking stopped or suspended machines for requests and connections,
+ * and stopping idle ones.
  */
 
 export interface ProxyOrchestrator extends WakeOrchestrator, CheckRecorder {
@@ -62,6 +71,10 @@ export interface ProxyOptions {
   region: string;
   domain: string;
   http: { host: string; port: number };
+  /** Public HTTPS (TLS terminated here, certificates by SNI); absent: not served. */
+  https?: { host: string; port: number };
+  /** Where certificates come from: needed for public HTTPS and for `tls` handlers on Flycast. */
+  tls?: { vault: Vault; dataDir: string; files: readonly { cert: string; key: string }[] };
   idleStopMs: number;
   autostopIntervalMs: number;
   wakeTimeoutMs: number;
@@ -79,7 +92,33 @@ export interface ProxyOptions {
   now?: () => number;
 }
 
-type Entry = { kind: 'public' | 'flycast'; port: number };
+/** A listener's view of a connection: public or Flycast, the port it stands for, and whether TLS was ended. */
+type Entry = { kind: 'public' | 'flycast'; port: number; tls: boolean };
+
+/** Which port entries a connection may go to: the external port, and the handlers the listener applied. */
+interface Lane {
+  port: number;
+  tls: boolean;
+  http: boolean;
+}
+
+/** What routing reads of a request; a raw connection has no headers, path or method. */
+type RequestInfo = Pick<http.IncomingMessage, 'headers' | 'url' | 'method'>;
+
+/** Where a connection the proxy hands on came from (a wrapped socket may not know its own addresses). */
+interface ConnectionInfo {
+  remoteAddress: string;
+  remotePort: number;
+  localAddress: string;
+  localPort: number;
+  /** The app of the Flycast address the connection was made to. */
+  flycastApp?: RouteApp;
+  /** The TLS server name the client sent, if TLS was ended here. */
+  servername?: string;
+}
+
+const acceptsLane = (lane: Lane) => (h: PortHandling) =>
+  h.unsupported === undefined && h.tls === lane.tls && h.http === lane.http;
 
 interface Candidate {
   machine: RouteMachine;
@@ -133,10 +172,16 @@ type Outcome =
   | { kind: 'replay'; instruction: ReplayInstruction; machine: RouteMachine };
 
 const PUBLIC_HTTP_PORT = 80;
+/** Whatever port the HTTPS listener binds, it stands for external port 443. */
+const PUBLIC_HTTPS_PORT = 443;
 const DEFAULT_HOLD = { perApp: 256, total: 2048 };
 /** Attempts on different machines when a connection is refused before any byte was sent. */
 const MAX_ATTEMPTS = 3;
 const RETRY_AFTER_SEC = 1;
+/** A client that has not finished its TLS handshake on a Flycast port by then is dropped. */
+const TLS_HANDSHAKE_TIMEOUT_MS = 30_000;
+/** A raw connection has no headers, path or method. */
+const RAW_CONNECTION: RequestInfo = { headers: {}, url: undefined, method: undefined };
 
 export class HangarProxy {
   readonly #options: ProxyOptions;
@@ -146,8 +191,15 @@ export class HangarProxy {
   readonly #wakes: Wakes;
   readonly #now: () => number;
   #public: http.Server | undefined;
+  #secure: tls.Server | undefined;
+  #certificates: TlsCertificates | undefined;
+  /** HTTP servers that never bind: listeners hand them connections (after TLS, or from Flycast). */
+  readonly #lanes = new Map<string, http.Server>();
+  /** Connections handed on by the HTTPS and Flycast listeners, closed with the proxy. */
+  readonly #sockets = new Set<Duplex>();
+  readonly #connections = new WeakMap<object, ConnectionInfo>();
   /** Flycast listeners by port. */
-  readonly #flycast = new Map<number, { server: http.Server; bound: boolean }>();
+  readonly #flycast = new Map<number, { server: net.Server; bound: boolean }>();
   #flycastRetry: NodeJS.Timeout | undefined;
   /** Machines autostop is taking down: no new requests go to them; a request wakes them after. */
   readonly #draining = new Set<string>();
@@ -189,6 +241,12 @@ export class HangarProxy {
     return address && typeof address === 'object' ? { host: address.address, port: address.port } : undefined;
   }
 
+  /** The public HTTPS listener's address, when it runs. */
+  get httpsAddress(): { host: string; port: number } | undefined {
+    const address = this.#secure?.address();
+    return address && typeof address === 'object' ? { host: address.address, port: address.port } : undefined;
+  }
+
   /** The ports Flycast listeners are up on. */
   flycastPorts(): number[] {
     return [...this.#flycast].filter(([, l]) => l.bound).map(([port]) => port);
@@ -200,8 +258,55 @@ export class HangarProxy {
     this.#onRoutesChanged();
     const { host, port } = this.#options.http;
     // Whatever port it binds, the public listener stands for external port 80, the port services name
-    // for plain HTTP (TLS on 443 is a later stage).
-    const server = this.#server({ kind: 'public', port: PUBLIC_HTTP_PORT });
+    // for plain HTTP.
+    const server = this.#server({ kind: 'public', port: PUBLIC_HTTP_PORT, tls: false });
+    await this.#listenOrFail(server, 'proxy.http', host, port);
+    this.#public = server;
+    // The listener's real port (port 0 picks one) is what Fly-Forwarded-Port reports.
+    this.#publicPort = this.httpAddress?.port ?? port;
+    if (this.#options.tls) {
+      try {
+        this.#certificates = await TlsCertificates.load({
+          routes: this.#routes,
+          vault: this.#options.tls.vault,
+          domain: this.#options.domain,
+          dataDir: this.#options.tls.dataDir,
+          files: this.#options.tls.files,
+          onLog: (line) => this.#log(line),
+        });
+      } catch (error) {
+        const badSetting = HangarError.is(error) && error.code === 'invalid_argument';
+        if (!badSetting && !this.#options.https) {
+          // Without HTTPS the certificates serve only Flycast ports with `tls`: those are then refused.
+          this.#log(`TLS is not available: ${(error as Error).message}`);
+        } else {
+          this.close();
+          if (badSetting) throw error;
+          const message = `proxy.https: ${(error as Error).message}; or set proxy.https to "off"`;
+          throw new HangarError('unavailable', message, { cause: error });
+        }
+      }
+    }
+    const https = this.#options.https;
+    if (https && this.#certificates) {
+      const secure = tls.createServer(
+        { ...this.#certificates.defaultPair, SNICallback: this.#certificates.sniCallback },
+        (socket) => this.#onPublicTls(socket),
+      );
+      // A handshake that fails (no certificate for the name, not TLS at all) just closes the connection.
+      secure.on('tlsClientError', (_error, socket) => socket.destroy());
+      await this.#listenOrFail(secure, 'proxy.https', https.host, https.port);
+      this.#secure = secure;
+    }
+    this.#health.start();
+    this.#autostopTimer = setInterval(() => this.runAutostop(), this.#options.autostopIntervalMs);
+    this.#autostopTimer.unref();
+  }
+
+  #publicPort = 0;
+
+  /** Binds a public listener; a port that is taken stops hangard with an error naming the setting. */
+  async #listenOrFail(server: net.Server, setting: string, host: string, port: number): Promise<void> {
     try {
       await listen(server, host, port);
     } catch (error) {
@@ -213,21 +318,14 @@ export class HangarProxy {
           : code === 'EACCES'
             ? 'needs privileges'
             : 'cannot be used';
+      const off = setting === 'proxy.https' ? 'proxy.https to "off"' : 'proxy.mode to "off"';
       throw new HangarError(
         'unavailable',
-        `proxy.http: ${host}:${port} ${why} (${(error as Error).message}); set proxy.http to a free address or proxy.mode to "off"`,
+        `${setting}: ${host}:${port} ${why} (${(error as Error).message}); set ${setting} to a free address or ${off}`,
         { cause: error },
       );
     }
-    this.#public = server;
-    // The listener's real port (port 0 picks one) is what Fly-Forwarded-Port reports.
-    this.#publicPort = this.httpAddress?.port ?? port;
-    this.#health.start();
-    this.#autostopTimer = setInterval(() => this.runAutostop(), this.#options.autostopIntervalMs);
-    this.#autostopTimer.unref();
   }
-
-  #publicPort = 0;
 
   close(): void {
     if (this.#closed) return;
@@ -237,12 +335,16 @@ export class HangarProxy {
     this.#health.close();
     this.#unsubscribe?.();
     this.#routes.close();
-    for (const server of [this.#public, ...[...this.#flycast.values()].map((l) => l.server)]) {
+    for (const server of [this.#public, ...this.#lanes.values()]) {
       server?.close();
       server?.closeAllConnections();
     }
+    this.#secure?.close();
+    for (const listener of this.#flycast.values()) listener.server.close();
+    for (const socket of this.#sockets) socket.destroy();
     for (const streams of this.#streams.values()) for (const stream of streams) stream.destroy();
     this.#flycast.clear();
+    this.#lanes.clear();
     this.#pools.close();
     this.#load.wakeWaiters();
   }
@@ -299,16 +401,13 @@ export class HangarProxy {
     const wanted = new Set(this.#routes.flycastBindings().map((b) => b.port));
     for (const [port, listener] of this.#flycast) {
       if (wanted.has(port)) continue;
+      // Open connections stay until they end (or the proxy closes); the port takes no new ones.
       listener.server.close();
-      listener.server.closeAllConnections();
       this.#flycast.delete(port);
     }
     for (const port of wanted) {
       if (this.#flycast.has(port)) continue;
-      const server = this.#server({ kind: 'flycast', port });
-      server.on('connection', (socket: Socket) => {
-        if (!this.#flycastServes(socket.localAddress ?? '', port)) socket.destroy();
-      });
+      const server = net.createServer((socket) => this.#onFlycast(socket, port));
       const listener = { server, bound: false };
       this.#flycast.set(port, listener);
       listen(server, '::', port, true).then(
@@ -322,6 +421,173 @@ export class HangarProxy {
           this.#scheduleFlycastRetry();
         },
       );
+    }
+  }
+
+  // ---- connections: TLS, handlers, hand-off -------------------------------------------------------
+
+  /**
+   * A connection to public HTTPS, TLS ended with the certificate of its server name. An app whose port
+   * 443 has `tls` without `http` gets the bytes as they are (raw, routed by the server name); everything
+   * else is HTTP, routed by Host (which must match the server name).
+   */
+  #onPublicTls(socket: tls.TLSSocket): void {
+    const servername =
+      typeof socket.servername === 'string' ? normalizeHostname(socket.servername) : undefined;
+    const info: ConnectionInfo = {
+      remoteAddress: socket.remoteAddress ?? '',
+      remotePort: socket.remotePort ?? 0,
+      localAddress: socket.localAddress ?? '',
+      localPort: socket.localPort ?? 0,
+      ...(servername !== undefined ? { servername } : {}),
+    };
+    const app = servername === undefined ? undefined : this.#publicApp(servername);
+    const rawLane: Lane = { port: PUBLIC_HTTPS_PORT, tls: true, http: false };
+    if (app?.isPublic && this.#handlingOf(app, PUBLIC_HTTPS_PORT)?.http === false) {
+      void this.#serveRaw(socket, app, rawLane, info);
+      return;
+    }
+    this.#handToHttp(socket, { kind: 'public', port: PUBLIC_HTTPS_PORT, tls: true }, info);
+  }
+
+  /** A connection to a Flycast address: only its app's ports, each with the handlers its service names. */
+  #onFlycast(socket: Socket, port: number): void {
+    const local = socket.localAddress ?? '';
+    const flycast = this.#flycastServes(local, port) ? this.#routes.flycast(local) : undefined;
+    const app = flycast && this.#routes.app(flycast.appId);
+    const handling = app && this.#handlingOf(app, port);
+    if (!app || !handling) {
+      socket.destroy();
+      return;
+    }
+    const info: ConnectionInfo = {
+      remoteAddress: socket.remoteAddress ?? '',
+      remotePort: socket.remotePort ?? 0,
+      localAddress: local,
+      localPort: port,
+      flycastApp: app,
+    };
+    const lane: Lane = { port, tls: handling.tls, http: handling.http };
+    const next = (connection: Duplex) => {
+      if (lane.http) this.#handToHttp(connection, { kind: 'flycast', port, tls: lane.tls }, info);
+      else void this.#serveRaw(connection, app, lane, info);
+    };
+    if (!handling.tls) {
+      next(socket);
+      return;
+    }
+    const certificates = this.#certificates;
+    if (!certificates) {
+      this.#log(`Flycast port ${port} of app ${app.name} asks for tls, but the proxy has no certificates`);
+      socket.destroy();
+      return;
+    }
+    this.#track(socket);
+    const secure = new tls.TLSSocket(socket, {
+      isServer: true,
+      secureContext: tls.createSecureContext(certificates.defaultPair),
+      SNICallback: certificates.sniCallback,
+    });
+    const timer = setTimeout(() => secure.destroy(), TLS_HANDSHAKE_TIMEOUT_MS);
+    secure.on('error', () => secure.destroy());
+    secure.once('secure', () => {
+      clearTimeout(timer);
+      if (typeof secure.servername === 'string') info.servername = normalizeHostname(secure.servername);
+      next(secure);
+    });
+  }
+
+  /** How the app's machines handle a port (the first service covering it that the proxy can serve). */
+  #handlingOf(app: RouteApp, port: number): PortHandling | undefined {
+    for (const machine of app.machines.values()) {
+      const found = serviceFor(machine.services, port, (h) => h.unsupported === undefined);
+      if (found) return found.handling;
+    }
+    return undefined;
+  }
+
+  /** Whether any machine of the app asks for `force_https` on this (plain HTTP) port. */
+  #forcesHttps(app: RouteApp, port: number): boolean {
+    const lane = acceptsLane({ port, tls: false, http: true });
+    for (const machine of app.machines.values()) {
+      if (serviceFor(machine.services, port, lane)?.handling.forceHttps) return true;
+    }
+    return false;
+  }
+
+  #track(socket: Duplex): void {
+    if (this.#sockets.has(socket)) return;
+    this.#sockets.add(socket);
+    socket.once('close', () => this.#sockets.delete(socket));
+  }
+
+  /** Gives a connection (TLS ended, or plain from Flycast) to the HTTP server of its entry. */
+  #handToHttp(socket: Duplex, entry: Entry, info: ConnectionInfo): void {
+    this.#track(socket);
+    this.#connections.set(socket, info);
+    const key = `${entry.kind}:${entry.port}:${entry.tls}`;
+    let server = this.#lanes.get(key);
+    if (!server) {
+      server = this.#server(entry);
+      // This server never binds a port: listeners hand it connections. Its connection tracking (header
+      // and request timeouts, closeAllConnections) starts on 'listening', so that is announced here.
+      server.emit('listening');
+      this.#lanes.set(key, server);
+    }
+    server.emit('connection', socket);
+  }
+
+  /**
+   * A raw connection (no `http` handler): to the least-loaded machine serving the port, waking one if
+   * needed as for requests; PROXY header first when the port has `proxy_proto`. The connection counts
+   * as one on the machine while it is open, and its bytes are the machine's activity for autostop.
+   */
+  async #serveRaw(client: Duplex, app: RouteApp, lane: Lane, info: ConnectionInfo): Promise<void> {
+    this.#track(client);
+    client.on('error', () => undefined);
+    const excluded = new Set<string>();
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const choice = await this.#choose(app, lane, RAW_CONNECTION, excluded);
+        const { machine, service } = choice;
+        const handling = serviceFor(machine.services, lane.port, acceptsLane(lane))?.handling;
+        const header =
+          handling?.proxyProto === undefined
+            ? undefined
+            : proxyHeader(
+                handling.proxyProto,
+                { address: info.remoteAddress, port: info.remotePort },
+                { address: info.localAddress, port: info.localPort },
+              );
+        let streams = this.#streams.get(machine.id);
+        if (!streams) {
+          streams = new Set();
+          this.#streams.set(machine.id, streams);
+        }
+        streams.add(client);
+        const outcome = await pipeRaw(
+          client,
+          { ...upstreamAddress(machine.privateIp ?? '::1', service.internal_port), header },
+          {
+            onActivity: () => this.#load.touch(machine.id),
+            onEnd: () => {
+              this.#streams.get(machine.id)?.delete(client);
+              choice.release();
+            },
+          },
+        );
+        if (outcome === 'done') return;
+        this.#streams.get(machine.id)?.delete(client);
+        choice.release();
+        excluded.add(machine.id);
+        if (attempt >= MAX_ATTEMPTS) {
+          throw proxyFailure('PC01', `machine ${machine.id} refused the connection on its internal port`);
+        }
+      }
+    } catch (error) {
+      const failure = isProxyFailure(error) ? error : proxyFailure('PR01', (error as Error).message);
+      this.#log(`${failure.code} app=${app.name} connection to port ${lane.port}: ${failure.detail}`);
+      client.destroy();
     }
   }
 
@@ -343,25 +609,77 @@ export class HangarProxy {
   // ---- requests -----------------------------------------------------------------------------------
 
   #resolveApp(req: http.IncomingMessage, entry: Entry): RouteApp {
+    const info = this.#connections.get(req.socket);
     if (entry.kind === 'flycast') {
-      const flycast = this.#routes.flycast(req.socket.localAddress ?? '');
-      const app = flycast && this.#routes.app(flycast.appId);
+      const app = info?.flycastApp && this.#routes.app(info.flycastApp.id);
       if (!app) throw proxyFailure('PR01', 'the app of this Flycast address is gone');
       return app;
     }
-    const host = (req.headers.host ?? '').toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
+    const host = normalizeHostname((req.headers.host ?? '').replace(/:\d+$/, ''));
     const suffix = `.${this.#options.domain}`;
-    const name = host.endsWith(suffix) ? host.slice(0, -suffix.length) : '';
-    const app = name && !name.includes('.') ? this.#routes.appByName(name) : undefined;
-    if (!app) throw proxyFailure('PH01', `no app answers for host "${host}"; apps answer at <app>${suffix}`);
+    if (entry.tls) {
+      // The certificate was chosen by the server name: the request must be for that same name, so a
+      // connection made for one app (and verified against its certificate) never reaches another.
+      const servername = info?.servername;
+      if (servername === undefined && !host.endsWith(suffix)) {
+        throw proxyFailure(
+          'PT01',
+          `a request for "${host}" over TLS must send that name as the TLS server name (SNI)`,
+        );
+      }
+      if (servername !== undefined && servername !== host) {
+        throw proxyFailure('PT01', `the TLS server name "${servername}" and the Host "${host}" differ`);
+      }
+    }
+    const app = this.#publicApp(host);
+    if (!app) {
+      throw proxyFailure(
+        'PH01',
+        `no app answers for host "${host}"; apps answer at <app>${suffix} and at their custom hostnames`,
+      );
+    }
     if (!app.isPublic) {
       throw proxyFailure('PH02', `app ${app.name} has no public address; allocate one (v6 or shared_v4)`);
     }
     return app;
   }
 
+  /** The app a public name belongs to: `<app>.<domain>`, or a custom hostname. */
+  #publicApp(host: string): RouteApp | undefined {
+    const suffix = `.${this.#options.domain}`;
+    if (host.endsWith(suffix)) {
+      const name = host.slice(0, -suffix.length);
+      return name && !name.includes('.') ? this.#routes.appByName(name) : undefined;
+    }
+    return this.#routes.appByHostname(host);
+  }
+
   #listenerPort(entry: Entry): number {
-    return entry.kind === 'public' ? this.#publicPort : entry.port;
+    if (entry.kind === 'flycast') return entry.port;
+    return entry.tls ? PUBLIC_HTTPS_PORT : this.#publicPort;
+  }
+
+  /** The PROXY header for an HTTP connection to a machine, when its port has `proxy_proto` with `http`. */
+  #proxyHeaderFor(socket: Socket, choice: Choice, entry: Entry): Buffer | undefined {
+    const lane = laneOf(entry);
+    const version = serviceFor([choice.service], lane.port, acceptsLane(lane))?.handling.proxyProto;
+    if (version === undefined) return undefined;
+    const info = this.#connections.get(socket);
+    return proxyHeader(
+      version,
+      {
+        address: info?.remoteAddress ?? socket.remoteAddress ?? '',
+        port: info?.remotePort ?? socket.remotePort ?? 0,
+      },
+      {
+        address: info?.localAddress ?? socket.localAddress ?? '',
+        port: info?.localPort ?? socket.localPort ?? 0,
+      },
+    );
+  }
+
+  #clientIp(socket: Socket): string {
+    return unmapped(this.#connections.get(socket)?.remoteAddress ?? socket.remoteAddress ?? '');
   }
 
   /**
@@ -380,6 +698,10 @@ export class HangarProxy {
     try {
       const firstApp = this.#resolveApp(req, entry);
       appName = firstApp.name;
+      if (entry.kind === 'public' && !entry.tls && this.#forcesHttps(firstApp, entry.port)) {
+        redirectToHttps(res, req, this.httpsAddress?.port, requestId);
+        return;
+      }
       let hop: Hop = { app: firstApp, hints: undefined, excluded: new Set(), extra: {}, mayReplay: true };
       for (let replays = 0; ; ) {
         let outcome: Exclude<Outcome, { kind: 'retry' }>;
@@ -441,7 +763,7 @@ export class HangarProxy {
     body: ReplayableBody,
   ): Promise<Exclude<Outcome, { kind: 'retry' }>> {
     for (let attempt = 1; ; attempt++) {
-      const choice = await this.#choose(hop.app, entry.port, req, hop.excluded, hop.hints);
+      const choice = await this.#choose(hop.app, laneOf(entry), req, hop.excluded, hop.hints);
       const outcome = await this.#forward(req, res, choice, entry, requestId, body, hop);
       if (outcome.kind !== 'retry') return outcome;
       hop.excluded.add(choice.machine.id);
@@ -494,7 +816,7 @@ export class HangarProxy {
 
   /** The request's own routing headers on the first hop; a replay's instruction on later hops. */
   #hints(
-    req: http.IncomingMessage,
+    req: RequestInfo,
     service: NormalizedService | undefined,
     replay: ReplayHints | undefined,
   ): RoutingHints {
@@ -541,18 +863,19 @@ export class HangarProxy {
   /** Picks the machine for a request, waking one or queueing as the rules say; the load is taken. */
   async #choose(
     app: RouteApp,
-    port: number,
-    req: http.IncomingMessage,
+    lane: Lane,
+    req: RequestInfo,
     excluded: Set<string>,
     replay?: ReplayHints,
   ): Promise<Choice> {
+    const port = lane.port;
     const serving: { machine: RouteMachine; service: NormalizedService }[] = [];
     for (const machine of app.machines.values()) {
-      const service = httpServiceFor(machine.services, port);
+      const service = serviceFor(machine.services, port, acceptsLane(lane))?.service;
       if (service) serving.push({ machine, service });
     }
     if (serving.length === 0) {
-      throw proxyFailure('PR01', `app ${app.name} has no machine with an HTTP service on port ${port}`);
+      throw proxyFailure('PR01', `app ${app.name} has no machine with ${describeLane(lane)} on port ${port}`);
     }
     const hints = this.#hints(req, serving[0]?.service, replay);
     const deadline = this.#now() + (hints.queueBudgetMs ?? this.#options.queueTimeoutMs ?? 10_000);
@@ -578,7 +901,7 @@ export class HangarProxy {
           this.#wakeable(forced.machine, forced.service) &&
           !excluded.has(forced.machine.id)
         ) {
-          return this.#wakeAndTake(app, port, req, [forced], hints, notes);
+          return this.#wakeAndTake(app, lane, req, [forced], hints, notes);
         }
         if (!candidate)
           throw proxyFailure(
@@ -598,11 +921,12 @@ export class HangarProxy {
           (s) =>
             !excluded.has(s.machine.id) && !this.#usable(s.machine) && this.#wakeable(s.machine, s.service),
         );
-        const exempt = serving.some((s) =>
-          isWakeExempt(s.service, req.url ?? '/', req.headers['user-agent']),
-        );
+        // A raw connection has no path or user agent: wake_exempt is about requests.
+        const exempt =
+          req.url !== undefined &&
+          serving.some((s) => isWakeExempt(s.service, req.url ?? '/', req.headers['user-agent']));
         if (!exempt && (wakeable.length > 0 || this.#wakes.forService(`${app.id}:${port}`).length > 0)) {
-          return this.#wakeAndTake(app, port, req, wakeable, hints, notes);
+          return this.#wakeAndTake(app, lane, req, wakeable, hints, notes);
         }
         const pick = pickLeastLoaded(pool);
         if (pick) return this.#take(pick, notes);
@@ -650,12 +974,13 @@ export class HangarProxy {
    */
   async #wakeAndTake(
     app: RouteApp,
-    port: number,
-    req: http.IncomingMessage,
+    lane: Lane,
+    req: RequestInfo,
     wakeable: { machine: RouteMachine; service: NormalizedService }[],
     hints: RoutingHints,
     notes: Record<string, string>,
   ): Promise<Choice> {
+    const port = lane.port;
     const serviceKey = `${app.id}:${port}`;
     const forced = hints.force !== undefined;
     const active = this.#wakes.forService(serviceKey).filter((w) => !forced || w.machineId === hints.force);
@@ -671,7 +996,9 @@ export class HangarProxy {
           next.service,
           serviceKey,
           concurrencyOf(next.service).soft,
-          { trigger: 'request', method: req.method ?? 'GET', path: (req.url ?? '/').slice(0, 200) },
+          req.method === undefined
+            ? { trigger: 'connection', port }
+            : { trigger: 'request', method: req.method, path: (req.url ?? '/').slice(0, 200) },
           wakeTimeoutMs(next.service, this.#options.wakeTimeoutMs),
         );
         const asked = this.#now();
@@ -716,7 +1043,7 @@ export class HangarProxy {
       else this.#held.delete(app.id);
     }
     const machine = this.#routes.machine(wake.machineId);
-    const service = machine && httpServiceFor(machine.services, port);
+    const service = machine && serviceFor(machine.services, port, acceptsLane(lane))?.service;
     if (!machine || !service) throw proxyFailure('PR01', `machine ${wake.machineId} went away while waking`);
     return { machine, service, release: this.#load.acquire(machine.id), wake: timings, notes };
   }
@@ -736,10 +1063,12 @@ export class HangarProxy {
   ): Promise<Outcome> {
     const { machine, service } = choice;
     const address = upstreamAddress(machine.privateIp ?? '::1', service.internal_port);
+    const header = this.#proxyHeaderFor(req.socket, choice, entry);
     const target: UpstreamTarget = {
       machineId: machine.id,
       ...address,
-      pooled: concurrencyOf(service).type === 'requests',
+      // A PROXY header speaks for one client's connection: such connections are never shared.
+      pooled: concurrencyOf(service).type === 'requests' && header === undefined,
     };
     const readyAt = this.#now();
     const httpVersion = req.httpVersion;
@@ -757,8 +1086,9 @@ export class HangarProxy {
         method: req.method,
         path: req.url,
         headers: requestHeaders(req.headers, {
-          clientIp: clientIp(req.socket),
+          clientIp: this.#clientIp(req.socket),
           listenerPort: this.#listenerPort(entry),
+          tls: entry.tls,
           region: this.#options.region,
           requestId,
           httpVersion,
@@ -766,6 +1096,18 @@ export class HangarProxy {
         }),
         agent: this.#pools.agentFor(target),
         setHost: false,
+        ...(header === undefined
+          ? {}
+          : {
+              // No agent (an agent dials with its own method): this connection, with the PROXY header
+              // queued before the request's first byte, so the machine reads the header first.
+              agent: undefined,
+              createConnection: () => {
+                const socket = net.connect(address);
+                socket.write(header);
+                return socket;
+              },
+            }),
       });
       let connected = false;
       upstream.on('socket', (socket) => {
@@ -872,7 +1214,7 @@ export class HangarProxy {
       const app = this.#resolveApp(req, entry);
       const excluded = new Set<string>();
       for (let attempt = 1; ; attempt++) {
-        const choice = await this.#choose(app, entry.port, req, excluded);
+        const choice = await this.#choose(app, laneOf(entry), req, excluded);
         const outcome = await this.#pipeUpgrade(req, socket, head, choice, entry, requestId);
         if (outcome === 'done') return;
         excluded.add(choice.machine.id);
@@ -901,8 +1243,10 @@ export class HangarProxy {
   ): Promise<'done' | 'retry'> {
     const { machine, service } = choice;
     const address = upstreamAddress(machine.privateIp ?? '::1', service.internal_port);
+    const header = this.#proxyHeaderFor(req.socket, choice, entry);
     return new Promise((resolve) => {
       const upstream = net.connect(address);
+      if (header) upstream.write(header);
       let connected = false;
       upstream.once('error', (error: NodeJS.ErrnoException) => {
         if (!connected) {
@@ -914,8 +1258,9 @@ export class HangarProxy {
       upstream.once('connect', () => {
         connected = true;
         const headers = requestHeaders(req.headers, {
-          clientIp: clientIp(req.socket),
+          clientIp: this.#clientIp(req.socket),
           listenerPort: this.#listenerPort(entry),
+          tls: entry.tls,
           region: this.#options.region,
           requestId,
           httpVersion: req.httpVersion,
@@ -1062,9 +1407,34 @@ function withBudget<T>(work: Promise<T>, budgetMs: number, machineId: string): P
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
 
-function clientIp(socket: Socket): string {
-  const address = socket.remoteAddress ?? '';
+function unmapped(address: string): string {
   return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
+const laneOf = (entry: Entry): Lane => ({ port: entry.port, tls: entry.tls, http: true });
+
+function describeLane(lane: Lane): string {
+  if (lane.http) return lane.tls ? 'a TLS and HTTP service' : 'an HTTP service';
+  return lane.tls ? 'a TLS service' : 'a TCP service';
+}
+
+/** `force_https`: a 301 to the same URL over HTTPS (the HTTPS listener's port when it is not 443). */
+function redirectToHttps(
+  res: http.ServerResponse,
+  req: http.IncomingMessage,
+  httpsPort: number | undefined,
+  requestId: string,
+): void {
+  const host = (req.headers.host ?? '').replace(/:\d+$/, '');
+  const port = httpsPort === undefined || httpsPort === PUBLIC_HTTPS_PORT ? '' : `:${httpsPort}`;
+  res.writeHead(301, {
+    location: `https://${host}${port}${req.url ?? '/'}`,
+    'content-length': 0,
+    'fly-request-id': requestId,
+    server: 'Hangar',
+    via: '1.1 hangar',
+  });
+  res.end();
 }
 
 function sendFailure(res: http.ServerResponse, failure: ProxyFailure, requestId: string): void {
@@ -1082,7 +1452,7 @@ function sendFailure(res: http.ServerResponse, failure: ProxyFailure, requestId:
   res.end(body);
 }
 
-function listen(server: http.Server, host: string, port: number, ipv6Only = false): Promise<void> {
+function listen(server: net.Server, host: string, port: number, ipv6Only = false): Promise<void> {
   return new Promise((resolve, reject) => {
     const onError = (error: Error) => reject(error);
     server.once('error', onError);

@@ -1,9 +1,15 @@
 import { durationToMs } from '../shared/duration.js';
 import { HangarError } from '../shared/errors.js';
 import type { MachineCheck, NormalizedService } from '../shared/machine-config.js';
-import type { AppRecord, IpAssignmentRecord, MachineRecord, MachineState } from '../store/records.js';
+import type {
+  AppRecord,
+  CertificateRecord,
+  IpAssignmentRecord,
+  MachineRecord,
+  MachineState,
+} from '../store/records.js';
 import type { Change, ChangeBatch, Store } from '../store/store.js';
-import { httpPortsOf } from './services.js';
+import { portsOf } from './services.js';
 
 /**
  * What the proxy knows: apps, their machines with state and typed services, which apps have a public
@@ -73,6 +79,8 @@ export class RouteTable {
   readonly #machinesByApp = new Map<string, Map<string, RouteMachine>>();
   readonly #machines = new Map<string, RouteMachine>();
   readonly #ips = new Map<string, IpEntry>();
+  /** Custom hostnames by name, with their certificates (keys still sealed). */
+  readonly #certificates = new Map<string, CertificateRecord>();
   readonly #listeners = new Set<() => void>();
   #revision = 0;
   #unwatch: (() => void) | undefined;
@@ -101,10 +109,12 @@ export class RouteTable {
       apps: tx.apps.list(),
       machines: tx.machines.list(),
       ips: tx.ipAssignments.list(),
+      certificates: tx.certificates.list(),
     }));
     for (const app of all.apps) this.#putApp(app);
     for (const machine of all.machines) this.#putMachine(machine);
     for (const ip of all.ips) this.#putIp(ip);
+    for (const certificate of all.certificates) this.#certificates.set(certificate.hostname, certificate);
     const pending = held;
     held = undefined;
     for (const batch of pending) this.apply(batch, false);
@@ -147,20 +157,31 @@ export class RouteTable {
     return this.#machines.get(id);
   }
 
+  /** A custom hostname's record (its app and certificate), by lower-case name. */
+  certificate(hostname: string): CertificateRecord | undefined {
+    return this.#certificates.get(hostname);
+  }
+
+  /** The app a custom hostname belongs to. */
+  appByHostname(hostname: string): RouteApp | undefined {
+    const record = this.#certificates.get(hostname);
+    return record && this.#apps.get(record.appId);
+  }
+
   flycast(ip: string): FlycastAddress | undefined {
     const entry = this.#ips.get(ip);
     if (entry?.type !== 'private_v6' || entry.networkId === null) return undefined;
     return { ip, appId: entry.appId, networkId: entry.networkId };
   }
 
-  /** Every Flycast address with every HTTP port its app's machines expose (union over machines). */
+  /** Every Flycast address with every TCP port its app's machines expose (union over machines). */
   flycastBindings(): FlycastBinding[] {
     const bindings: FlycastBinding[] = [];
     for (const [ip, entry] of this.#ips) {
       if (entry.type !== 'private_v6' || entry.networkId === null) continue;
       const ports = new Set<number>();
       for (const machine of this.#machinesByApp.get(entry.appId)?.values() ?? []) {
-        for (const service of machine.services) for (const port of httpPortsOf(service)) ports.add(port);
+        for (const service of machine.services) for (const port of portsOf(service)) ports.add(port);
       }
       for (const port of [...ports].sort((a, b) => a - b)) bindings.push({ ip, port, appId: entry.appId });
     }
@@ -184,6 +205,10 @@ export class RouteTable {
       case 'ipAssignments':
         this.#removeIp(change.key);
         if (change.doc) this.#putIp(change.doc as IpAssignmentRecord);
+        return true;
+      case 'certificates':
+        if (change.doc) this.#certificates.set(change.key, change.doc as CertificateRecord);
+        else this.#certificates.delete(change.key);
         return true;
       default:
         return false;

@@ -42,10 +42,7 @@ export function coversPort(entry: MachinePort, port: number): boolean {
     : false;
 }
 
-/**
- * Whether the proxy serves this port entry as plain HTTP today: the `http` handler without `tls`.
- * TLS (port 443 of `[http_service]`), raw TCP and PROXY protocol ports are later stages.
- */
+/** Whether this port entry is plain HTTP: the `http` handler without `tls`. */
 export function isPlainHttp(entry: MachinePort): boolean {
   const handlers = entry.handlers ?? [];
   return handlers.includes('http') && !handlers.includes('tls');
@@ -61,12 +58,65 @@ export function httpServiceFor(
   );
 }
 
+/**
+ * What the proxy does with a connection to one port entry (fly-semantics §5.2): `tls` terminates TLS,
+ * then `http` speaks HTTP to the machine, else the bytes go through as they are (raw TCP);
+ * `proxy_proto` prepends a PROXY protocol header towards the machine.
+ */
+export interface PortHandling {
+  tls: boolean;
+  http: boolean;
+  proxyProto: 'v1' | 'v2' | undefined;
+  forceHttps: boolean;
+  /** A handler the proxy does not implement (`pg_tls`, `edge_http`): such a port is not served. */
+  unsupported: string | undefined;
+}
+
+export function handlingOf(entry: MachinePort): PortHandling {
+  const handlers = entry.handlers ?? [];
+  const proxyProto = handlers.includes('proxy_proto')
+    ? (entry.proxy_proto_options?.version ?? 'v1')
+    : undefined;
+  return {
+    tls: handlers.includes('tls'),
+    http: handlers.includes('http'),
+    proxyProto,
+    forceHttps: entry.force_https === true,
+    unsupported: handlers.find((h) => h === 'pg_tls' || h === 'edge_http'),
+  };
+}
+
+/** The first TCP service of a machine with a port entry covering `port` that `accepts` takes. */
+export function serviceFor(
+  services: readonly NormalizedService[],
+  port: number,
+  accepts: (handling: PortHandling) => boolean = () => true,
+): { service: NormalizedService; handling: PortHandling } | undefined {
+  for (const service of services) {
+    if (service.protocol !== 'tcp') continue;
+    for (const entry of service.ports ?? []) {
+      if (!coversPort(entry, port)) continue;
+      const handling = handlingOf(entry);
+      if (accepts(handling)) return { service, handling };
+    }
+  }
+  return undefined;
+}
+
 /** Every external port a service serves as plain HTTP (ranges expanded up to MAX_PORTS_PER_RANGE). */
 export function httpPortsOf(service: NormalizedService): number[] {
+  return portsOf(service, isPlainHttp);
+}
+
+/** Every external TCP port of a service, whatever its handlers (ranges expanded up to MAX_PORTS_PER_RANGE). */
+export function portsOf(
+  service: NormalizedService,
+  which: (entry: MachinePort) => boolean = () => true,
+): number[] {
   if (service.protocol !== 'tcp') return [];
   const ports: number[] = [];
   for (const entry of service.ports ?? []) {
-    if (!isPlainHttp(entry)) continue;
+    if (!which(entry)) continue;
     if (entry.port !== undefined) ports.push(entry.port);
     else if (entry.start_port !== undefined && entry.end_port !== undefined) {
       const end = Math.min(entry.end_port, entry.start_port + MAX_PORTS_PER_RANGE - 1);

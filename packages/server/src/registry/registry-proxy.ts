@@ -7,10 +7,14 @@ import {
   type Server,
   type ServerResponse,
 } from 'node:http';
+import { Transform } from 'node:stream';
 import type { Principal } from '../auth/tokens.js';
 import type { Platform } from '../machines/platform.js';
 import { HangarError } from '../shared/errors.js';
+import { KeyedQueue } from '../shared/keyed-queue.js';
+import { formatBytes } from '../shared/limits.js';
 import { parseRegistryPath, type RegistryRoute, registryToken } from './registry-paths.js';
+import { spaceUsage } from './registry-usage.js';
 
 /**
  * The public address of Hangar's registry: an authenticating reverse proxy in front of the registry,
@@ -32,6 +36,11 @@ export interface RegistryProxyOptions {
   internalCredential: string;
   /** Where failures that are hangard's own go (hangard's log). */
   log?: (line: string) => void;
+  /**
+   * Each app's space: its manifests and bytes stay within these (settings quotas.registryImagesPerApp,
+   * quotas.registryBytesPerApp), read from the registry's storage under `storageRoot`.
+   */
+  quotas?: { storageRoot: string; imagesPerApp: number; bytesPerApp: number };
 }
 
 type Caller = { internal: true } | { internal: false; principal: Principal };
@@ -52,6 +61,11 @@ const NOT_FORWARDED = new Set([
 ]);
 /** The registry's largest catalog page (distribution's default `maxentries`). */
 const CATALOG_PAGE = 1_000;
+/** Manifests are a few KiB; a manifest push above this is refused before it is read further. */
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+/** A push the app's registry quotas refuse: 403 DENIED, whose message docker and skopeo show. */
+class QuotaRefusal extends Error {}
 
 export class RegistryProxy {
   readonly #options: RegistryProxyOptions;
@@ -59,6 +73,10 @@ export class RegistryProxy {
   readonly #internalDigest: Buffer;
   #access: Access | undefined;
   #closing: Promise<void> | undefined;
+  /** Manifest pushes of one app, one at a time: two cannot both take its last image. */
+  readonly #manifestPushes = new KeyedQueue();
+  /** Per app: upload bytes passing through right now (not yet in the storage the usage reads). */
+  readonly #uploading = new Map<string, number>();
 
   private constructor(options: RegistryProxyOptions, server: Server) {
     this.#options = options;
@@ -125,8 +143,22 @@ export class RegistryProxy {
       if (route.kind === 'catalog' && !caller.internal)
         return await this.#catalog(caller.principal, response);
       // The normalized path (`..` resolved), so that the registry serves exactly what was authorized.
-      this.#forward(request, response, `${url.pathname}${url.search}`);
+      const path = `${url.pathname}${url.search}`;
+      const quotas = this.#options.quotas;
+      if (quotas && !caller.internal && route.kind === 'repository' && route.app !== undefined) {
+        if (request.method === 'PUT' && /\/manifests\/[^/]+$/.test(url.pathname)) {
+          return await this.#manifestPush(request, response, path, route.app, quotas);
+        }
+        if (
+          /\/blobs\/uploads(\/[^/]*)?$/.test(url.pathname) &&
+          ['POST', 'PATCH', 'PUT'].includes(request.method ?? '')
+        ) {
+          return await this.#upload(request, response, path, route.app, quotas);
+        }
+      }
+      this.#forward(request, response, path);
     } catch (error) {
+      if (error instanceof QuotaRefusal) return refuse(request, response, error.message);
       if (HangarError.is(error) && error.code === 'unauthorized') {
         return sendError(response, 401, 'UNAUTHORIZED', error.message);
       }
@@ -197,7 +229,89 @@ export class RegistryProxy {
     send(response, 200, { repositories });
   }
 
-  #forward(request: IncomingMessage, response: ServerResponse, path: string): void {
+  /**
+   * A manifest push: a new manifest (one the app's space does not hold yet) must fit the app's image
+   * count, and the space must not be over its bytes. The body is read whole (it is small) to know its
+   * digest, then forwarded; the app's manifest pushes run one at a time.
+   */
+  async #manifestPush(
+    request: IncomingMessage,
+    response: ServerResponse,
+    path: string,
+    app: string,
+    quotas: NonNullable<RegistryProxyOptions['quotas']>,
+  ): Promise<void> {
+    const body = await readBody(request, MAX_MANIFEST_BYTES);
+    if (body === undefined)
+      throw new QuotaRefusal(`a manifest is at most ${formatBytes(MAX_MANIFEST_BYTES)}`);
+    await this.#manifestPushes.run(app, async () => {
+      const usage = await spaceUsage(quotas.storageRoot, app);
+      const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+      if (!usage.manifests.has(digest) && usage.manifests.size + 1 > quotas.imagesPerApp) {
+        throw new QuotaRefusal(
+          `quota exceeded: app ${app} may hold at most ${quotas.imagesPerApp} images (manifests) in Hangar's ` +
+            `registry and holds ${usage.manifests.size}; delete images it no longer needs (skopeo delete), ` +
+            "or the operator can raise the setting quotas.registryImagesPerApp in hangard's configuration",
+        );
+      }
+      if (usage.bytes > quotas.bytesPerApp)
+        throw new QuotaRefusal(bytesRefusal(app, usage.bytes, quotas.bytesPerApp));
+      await new Promise<void>((resolve) => {
+        this.#forward(request, response, path, body);
+        response.once('close', resolve);
+      });
+    });
+  }
+
+  /**
+   * An upload's bytes: refused at once when its declared length does not fit the app's remaining bytes,
+   * and cut off when more than that passes through (what reaches the registry never takes the app's
+   * space past its quota by more than the uploads running at the same time had in flight).
+   */
+  async #upload(
+    request: IncomingMessage,
+    response: ServerResponse,
+    path: string,
+    app: string,
+    quotas: NonNullable<RegistryProxyOptions['quotas']>,
+  ): Promise<void> {
+    const usage = await spaceUsage(quotas.storageRoot, app);
+    const used = usage.bytes + (this.#uploading.get(app) ?? 0);
+    const room = quotas.bytesPerApp - used;
+    const declared = Number(request.headers['content-length'] ?? 0);
+    // Starting an upload needs room; finishing one (a PUT with no body) adds nothing, so a space filled
+    // to the byte by its last chunk can still complete it.
+    const starts = request.method === 'POST' && !path.includes('mount=');
+    if ((starts && room <= 0) || (Number.isFinite(declared) && declared > 0 && declared > room)) {
+      throw new QuotaRefusal(bytesRefusal(app, used, quotas.bytesPerApp, declared));
+    }
+    let passed = 0;
+    const counted = (bytes: number) => this.#uploading.set(app, (this.#uploading.get(app) ?? 0) + bytes);
+    const meter = new Transform({
+      transform: (chunk: Buffer, _encoding, done) => {
+        passed += chunk.length;
+        counted(chunk.length);
+        if (passed > room) {
+          done(new QuotaRefusal(bytesRefusal(app, used, quotas.bytesPerApp, passed)));
+          return;
+        }
+        done(null, chunk);
+      },
+    });
+    response.once('close', () => {
+      counted(-passed);
+      if ((this.#uploading.get(app) ?? 0) <= 0) this.#uploading.delete(app);
+    });
+    this.#forward(request, response, path, undefined, meter);
+  }
+
+  #forward(
+    request: IncomingMessage,
+    response: ServerResponse,
+    path: string,
+    body?: Buffer,
+    meter?: Transform,
+  ): void {
     const upstream = httpRequest(
       {
         socketPath: this.#options.upstreamSocket,
@@ -220,6 +334,21 @@ export class RegistryProxy {
     response.once('close', () => {
       if (!response.writableFinished) upstream.destroy();
     });
+    if (body !== undefined) {
+      upstream.end(body);
+      return;
+    }
+    if (meter) {
+      meter.once('error', (error) => {
+        // Past the quota: the registry gets no more (its partial upload is abandoned), the client its refusal.
+        request.unpipe(meter);
+        upstream.destroy();
+        if (!response.headersSent) refuse(request, response, error.message);
+        else response.destroy();
+      });
+      request.pipe(meter).pipe(upstream);
+      return;
+    }
     request.pipe(upstream);
   }
 
@@ -265,6 +394,42 @@ function send(
     ...extra,
   });
   response.end(text);
+}
+
+function bytesRefusal(app: string, used: number, quota: number, more = 0): string {
+  return (
+    `quota exceeded: app ${app}'s images in Hangar's registry may take at most ${formatBytes(quota)} and take ` +
+    `${formatBytes(used)}${more > 0 ? `, ${formatBytes(more)} more asked` : ''}; delete images it no longer needs ` +
+    "(skopeo delete), or the operator can raise the setting quotas.registryBytesPerApp in hangard's configuration"
+  );
+}
+
+/**
+ * A push refused by a quota: 403 DENIED with the reason, after which the rest of the request body is
+ * read and dropped (so the client, still sending, reads the answer instead of a broken pipe) and the
+ * connection closed.
+ */
+function refuse(request: IncomingMessage, response: ServerResponse, message: string): void {
+  response.shouldKeepAlive = false;
+  sendError(response, 403, 'DENIED', message);
+  request.resume();
+}
+
+/** The request body, or undefined once it passes `max` bytes. */
+function readBody(request: IncomingMessage, max: number): Promise<Buffer | undefined> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    request.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > max) {
+        request.removeAllListeners('data');
+        resolve(undefined);
+      } else chunks.push(chunk);
+    });
+    request.once('end', () => resolve(Buffer.concat(chunks)));
+    request.once('error', reject);
+  });
 }
 
 /** The Docker registry API's error body; a 401 carries the challenge that makes clients send credentials. */

@@ -46,6 +46,11 @@ export async function startHostRuntime(
       ownRegistry: { addresses: ownRegistryAddresses(config), credential: registryCredential },
       insecureRegistries: config.registry.insecure,
       policy: registryPolicyOf(config),
+      limits: {
+        ...config.images,
+        imagesPerApp: config.quotas.imagesPerApp,
+        imageBytesPerApp: config.quotas.imageBytesPerApp,
+      },
       ...(log ? { log } : {}),
     });
     const cgroups = new MachineCgroups();

@@ -64,6 +64,7 @@ export interface ImageSource {
     };
     rootfs: string;
   }>;
+  admitImage?(reference: string, mapping: UidMapping, signal?: AbortSignal): Promise<void>;
 }
 
 /** What the runtime needs of volume storage (runtime/volumes). */
@@ -150,6 +151,10 @@ export class LinuxRuntime implements MachineRuntime {
 
   get #logMaxBytes(): number {
     return this.#options.logMaxBytes ?? DEFAULT_LOG_MAX_BYTES;
+  }
+
+  async admitImage(image: string, mapping: UidMapping): Promise<void> {
+    await this.#options.images.admitImage?.(image, mapping);
   }
 
   async prepare(spec: MachineSpec, signal?: AbortSignal): Promise<ImageRefRecord> {

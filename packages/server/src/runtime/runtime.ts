@@ -96,6 +96,12 @@ export interface MachineRuntime {
   readonly name: string;
   /** Pulls and unpacks the image if needed; resolves the reference to a digest. */
   prepare(spec: MachineSpec, signal?: AbortSignal): Promise<ImageRefRecord>;
+  /**
+   * Refuses (quota_exceeded) an image that the app whose ids are `mapping` could not hold unpacked
+   * beside its others; asked at create and update so the refusal comes before the boot. Runtimes
+   * without an image store admit everything.
+   */
+  admitImage?(image: string, mapping: UidMapping): Promise<void>;
   start(spec: MachineSpec): Promise<void>;
   /** `signal` unset: the image's STOPSIGNAL, else SIGINT (Fly's default). */
   stop(machineId: string, options: { signal: string | undefined; timeoutMs: number }): Promise<ExitInfo>;

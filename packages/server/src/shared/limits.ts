@@ -21,7 +21,7 @@ export const LIMITS = {
   stringChars: 4096,
   /** Items of every list in a machine config (services, ports, checks, files, headers, command lines). */
   listItems: 64,
-  /** Largest page of a list endpoint (events, versions). */
+  /** Largest page of a list endpoint, and its default (events default to 100): api/pagination.ts. */
   pageMax: 1000,
 } as const;
 
@@ -35,4 +35,19 @@ const HUMAN_UNITS: [number, string][] = [
 export function formatDurationMs(ms: number): string {
   for (const [unit, suffix] of HUMAN_UNITS) if (ms % unit === 0) return `${ms / unit}${suffix}`;
   return `${ms}ms`;
+}
+
+const BYTE_UNITS: [number, string][] = [
+  [1024 ** 4, 'TiB'],
+  [1024 ** 3, 'GiB'],
+  [1024 ** 2, 'MiB'],
+  [1024, 'KiB'],
+];
+
+/** "20 GiB", "1.5 MiB", "300 bytes": how a size reads in a refusal. */
+export function formatBytes(bytes: number): string {
+  for (const [unit, suffix] of BYTE_UNITS) {
+    if (bytes >= unit) return `${Number((bytes / unit).toFixed(1))} ${suffix}`;
+  }
+  return `${bytes} bytes`;
 }

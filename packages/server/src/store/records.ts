@@ -166,6 +166,31 @@ export interface SecretRecord {
   updatedAt: string;
 }
 
+/**
+ * A custom hostname of an app with the certificate the proxy serves for it (Fly's certificates API). A
+ * hostname belongs to one app at a time: it is the record's key.
+ */
+export interface CertificateRecord {
+  /** Lower case, no trailing dot. */
+  hostname: string;
+  appId: string;
+  /** Only `custom` (imported) certificates exist so far; ACME is not implemented. */
+  source: 'custom';
+  /** The certificate chain, PEM, leaf first. Public. */
+  fullchain: string;
+  /** The private key, sealed by the vault (AES-256-GCM), base64: never the plaintext. */
+  sealedKey: string;
+  issuer: string;
+  subject: string;
+  /** The leaf's validity, ISO. */
+  notBefore: string;
+  notAfter: string;
+  /** SHA-256 fingerprint of the leaf, as Node prints it (AA:BB:...). */
+  fingerprint: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
 export type IpType = 'v6' | 'shared_v4' | 'private_v6';
 
 export interface IpAssignmentRecord {

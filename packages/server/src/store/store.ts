@@ -1,5 +1,6 @@
 import type {
   AppRecord,
+  CertificateRecord,
   IpAssignmentRecord,
   LeaseRecord,
   MachineEventRecord,
@@ -80,6 +81,7 @@ export interface Collections {
   secrets: SecretRecord;
   ipAssignments: IpAssignmentRecord;
   tokens: TokenRecord;
+  certificates: CertificateRecord;
 }
 export type CollectionName = keyof Collections;
 
@@ -113,6 +115,7 @@ export const COLLECTIONS: Specs = {
   secrets: { key: (s) => `${s.appId}/${s.name}`, indexes: ['appId'] },
   ipAssignments: { key: (i) => i.ip, indexes: ['appId', 'networkId'] },
   tokens: { key: (t) => t.id, indexes: ['orgId', 'appId'] },
+  certificates: { key: (c) => c.hostname, indexes: ['appId'] },
 };
 
 export class StoreConflictError extends Error {

@@ -144,6 +144,7 @@ const ROUTES: { method: string; url: string; body?: Template; mutatePath?: true 
   { method: 'DELETE', url: '/v1/tokens/:token_id' },
   { method: 'POST', url: '/v1/apps/:app_name/deploy_token', body: () => ({ expiry: '1h' }) },
   { method: 'GET', url: '/v1/platform/regions' },
+  { method: 'GET', url: '/v1/platform/version' },
 ];
 
 const PATH_MUTATIONS = [

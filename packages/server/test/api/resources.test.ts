@@ -271,6 +271,12 @@ test('requests: bad JSON, unknown routes, request ids, regions', async (t) => {
   const regions = await h.call('GET', '/v1/platform/regions');
   assert.equal(regions.body.nearest, 'local');
   assert.equal(regions.body.Regions[0].code, 'local');
+
+  const version = await h.call('GET', '/v1/platform/version');
+  assert.equal(version.status, 200);
+  assert.deepEqual(version.body, { name: 'hangard', version: '0.1.0' });
+  // Only with a token: an anonymous caller does not learn which hangard answers.
+  assert.equal((await h.call('GET', '/v1/platform/version', undefined, { token: null })).status, 401);
 });
 
 test('rate limits: 429 with Retry-After per machine action, and per org', async (t) => {

@@ -39,8 +39,12 @@ export class FakeRuntime implements MachineRuntime {
     this.running.set(spec.machineId, { spec, paused: false });
   }
 
+  /** While set, stop() waits for it: a test holds a machine in `stopping` to act meanwhile. */
+  holdStops: Promise<void> | undefined;
+
   async stop(machineId: string, options: { signal: string; timeoutMs: number }): Promise<ExitInfo> {
     this.calls.push(`stop ${machineId} ${options.signal} ${options.timeoutMs}`);
+    await this.holdStops;
     this.running.delete(machineId);
     return {
       exitCode: 0,

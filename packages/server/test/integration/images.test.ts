@@ -491,3 +491,48 @@ test('leftovers of an interrupted unpack are removed when the store is created',
   assert.ok(!existsSync(join(dir, 'tmp', 'abc-123')));
   assert.ok(existsSync(join(dir, 'tmp')));
 });
+
+test("an app's unpacked images: concurrent prepares take its last slot once, and gc gives it back", async (t) => {
+  const registry = await startTestRegistry(t);
+  const address = registry.address;
+  const store = await newStore(t, { ...own(address), limits: { imagesPerApp: 2 } });
+  const app = uidRangeForApp(7);
+  const other = uidRangeForApp(8);
+  const [first, second, third] = await Promise.all(
+    ['one', 'two', 'three'].map((name) => buildTestImage({ registry: address, repository: `quota/${name}` })),
+  );
+  const kept = await store.prepare(first!, app);
+  assert.equal(store.usage(app).images.size, 1);
+  assert.ok(store.usage(app).bytes > 1024 * 1024, 'the unpacked bytes are recorded (busybox alone is 2 MB)');
+
+  // One slot left, two new images at once: exactly one is unpacked.
+  const results = await Promise.allSettled([store.prepare(second!, app), store.prepare(third!, app)]);
+  const refused = results.filter((r) => r.status === 'rejected');
+  assert.equal(refused.length, 1, JSON.stringify(results.map((r) => r.status)));
+  const error = (refused[0] as PromiseRejectedResult).reason;
+  assert.ok(error instanceof ImagePullError);
+  assert.equal(error.reason, 'quota');
+  assert.equal(error.code, 'quota_exceeded');
+  assert.match(
+    error.message,
+    /at most 2 distinct images unpacked on this host \(it holds 2\).*quotas\.imagesPerApp/,
+  );
+  assert.equal(store.usage(app).images.size, 2);
+  // Positive controls: an image the app holds is a cache hit; another app has its own count.
+  await store.prepare(first!, app);
+  const loser = results[0]!.status === 'rejected' ? second! : third!;
+  await store.prepare(loser, other);
+  await store.admitImage(first!, app);
+  await assert.rejects(store.admitImage(loser, app), /quotas\.imagesPerApp/);
+
+  // The image no machine uses counts until gc removes it; then the third one fits.
+  const won = results.find((r) => r.status === 'fulfilled') as PromiseFulfilledResult<{
+    ref: { digest: string };
+  }>;
+  await store.gc(new Set([kept.ref.digest]));
+  assert.equal(store.usage(app).images.size, 1);
+  assert.ok(!store.usage(app).images.has(won.value.ref.digest));
+  await store.admitImage(loser, app);
+  await store.prepare(loser, app);
+  assert.equal(store.usage(app).images.size, 2);
+});

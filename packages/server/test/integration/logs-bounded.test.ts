@@ -148,4 +148,27 @@ test('logs are bounded on disk and in memory', { skip: NEEDS_ROOT, timeout: 150_
     socket.destroy();
     await ok(h, 'DELETE', `/v1/apps/${app}/machines/${id}?force=true`);
   });
+
+  await t.test('shutdown does not wait on a follower: the stream is cut and close() returns', async () => {
+    const body = await ok(h, 'POST', `/v1/apps/${app}/machines`, {
+      config: { image: await buildTestImage({ registry, token: h.token, repository: `${app}/idle` }) },
+    });
+    await started(h, app, body.id);
+    const follow = await fetch(`${h.url}/v1/apps/${app}/machines/${body.id}/logs?follow=true`, {
+      headers: { authorization: `Bearer ${h.token}` },
+    });
+    assert.equal(follow.status, 200);
+    const reading = follow.body!.getReader();
+    // Without the cut, close() would wait for this client for as long as it stays (forever here).
+    await h.close();
+    const ended = await (async () => {
+      try {
+        while (!(await reading.read()).done);
+        return 'ended';
+      } catch {
+        return 'cut';
+      }
+    })();
+    assert.ok(['ended', 'cut'].includes(ended));
+  });
 });

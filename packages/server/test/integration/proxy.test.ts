@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import net from 'node:net';
 import { test } from 'node:test';
+import { canConnect } from '../../src/proxy/upstream.js';
 import { createApp, startTestHangard, type TestHangard } from '../helpers/hangard.js';
 import { type Json, NEEDS_ROOT, ok, pollUntil, sleep } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
@@ -106,6 +107,12 @@ async function machine(
     config: { image: await image(app), ...config },
   });
   await ok(h, 'GET', `/v1/apps/${app}/machines/${created.id}/wait?state=started&timeout=60`);
+  // Started is not yet listening: a request sent before the app binds its port would be refused and
+  // retried on another machine, which would skew what the test measures.
+  const { private_ip: address } = await ok(h, 'GET', `/v1/apps/${app}/machines/${created.id}`);
+  await pollUntil(`machine ${created.id} listening`, async () =>
+    (await canConnect(address, 8080, 1_000)) ? true : undefined,
+  );
   return created.id;
 }
 
@@ -126,6 +133,8 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
       proxy: {
         mode: 'on',
         http: `127.0.0.1:${proxyPort}`,
+        // HTTPS, certificates and handlers have their own test (proxy-tls.test.ts).
+        https: 'off',
         domain: DOMAIN,
         idleStopMs: 60_000,
         autostopIntervalMs: 200,

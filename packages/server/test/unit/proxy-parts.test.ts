@@ -2,9 +2,18 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { bucketOf, pickLeastLoaded, preferRegions } from '../../src/proxy/balancer.js';
 import { requestHeaders, responseHeaders } from '../../src/proxy/headers.js';
+import { proxyHeader } from '../../src/proxy/proxy-protocol.js';
 import { parseReplayHeader, parseReplayJson, replayFailed, replaySource } from '../../src/proxy/replay.js';
 import { RouteTable } from '../../src/proxy/route-table.js';
-import { concurrencyOf, httpPortsOf, httpServiceFor, isWakeExempt } from '../../src/proxy/services.js';
+import {
+  concurrencyOf,
+  httpPortsOf,
+  httpServiceFor,
+  isWakeExempt,
+  portsOf,
+  serviceFor,
+} from '../../src/proxy/services.js';
+import { isHostname, isUnder, normalizeHostname } from '../../src/shared/certificates.js';
 import {
   MachineConfigSchema,
   type NormalizedService,
@@ -274,4 +283,76 @@ test('fly-replay: header and JSON forms, quoting, errors', () => {
     replayFailed({ app: 'b', regions: [], source: 'm1', reason: 'timeout', elapsedMs: 12.4 }),
     'app=b;replay_source=m1;reason=timeout;elapsed_ms=12',
   );
+});
+
+test('handlers: what the proxy does with each port entry', () => {
+  const svc = service({
+    protocol: 'tcp',
+    internal_port: 8080,
+    ports: [
+      { port: 80, handlers: ['http'], force_https: true },
+      { port: 443, handlers: ['tls', 'http'] },
+      { port: 5000, handlers: [] },
+      { port: 5001, handlers: ['proxy_proto'] },
+      { port: 5002, handlers: ['tls', 'proxy_proto'], proxy_proto_options: { version: 'v2' } },
+      { port: 5432, handlers: ['pg_tls'] },
+    ],
+  });
+  assert.deepEqual(serviceFor([svc], 80)?.handling, {
+    tls: false,
+    http: true,
+    proxyProto: undefined,
+    forceHttps: true,
+    unsupported: undefined,
+  });
+  assert.equal(serviceFor([svc], 443)?.handling.tls, true);
+  assert.equal(serviceFor([svc], 5000)?.handling.http, false);
+  assert.equal(serviceFor([svc], 5001)?.handling.proxyProto, 'v1');
+  assert.equal(serviceFor([svc], 5002)?.handling.proxyProto, 'v2');
+  assert.equal(serviceFor([svc], 5432)?.handling.unsupported, 'pg_tls');
+  assert.equal(
+    serviceFor([svc], 443, (h) => !h.tls),
+    undefined,
+  );
+  assert.equal(serviceFor([svc], 6000), undefined);
+  assert.deepEqual(portsOf(svc), [80, 443, 5000, 5001, 5002, 5432]);
+});
+
+test('PROXY protocol headers, version 1 and 2', () => {
+  const v1 = proxyHeader(
+    'v1',
+    { address: '::ffff:192.0.2.1', port: 4000 },
+    { address: '::ffff:192.0.2.9', port: 443 },
+  );
+  assert.equal(v1.toString(), 'PROXY TCP4 192.0.2.1 192.0.2.9 4000 443\r\n');
+  const v1six = proxyHeader('v1', { address: 'fdaa::1', port: 4000 }, { address: 'fdaa:0:1::2', port: 80 });
+  assert.equal(v1six.toString(), 'PROXY TCP6 fdaa::1 fdaa:0:1::2 4000 80\r\n');
+  const v2 = proxyHeader('v2', { address: '192.0.2.1', port: 4000 }, { address: '192.0.2.9', port: 443 });
+  assert.equal(
+    v2.toString('hex'),
+    `0d0a0d0a000d0a515549540a` + `21` + `11` + `000c` + `c0000201` + `c0000209` + `0fa0` + `01bb`,
+  );
+  const v2six = proxyHeader('v2', { address: 'fdaa::1', port: 1 }, { address: '::1', port: 2 });
+  assert.equal(v2six[13], 0x21);
+  assert.equal(v2six.readUInt16BE(14), 36);
+  assert.equal(v2six.subarray(16, 32).toString('hex'), 'fdaa0000000000000000000000000001');
+  assert.equal(v2six.subarray(32, 48).toString('hex'), '00000000000000000000000000000001');
+});
+
+test('certificate names: hostnames, the platform namespace', () => {
+  for (const good of ['www.example.com', 'a-b.example.co.uk', 'x.y']) assert.ok(isHostname(good), good);
+  for (const bad of [
+    'localhost',
+    '192.0.2.1',
+    '-a.example.com',
+    'a..b',
+    '*.example.com',
+    'a_b.example.com',
+  ]) {
+    assert.ok(!isHostname(bad), bad);
+  }
+  assert.ok(isUnder('app.hangar.localhost', 'hangar.localhost'));
+  assert.ok(isUnder('hangar.localhost', 'hangar.localhost'));
+  assert.ok(!isUnder('evilhangar.localhost', 'hangar.localhost'));
+  assert.equal(normalizeHostname(' WWW.Example.COM. '), 'www.example.com');
 });

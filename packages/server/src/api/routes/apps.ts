@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { invalidArgument } from '../../shared/errors.js';
+import { byCreation, pageQuery, paginate } from '../pagination.js';
 import { queryBool, queryString } from '../query.js';
 import { principalOf, type RouteDeps } from '../route-context.js';
 import { CreateAppBody } from '../schemas.js';
@@ -25,8 +26,15 @@ export function appRoutes(app: FastifyInstance, { platform }: RouteDeps): void {
     const orgSlug = queryString(request, 'org_slug');
     if (!orgSlug)
       throw invalidArgument('org_slug: this query parameter is required (your default org is "personal")');
+    const query = pageQuery(request);
     const views = await platform.apps.list(principalOf(request), orgSlug);
-    return { total_apps: views.length, apps: views.map(wire.listApp) };
+    const page = paginate(views, (view) => byCreation(view.app), query);
+    // total_apps counts them all, as Fly's does; `apps` is the page.
+    return {
+      total_apps: views.length,
+      apps: page.items.map(wire.listApp),
+      ...(page.next ? { next_cursor: page.next } : {}),
+    };
   });
 
   app.get('/v1/apps/:app_name', { config: { rate: 'machine_read', action: 'app.get' } }, async (request) => {

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { pageQuery, paginate } from '../pagination.js';
 import { principalOf, type RouteDeps } from '../route-context.js';
 import { AllocateIpBody } from '../schemas.js';
 import * as wire from '../serialize.js';
@@ -9,7 +10,10 @@ export function ipRoutes(app: FastifyInstance, { platform }: RouteDeps): void {
 
   app.get(base, { config: { rate: 'machine_read', action: 'ips.list' } }, async (request) => {
     const { app_name } = request.params as { app_name: string };
-    return { ips: (await platform.ips.list(principalOf(request), app_name)).map(wire.ip) };
+    const query = pageQuery(request);
+    const list = await platform.ips.list(principalOf(request), app_name);
+    const page = paginate(list, ({ ip }) => `${ip.createdAt} ${ip.ip}`, query);
+    return { ips: page.items.map(wire.ip), ...(page.next ? { next_cursor: page.next } : {}) };
   });
 
   app.post(base, { config: { rate: 'machine_action', action: 'ip.allocate' } }, async (request) => {

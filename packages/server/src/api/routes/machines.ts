@@ -4,6 +4,7 @@ import { WAITABLE_STATES, type WaitableState } from '../../machines/states.js';
 import { queryDurationToMs } from '../../shared/duration.js';
 import { invalidArgument } from '../../shared/errors.js';
 import { LIMITS } from '../../shared/limits.js';
+import { byCreation, linkNextPage, pageQuery, paginate } from '../pagination.js';
 import { leaseNonce, metadataFilters, queryBool, queryInt, queryList, queryString } from '../query.js';
 import { principalOf, type RouteDeps } from '../route-context.js';
 import {
@@ -25,6 +26,8 @@ const OK = { ok: true } as const;
 /** Fly's wait: default 60 s, at most 60 s. */
 const WAIT_DEFAULT_SEC = 60;
 const WAIT_MAX_SEC = 60;
+/** Fly's events endpoint answers the newest 100 unless asked for another `limit`. */
+const EVENTS_DEFAULT_LIMIT = 100;
 
 export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): void {
   const { machines } = platform;
@@ -33,8 +36,9 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
   const read = (action: string) => ({ config: { rate: 'machine_read' as const, action } });
   const act = (action: string) => ({ config: { rate: 'machine_action' as const, action } });
 
-  app.get(base, read('machines.list'), async (request) => {
+  app.get(base, read('machines.list'), async (request, reply) => {
     const { app_name } = request.params as { app_name: string };
+    const query = pageQuery(request);
     const states = queryList(request, 'state');
     const region = queryString(request, 'region');
     const views = await machines.list(principalOf(request), app_name, {
@@ -44,7 +48,9 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
       metadata: metadataFilters(request),
     });
     const summary = queryBool(request, 'summary');
-    return views.map((view) => wire.machine(view, { summary }));
+    const page = paginate(views, (view) => byCreation(view.machine), query);
+    linkNextPage(request, reply, page.next);
+    return page.items.map((view) => wire.machine(view, { summary }));
   });
 
   app.post(base, act('machine.create'), async (request) => {
@@ -113,7 +119,8 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
   app.post(`${one}/restart`, act('machine.restart'), async (request) => {
     const { app_name, machine_id } = params(request);
     const timeout = queryString(request, 'timeout');
-    const signal = queryString(request, 'signal');
+    // force_stop: kill the workload instead of asking it to stop (the signal and timeout do not matter).
+    const signal = queryBool(request, 'force_stop') ? 'SIGKILL' : queryString(request, 'signal');
     await machines.restart(
       principalOf(request),
       app_name,
@@ -242,17 +249,23 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
     });
   });
 
-  app.get(`${one}/events`, read('machine.events'), async (request) => {
+  // Events and versions, newest first (their ids are ULIDs): the newest `limit`, older ones by cursor.
+  app.get(`${one}/events`, read('machine.events'), async (request, reply) => {
     const { app_name, machine_id } = params(request);
-    const limit = queryInt(request, 'limit', { min: 1, max: LIMITS.pageMax }) ?? 100;
-    return (await machines.events(principalOf(request), app_name, machine_id, limit)).map(wire.event);
+    const query = pageQuery(request, EVENTS_DEFAULT_LIMIT);
+    const list = await machines.events(principalOf(request), app_name, machine_id);
+    const page = paginate(list, (event) => event.id, query, { newestFirst: true });
+    linkNextPage(request, reply, page.next);
+    return page.items.map(wire.event);
   });
 
-  app.get(`${one}/versions`, read('machine.versions'), async (request) => {
+  app.get(`${one}/versions`, read('machine.versions'), async (request, reply) => {
     const { app_name, machine_id } = params(request);
-    // Versions grow with every update: the newest `limit` (default and bound: shared/limits.ts pageMax).
-    const limit = queryInt(request, 'limit', { min: 1, max: LIMITS.pageMax }) ?? LIMITS.pageMax;
-    return (await machines.versions(principalOf(request), app_name, machine_id, limit)).map(wire.version);
+    const query = pageQuery(request);
+    const list = await machines.versions(principalOf(request), app_name, machine_id);
+    const page = paginate(list, (version) => version.version, query, { newestFirst: true });
+    linkNextPage(request, reply, page.next);
+    return page.items.map(wire.version);
   });
 
   app.get(`${one}/ps`, read('machine.ps'), async (request) => {
@@ -278,6 +291,8 @@ export function machineRoutes(app: FastifyInstance, { platform }: RouteDeps): vo
       'content-type': 'application/x-ndjson',
       'fly-request-id': String(request.id),
     });
+    // Sent now, not with the first line: a follower of a silent machine learns at once that it is in.
+    reply.raw.flushHeaders();
     // With backpressure: a reader that stops reading stops the reading of the log (the lines come from
     // an async iterator that reads a chunk at a time), so nothing piles up in hangard.
     for await (const message of lines) {

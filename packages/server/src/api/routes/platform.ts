@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { HANGARD_VERSION } from '../../shared/version.js';
 import type { RouteDeps } from '../route-context.js';
 
 /** One host, one region today; the shape is Fly's (fly-go decodes the capitalised keys). */
@@ -20,4 +21,8 @@ export function platformRoutes(app: FastifyInstance, { platform }: RouteDeps): v
     ];
     return { Regions: regions, regions, Nearest: code, nearest: code };
   });
+
+  // Hangar's own: which hangard answers, so clients (`hangar doctor`) can tell a version mismatch.
+  // Behind authentication, unlike /healthz, so an anonymous caller does not learn it.
+  app.get('/v1/platform/version', async () => ({ name: 'hangard', version: HANGARD_VERSION }));
 }

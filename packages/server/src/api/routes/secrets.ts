@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { HangarError } from '../../shared/errors.js';
+import { pageQuery, paginate } from '../pagination.js';
 import { queryBool, queryInt } from '../query.js';
 import { principalOf, type RouteDeps } from '../route-context.js';
 import { SetSecretBody, SetSecretsBody } from '../schemas.js';
@@ -32,8 +33,10 @@ export function secretRoutes(app: FastifyInstance, { platform }: RouteDeps): voi
   app.get(base, read('secrets.list'), async (request) => {
     refusePlaintext(request);
     const { app_name } = request.params as Params;
+    const query = pageQuery(request);
     const list = await secrets.list(principalOf(request), app_name, minVersion(request));
-    return { secrets: list.map(wire.secret) };
+    const page = paginate(list, (secret) => `${secret.createdAt} ${secret.name}`, query);
+    return { secrets: page.items.map(wire.secret), ...(page.next ? { next_cursor: page.next } : {}) };
   });
 
   app.post(base, act('secrets.set'), async (request) => {

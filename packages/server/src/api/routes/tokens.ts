@@ -1,5 +1,6 @@
 import type { FastifyInstance } from 'fastify';
 import { invalidArgument } from '../../shared/errors.js';
+import { byCreation, pageQuery, paginate } from '../pagination.js';
 import { queryString } from '../query.js';
 import { principalOf, type RouteDeps } from '../route-context.js';
 import { CreateTokenBody, DeployTokenBody } from '../schemas.js';
@@ -29,8 +30,13 @@ export function tokenRoutes(app: FastifyInstance, { platform }: RouteDeps): void
   app.get('/v1/tokens', async (request) => {
     const orgSlug = queryString(request, 'org_slug');
     if (!orgSlug) throw invalidArgument('org_slug: this query parameter is required');
+    const query = pageQuery(request);
     const list = await tokens.list(principalOf(request), orgSlug);
-    return { tokens: list.map(({ token, org, appName }) => wire.token(token, org.slug, appName)) };
+    const page = paginate(list, ({ token }) => byCreation(token), query);
+    return {
+      tokens: page.items.map(({ token, org, appName }) => wire.token(token, org.slug, appName)),
+      ...(page.next ? { next_cursor: page.next } : {}),
+    };
   });
 
   app.get('/v1/tokens/current', async (request) => {

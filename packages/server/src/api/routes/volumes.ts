@@ -1,4 +1,5 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { byCreation, linkNextPage, pageQuery, paginate } from '../pagination.js';
 import { principalOf, type RouteDeps } from '../route-context.js';
 import { CreateVolumeBody, ExtendVolumeBody, UpdateVolumeBody } from '../schemas.js';
 import * as wire from '../serialize.js';
@@ -14,9 +15,12 @@ export function volumeRoutes(app: FastifyInstance, { platform }: RouteDeps): voi
   const read = (action: string) => ({ config: { rate: 'machine_read' as const, action } });
   const act = (action: string) => ({ config: { rate: 'machine_action' as const, action } });
 
-  app.get(base, read('volumes.list'), async (request) => {
+  app.get(base, read('volumes.list'), async (request, reply) => {
     const { app_name } = request.params as { app_name: string };
-    return (await volumes.list(principalOf(request), app_name)).map(wire.volume);
+    const query = pageQuery(request);
+    const page = paginate(await volumes.list(principalOf(request), app_name), byCreation, query);
+    linkNextPage(request, reply, page.next);
+    return page.items.map(wire.volume);
   });
 
   app.post(base, act('volume.create'), async (request) => {
@@ -76,9 +80,13 @@ export function volumeRoutes(app: FastifyInstance, { platform }: RouteDeps): voi
     return wire.volume(await volumes.destroy(principalOf(request), app_name, volume_id));
   });
 
-  app.get(`${one}/snapshots`, read('volume.snapshots'), async (request) => {
+  app.get(`${one}/snapshots`, read('volume.snapshots'), async (request, reply) => {
     const { app_name, volume_id } = params(request);
-    return (await volumes.listSnapshots(principalOf(request), app_name, volume_id)).map(wire.snapshot);
+    const query = pageQuery(request);
+    const list = await volumes.listSnapshots(principalOf(request), app_name, volume_id);
+    const page = paginate(list, byCreation, query);
+    linkNextPage(request, reply, page.next);
+    return page.items.map(wire.snapshot);
   });
 
   app.post(`${one}/snapshots`, act('volume.snapshot'), async (request) => {

@@ -1,13 +1,31 @@
-import { chmodSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  createReadStream,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { chmod, mkdir, mkdtemp, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
+import { createGunzip } from 'node:zlib';
 import { HangarError } from '../../shared/errors.js';
 import { formatReference, type ImageReference, parseReference } from '../../shared/image-reference.js';
+import { formatBytes } from '../../shared/limits.js';
 import { checkRegistryHost, type Lookup, type RegistryPolicy } from '../../shared/registry-policy.js';
-import { CommandError, runChecked } from '../../shared/run.js';
+import { CommandError, runChecked, runCommand } from '../../shared/run.js';
 import type { ImageRefRecord } from '../../store/records.js';
 import type { UidMapping } from '../uid-range.js';
-import { type ImageConfig, layoutTags, readLayoutImage, removeLayoutTags } from './oci-layout.js';
+import {
+  type ImageConfig,
+  type LayoutLayer,
+  layoutTags,
+  readLayoutImage,
+  readLayoutLayers,
+  removeLayoutTags,
+} from './oci-layout.js';
 import { ImagePullError, PULL_MESSAGES, pullErrorFromSkopeo } from './pull-error.js';
 import { HOST_PLATFORM, resolveManifest, skopeoAuthArgs } from './resolve-manifest.js';
 import { ReadWriteLock } from './rw-lock.js';
@@ -65,6 +83,26 @@ export interface ImageStoreOptions {
    * fast) instead of `skopeo inspect` (~30 ms). On by default; off sends everything through skopeo.
    */
   directManifestFetch?: boolean;
+  /** Bounds on one image and on what one uid mapping (one app) holds unpacked; unset: unbounded. */
+  limits?: Partial<ImageLimits>;
+}
+
+/** Settings `images.*` and `quotas.images*` (config.ts); messages name them so the operator finds them. */
+export interface ImageLimits {
+  /** One image's config and layers as pulled (compressed), as its manifest declares them. */
+  maxPullBytes: number;
+  /** One image's root filesystem unpacked. */
+  maxUnpackedBytes: number;
+  /** Distinct images unpacked for one mapping (one app). */
+  imagesPerApp: number;
+  /** Their unpacked bytes together. */
+  imageBytesPerApp: number;
+}
+
+/** What one mapping (one app) holds unpacked: its images' digests and their unpacked bytes. */
+export interface ImageUsage {
+  images: Map<string, number>;
+  bytes: number;
 }
 
 export interface ImageStoreStats {
@@ -92,9 +130,13 @@ interface BundleMeta {
   mapping: UidMapping;
   config: ImageConfig;
   unpackedAt: string;
+  /** The root filesystem's bytes (absent in bundles unpacked before it was recorded: counted as 0). */
+  unpackedBytes?: number;
 }
 
 const META_FILE = 'image.json';
+/** admitImage() answers an API call: a tag it must resolve gets this long, then the boot decides. */
+const ADMIT_RESOLVE_MS = 10_000;
 /** How long a hand-out is remembered: longer than any `spareRecentMs` worth asking for. */
 const PREPARED_HOLD_MS = 60 * 60_000;
 const HEX_DIGEST = /^[a-f0-9]{64}$/;
@@ -129,6 +171,11 @@ export class ImageStore {
   readonly #handedOut = new Map<string, number>();
   readonly #layoutLock = new ReadWriteLock();
   readonly #stats: ImageStoreStats = { resolves: 0, copies: 0, unpacks: 0, hits: 0 };
+  readonly #limits: ImageLimits;
+  /** Per mapping (host id): digests being unpacked for it, with how many prepares wait for each. */
+  readonly #unpacking = new Map<number, Map<string, number>>();
+  /** What each reference resolved to last: lets admitImage() tell a known image from a new one. */
+  readonly #resolvedRefs = new Map<string, string>();
   #closed = false;
 
   constructor(options: ImageStoreOptions) {
@@ -154,6 +201,13 @@ export class ImageStore {
     this.#log = options.log ?? (() => undefined);
     this.#timeoutMs = options.pullTimeoutMs ?? 120_000;
     this.#direct = options.directManifestFetch ?? true;
+    this.#limits = {
+      maxPullBytes: Number.POSITIVE_INFINITY,
+      maxUnpackedBytes: Number.POSITIVE_INFINITY,
+      imagesPerApp: Number.POSITIVE_INFINITY,
+      imageBytesPerApp: Number.POSITIVE_INFINITY,
+      ...options.limits,
+    };
     // Anything in tmp/ is an unpack that a crash interrupted; nothing refers to it.
     rmSync(this.#tmpDir, { recursive: true, force: true });
     mkdirSync(this.#tmpDir, { recursive: true, mode: 0o700 });
@@ -203,48 +257,183 @@ export class ImageStore {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     const deadline = signal ? AbortSignal.any([signal, timeout]) : timeout;
     try {
-      const registry = parsed.registry.toLowerCase();
-      const own = this.#own.has(registry);
-      if (!own) {
-        // Again here, not only when the machine was created: what a name resolves to can change.
-        await checkRegistryHost(parsed.registry, this.#policy, this.#lookup).catch((error: unknown) => {
-          throw HangarError.is(error) && error.code === 'forbidden'
-            ? new ImagePullError('refused', reference, error.message, { cause: error })
-            : error;
-        });
-      }
-      const resolved = await resolveManifest(parsed, {
-        reference,
-        insecure: this.#insecure.has(registry),
-        ...(own && this.#direct && this.#ownAuthorization
-          ? { direct: { authorization: this.#ownAuthorization } }
-          : {}),
-        authArgs: skopeoAuthArgs(own ? this.#ownAuthFile : undefined, 'inspect'),
-        signal: deadline,
-        notFoundHint: this.#notFoundHint(parsed, own),
-      });
-      this.#stats.resolves++;
-      if (resolved.referencedDigest !== resolved.digest) {
-        this.#platformOf.set(resolved.referencedDigest, resolved.digest);
-      }
+      const resolved = await this.#resolve(parsed, reference, deadline);
       const digest = resolved.digest;
+      this.#resolvedRefs.set(reference, digest);
       const cached = this.#readBundle(digest, mapping);
       if (cached !== undefined) {
         this.#stats.hits++;
         return this.#prepared(parsed, cached);
       }
-      const meta = await this.#unpacks.run(
-        `${digest}/${mapping.hostId}`,
-        (work) => this.#pullAndUnpack(parsed, reference, digest, mapping, work),
-        deadline,
-      );
-      return this.#prepared(parsed, meta);
+      // A new image for this mapping: within the app's quota, and not too large to pull.
+      const done = this.#admitUnpack(digest, mapping, reference);
+      try {
+        await this.#checkPullSize(parsed, reference, resolved, deadline);
+        const meta = await this.#unpacks.run(
+          `${digest}/${mapping.hostId}`,
+          (work) => this.#pullAndUnpack(parsed, reference, digest, mapping, work),
+          deadline,
+        );
+        return this.#prepared(parsed, meta);
+      } finally {
+        done();
+      }
     } catch (error) {
       const explained = this.#explain(error, reference, { cancelled: signal, timedOut: timeout });
       this.#log(
         `pulling image ${reference} failed (${explained.reason}): ${explained.detail || explained.message}`,
       );
       throw explained;
+    }
+  }
+
+  /**
+   * Whether `reference` fits beside what `mapping` (one app) already holds unpacked: below both quotas,
+   * anything does; at one, only an image it already holds. Asked when a machine is created or updated,
+   * so the refusal comes at once; prepare() checks again, authoritatively, when it unpacks. Rejects
+   * with an ImagePullError (`quota`); a reference that cannot be resolved now is left to the boot.
+   */
+  async admitImage(reference: string, mapping: UidMapping, signal?: AbortSignal): Promise<void> {
+    checkMapping(mapping);
+    const usage = this.usage(mapping);
+    const pending = [...(this.#unpacking.get(mapping.hostId)?.keys() ?? [])].filter(
+      (digest) => !usage.images.has(digest),
+    );
+    const count = usage.images.size + pending.length;
+    if (count < this.#limits.imagesPerApp && usage.bytes < this.#limits.imageBytesPerApp) return;
+    let digest: string | undefined;
+    try {
+      const parsed = parseReference(reference);
+      digest = parsed.digest
+        ? (this.#platformOf.get(parsed.digest) ?? parsed.digest)
+        : (this.#resolvedRefs.get(reference) ??
+          (await this.#resolve(parsed, reference, signal ?? AbortSignal.timeout(ADMIT_RESOLVE_MS))).digest);
+    } catch {
+      return;
+    }
+    if (usage.images.has(digest) || pending.includes(digest)) return;
+    this.#checkAppRoom(reference, usage, pending.length, 0);
+  }
+
+  /** The images unpacked for `mapping` (one app) and their bytes, from the bundles on disk. */
+  usage(mapping: Pick<UidMapping, 'hostId'>): ImageUsage {
+    const images = new Map<string, number>();
+    let bytes = 0;
+    for (const hex of readdirSync(this.#unpackedDir)) {
+      if (!HEX_DIGEST.test(hex)) continue;
+      let meta: BundleMeta;
+      try {
+        meta = JSON.parse(
+          readFileSync(join(this.#unpackedDir, hex, String(mapping.hostId), META_FILE), 'utf8'),
+        ) as BundleMeta;
+      } catch {
+        continue;
+      }
+      images.set(`sha256:${hex}`, meta.unpackedBytes ?? 0);
+      bytes += meta.unpackedBytes ?? 0;
+    }
+    return { images, bytes };
+  }
+
+  async #resolve(parsed: ImageReference, reference: string, deadline: AbortSignal) {
+    const registry = parsed.registry.toLowerCase();
+    const own = this.#own.has(registry);
+    if (!own) {
+      // Again here, not only when the machine was created: what a name resolves to can change.
+      await checkRegistryHost(parsed.registry, this.#policy, this.#lookup).catch((error: unknown) => {
+        throw HangarError.is(error) && error.code === 'forbidden'
+          ? new ImagePullError('refused', reference, error.message, { cause: error })
+          : error;
+      });
+    }
+    const resolved = await resolveManifest(parsed, {
+      reference,
+      insecure: this.#insecure.has(registry),
+      ...(own && this.#direct && this.#ownAuthorization
+        ? { direct: { authorization: this.#ownAuthorization } }
+        : {}),
+      authArgs: skopeoAuthArgs(own ? this.#ownAuthFile : undefined, 'inspect'),
+      signal: deadline,
+      notFoundHint: this.#notFoundHint(parsed, own),
+    });
+    this.#stats.resolves++;
+    if (resolved.referencedDigest !== resolved.digest) {
+      this.#platformOf.set(resolved.referencedDigest, resolved.digest);
+    }
+    return resolved;
+  }
+
+  /**
+   * Counts `digest` as being unpacked for the mapping, after checking (with no await between the check
+   * and the count, so concurrent prepares cannot both take the app's last slot) that the app has room
+   * for one more image. Returns the function that uncounts it.
+   */
+  #admitUnpack(digest: string, mapping: UidMapping, reference: string): () => void {
+    let pending = this.#unpacking.get(mapping.hostId);
+    if (!pending?.has(digest)) {
+      const others = [...(pending?.keys() ?? [])];
+      this.#checkAppRoom(reference, this.usage(mapping), others.length, 0);
+    }
+    if (!pending) {
+      pending = new Map();
+      this.#unpacking.set(mapping.hostId, pending);
+    }
+    pending.set(digest, (pending.get(digest) ?? 0) + 1);
+    return () => {
+      const left = (pending.get(digest) ?? 1) - 1;
+      if (left > 0) pending.set(digest, left);
+      else pending.delete(digest);
+      if (pending.size === 0 && this.#unpacking.get(mapping.hostId) === pending)
+        this.#unpacking.delete(mapping.hostId);
+    };
+  }
+
+  /** Refuses one more image of `bytes` (0: not known yet) beside `usage` and `pending` others. */
+  #checkAppRoom(reference: string, usage: ImageUsage, pending: number, bytes: number): void {
+    const { imagesPerApp, imageBytesPerApp } = this.#limits;
+    const count = usage.images.size + pending;
+    if (count + 1 > imagesPerApp) {
+      throw new ImagePullError(
+        'quota',
+        reference,
+        `quota exceeded: this app may hold at most ${imagesPerApp} distinct images unpacked on this host ` +
+          `(it holds ${count}); images no machine uses any more are removed by the next image collection, ` +
+          'or the operator can raise the setting quotas.imagesPerApp',
+      );
+    }
+    if (usage.bytes + Math.max(bytes, 1) > imageBytesPerApp) {
+      throw new ImagePullError(
+        'quota',
+        reference,
+        `quota exceeded: this app's unpacked images may take at most ${formatBytes(imageBytesPerApp)} on this host ` +
+          `(they take ${formatBytes(usage.bytes)}${bytes > 0 ? `, this one ${formatBytes(bytes)} more` : ''}); ` +
+          'images no machine uses any more are removed by the next image collection, or the operator can ' +
+          'raise the setting quotas.imageBytesPerApp',
+      );
+    }
+  }
+
+  /** Refuses, before anything is copied, an image whose manifest declares more than images.maxPullBytes. */
+  async #checkPullSize(
+    parsed: ImageReference,
+    reference: string,
+    resolved: { digest: string; bytes?: number },
+    deadline: AbortSignal,
+  ): Promise<void> {
+    const max = this.#limits.maxPullBytes;
+    if (max === Number.POSITIVE_INFINITY) return;
+    // An index declares no layers: its entry for this host does.
+    const bytes =
+      resolved.bytes ??
+      (await this.#resolve({ ...parsed, digest: resolved.digest }, reference, deadline)).bytes ??
+      0;
+    if (bytes > max) {
+      throw new ImagePullError(
+        'too_large',
+        reference,
+        `image ${formatReference(parsed)} is too large: its layers are ${formatBytes(bytes)}, and this host ` +
+          `pulls at most ${formatBytes(max)} per image (setting images.maxPullBytes); make the image smaller`,
+      );
     }
   }
 
@@ -414,6 +603,7 @@ export class ImageStore {
           `but this host runs ${HOST_PLATFORM.os}/${HOST_PLATFORM.architecture}: push a build for this platform`,
       );
     }
+    await this.#checkUnpackedSize(parsed, reference, await readLayoutLayers(this.#layout, hex), signal);
     const tmp = await mkdtemp(join(this.#tmpDir, `${hex.slice(0, 12)}-${mapping.hostId}-`));
     try {
       const bundle = join(tmp, 'bundle');
@@ -435,20 +625,29 @@ export class ImageStore {
         join(bundle, 'rootfs'),
       ];
       await this.#umoci(args, `unpacking image ${formatReference(parsed)}`, reference, signal);
+      const unpackedBytes = await this.#measure(join(bundle, 'rootfs'), signal);
+      if (unpackedBytes > this.#limits.maxUnpackedBytes)
+        throw this.#tooLarge(parsed, reference, unpackedBytes);
       const meta: BundleMeta = {
         version: 1,
         digest,
         mapping: { hostId: mapping.hostId, size: mapping.size },
         config: image.config,
         unpackedAt: new Date().toISOString(),
+        unpackedBytes,
       };
       await writeFile(join(bundle, META_FILE), JSON.stringify(meta));
       await chmod(bundle, TRAVERSE_ONLY);
       const target = this.#bundlePath(digest, mapping);
       await mkdir(join(this.#unpackedDir, hex), { recursive: true, mode: TRAVERSE_ONLY });
       try {
-        await rename(bundle, target);
+        // The app's bytes, now that this image's are known, checked and published with no await between:
+        // two unpacks for one app cannot both take its last bytes.
+        const others = [...(this.#unpacking.get(mapping.hostId)?.keys() ?? [])].filter((d) => d !== digest);
+        this.#checkAppRoom(reference, this.usage(mapping), others.length, unpackedBytes);
+        renameSync(bundle, target);
       } catch (error) {
+        if (error instanceof ImagePullError) throw error;
         // Another hangard process on the same directory got there first; its bundle is as good as ours.
         const code = (error as NodeJS.ErrnoException).code;
         const existing =
@@ -461,6 +660,48 @@ export class ImageStore {
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
+  }
+
+  /**
+   * Refuses, before unpacking, an image whose layers unpack to more than images.maxUnpackedBytes:
+   * gzip layers are decompressed (nothing written) and counted, stopping as soon as the bound is passed,
+   * so a small layer that inflates to fill the disk never gets unpacked. Layers in other compressions are
+   * measured after unpacking instead.
+   */
+  async #checkUnpackedSize(
+    parsed: ImageReference,
+    reference: string,
+    layers: LayoutLayer[],
+    signal: AbortSignal,
+  ): Promise<void> {
+    const max = this.#limits.maxUnpackedBytes;
+    if (max === Number.POSITIVE_INFINITY) return;
+    let total = 0;
+    for (const layer of layers) {
+      if (/\.tar$|\btar$/.test(layer.mediaType) && !/gzip|zstd/.test(layer.mediaType)) total += layer.size;
+      else if (/gzip/.test(layer.mediaType)) total += await inflatedBytes(layer.path, max - total, signal);
+      if (total > max) throw this.#tooLarge(parsed, reference, total);
+    }
+  }
+
+  #tooLarge(parsed: ImageReference, reference: string, bytes: number): ImagePullError {
+    return new ImagePullError(
+      'too_large',
+      reference,
+      `image ${formatReference(parsed)} is too large: it unpacks to more than ${formatBytes(Math.min(bytes, this.#limits.maxUnpackedBytes))}` +
+        `, and this host unpacks at most ${formatBytes(this.#limits.maxUnpackedBytes)} per image ` +
+        '(setting images.maxUnpackedBytes); make the image smaller',
+    );
+  }
+
+  /** Bytes under `dir` (file sizes, as `du --apparent-size` counts them). */
+  async #measure(dir: string, signal: AbortSignal): Promise<number> {
+    const result = await runCommand('du', ['-s', '-b', dir], { signal });
+    const bytes = Number.parseInt(result.stdout.split('\t')[0] ?? '', 10);
+    if (result.code !== 0 || !Number.isSafeInteger(bytes)) {
+      throw new HangarError('internal', `measuring an unpacked image failed: ${result.stderr.trim()}`);
+    }
+    return bytes;
   }
 
   async #umoci(args: string[], what: string, reference: string, signal?: AbortSignal): Promise<void> {
@@ -512,6 +753,37 @@ export class ImageStore {
       detail: errorText(error),
     });
   }
+}
+
+/** A gzip blob's inflated size, counted up to just past `limit` (then it stops reading). */
+function inflatedBytes(path: string, limit: number, signal: AbortSignal): Promise<number> {
+  return new Promise((resolvePromise, reject) => {
+    const input = createReadStream(path);
+    const gunzip = createGunzip();
+    let bytes = 0;
+    const finish = (error?: Error) => {
+      input.destroy();
+      gunzip.destroy();
+      signal.removeEventListener('abort', onAbort);
+      if (error) reject(error);
+      else resolvePromise(bytes);
+    };
+    const onAbort = () =>
+      finish(
+        signal.reason instanceof Error
+          ? signal.reason
+          : new HangarError('unavailable', 'counting an image layer was cancelled'),
+      );
+    signal.addEventListener('abort', onAbort, { once: true });
+    gunzip.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      if (bytes > limit) finish();
+    });
+    gunzip.once('end', () => finish());
+    gunzip.once('error', (error) => finish(error));
+    input.once('error', (error) => finish(error));
+    input.pipe(gunzip);
+  });
 }
 
 function errorText(error: unknown): string {

@@ -78,6 +78,36 @@ export async function readLayoutImage(layout: string, tag: string): Promise<Layo
   };
 }
 
+export interface LayoutLayer {
+  /** The blob's path in the layout. */
+  path: string;
+  mediaType: string;
+  size: number;
+}
+
+/** The layers of the image tagged `tag`, in order, with their blobs' paths. */
+export async function readLayoutLayers(layout: string, tag: string): Promise<LayoutLayer[]> {
+  const index = await readIndex(layout);
+  const entry = (index.manifests ?? []).find((m) => m.annotations?.[REF_NAME] === tag);
+  if (entry === undefined)
+    throw new HangarError('failed_precondition', `the OCI layout ${layout} has no image tagged ${tag}`);
+  const manifest = await readBlobJson(layout, entry.digest);
+  const layers = Array.isArray(manifest.layers) ? (manifest.layers as Record<string, unknown>[]) : [];
+  return layers.map((layer) => {
+    const hex = typeof layer.digest === 'string' ? DIGEST.exec(layer.digest)?.[1] : undefined;
+    if (hex === undefined)
+      throw new HangarError(
+        'failed_precondition',
+        `the OCI layout ${layout} refers to an invalid layer digest`,
+      );
+    return {
+      path: join(layout, 'blobs', 'sha256', hex),
+      mediaType: typeof layer.mediaType === 'string' ? layer.mediaType : '',
+      size: typeof layer.size === 'number' ? layer.size : 0,
+    };
+  });
+}
+
 /**
  * Drops the tags in `remove` from index.json (written to a temporary file and renamed, so a crash leaves
  * the old or the new index, never half of one). Returns the tags it removed. The blobs stay until

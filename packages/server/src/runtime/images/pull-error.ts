@@ -11,6 +11,8 @@ export type ImagePullFailure =
   | 'refused'
   | 'timeout'
   | 'cancelled'
+  | 'too_large'
+  | 'quota'
   | 'failed';
 
 /**
@@ -27,6 +29,8 @@ const CODE_FOR: Record<ImagePullFailure, ErrorCode> = {
   unreachable: 'unavailable',
   timeout: 'deadline_exceeded',
   cancelled: 'unavailable',
+  too_large: 'quota_exceeded',
+  quota: 'quota_exceeded',
   failed: 'internal',
 };
 

@@ -69,6 +69,11 @@ export class LocalRegistry {
     return `${this.host.includes(':') ? `[${this.host}]` : this.host}:${this.port}`;
   }
 
+  /** The root of the registry's storage (distribution's filesystem driver: `repositories/`, `blobs/`). */
+  get storageRoot(): string {
+    return join(this.dir, 'data', 'docker', 'registry', 'v2');
+  }
+
   /** The unix socket the registry listens on, or undefined when it listens on TCP. */
   get socket(): string | undefined {
     return this.port === undefined ? join(this.dir, 'registry.sock') : undefined;

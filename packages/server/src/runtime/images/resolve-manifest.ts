@@ -17,6 +17,11 @@ export interface ResolvedManifest {
   digest: string;
   /** `sha256:…` the reference pointed at: the same, or the digest of the index it came from. */
   referencedDigest: string;
+  /**
+   * What a pull copies, as the manifest declares it (its config and layers, compressed); absent when
+   * the reference named an index (resolve the platform manifest's digest to learn it).
+   */
+  bytes?: number;
 }
 
 export interface ResolveContext {
@@ -61,7 +66,13 @@ export async function resolveManifest(
   if (ref.digest && digest !== ref.digest) {
     throw fail('failed', `the registry returned a manifest whose digest is ${digest}, not the one asked for`);
   }
-  let manifest: { schemaVersion?: number; mediaType?: string; manifests?: unknown };
+  let manifest: {
+    schemaVersion?: number;
+    mediaType?: string;
+    manifests?: unknown;
+    config?: unknown;
+    layers?: unknown;
+  };
   try {
     manifest = JSON.parse(raw.toString('utf8'));
   } catch {
@@ -77,11 +88,31 @@ export async function resolveManifest(
     manifest.mediaType === OCI_INDEX ||
     manifest.mediaType === DOCKER_LIST ||
     Array.isArray(manifest.manifests);
-  if (!isIndex) return { digest, referencedDigest: digest };
+  if (!isIndex) return { digest, referencedDigest: digest, bytes: declaredBytes(manifest, fail) };
   return {
     digest: pickPlatform(manifest.manifests, (message) => fail('unsupported', message)),
     referencedDigest: digest,
   };
+}
+
+/** The sizes a manifest declares for its config and layers (skopeo checks each blob against them). */
+function declaredBytes(
+  manifest: { config?: unknown; layers?: unknown },
+  fail: (r: 'unsupported', m: string) => Error,
+): number {
+  const descriptors = [manifest.config, ...(Array.isArray(manifest.layers) ? manifest.layers : [])];
+  let bytes = 0;
+  for (const descriptor of descriptors) {
+    const size = (descriptor as { size?: unknown } | undefined)?.size;
+    if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0) {
+      throw fail(
+        'unsupported',
+        'its manifest does not declare the size of every layer; push it again with skopeo',
+      );
+    }
+    bytes += size;
+  }
+  return bytes;
 }
 
 interface Descriptor {

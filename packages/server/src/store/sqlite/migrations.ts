@@ -74,4 +74,10 @@ export const MIGRATIONS: readonly string[] = [
     "UPDATE machines SET name = json_extract(doc, '$.name')",
     'CREATE INDEX machines_app_name ON machines (app_id, name)',
   ].join(';\n'),
+  // 3: custom hostnames and their certificates (the hostname is the key: one app holds it).
+  collectionTable(
+    'certificates',
+    ['app_id TEXT NOT NULL'],
+    ['CREATE INDEX certificates_app ON certificates (app_id)'],
+  ),
 ];
