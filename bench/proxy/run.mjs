@@ -356,6 +356,9 @@ async function main() {
 
 function table({ figures, targets, daemon, load, durationSec, rounds, profile }) {
   const us = (v) => (Number.isFinite(v) ? v.toFixed(0) : '-');
+  const signed = (v) => (Number.isFinite(v) ? `${v >= 0 ? '+' : ''}${v.toFixed(0)}` : '-');
+  // A ratio of added latencies means something only when both proxies added some.
+  const ratio = (a, b) => (a > 0 && b > 0 ? `${(a / b).toFixed(2)}×` : '-');
   const header = ['connections', 'path', 'req/s', 'p50 µs', 'p99 µs', 'added p50', 'added p99'];
   const lines = [];
   for (const [c, row] of Object.entries(figures)) {
@@ -367,8 +370,8 @@ function table({ figures, targets, daemon, load, durationSec, rounds, profile })
         us(r.rps),
         us(r.p50),
         us(r.p99),
-        name === 'direct' ? '' : `+${us(r.addedP50)}`,
-        name === 'direct' ? '' : `+${us(r.addedP99)}`,
+        name === 'direct' ? '' : signed(r.addedP50),
+        name === 'direct' ? '' : signed(r.addedP99),
       ]);
     }
     lines.push([
@@ -377,8 +380,8 @@ function table({ figures, targets, daemon, load, durationSec, rounds, profile })
       `${row.ratio.rps.toFixed(2)}×`,
       '',
       '',
-      `${row.ratio.addedP50.toFixed(2)}×`,
-      `${row.ratio.addedP99.toFixed(2)}×`,
+      ratio(row.hangar.addedP50, row.haproxy.addedP50),
+      ratio(row.hangar.addedP99, row.haproxy.addedP99),
     ]);
   }
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
