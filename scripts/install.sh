@@ -14,10 +14,12 @@ die() { printf 'hangar-install: error: %s\nhint: %s\n' "$1" "$2" >&2; exit 1; }
 #   e2fsprogs and util-linux (volumes: ext4 images, loop mounts, fsfreeze for snapshots), nftables
 #   (isolation between private networks), openssl (the proxy's development certificate);
 # - tests: busybox-static (the test images), sqlite3 (also the operator's backup tool, docs/operations.md),
-#   dnsmasq-base (the peer of bench/dns, which the tests smoke-run; only the binary, no service);
+#   dnsmasq-base (the peer of bench/dns, which the tests smoke-run; only the binary, no service),
+#   wrk and haproxy (the load generator and the peer of bench/proxy; only the binaries: the packaged
+#   haproxy service is disabled below when this script installs it);
 # - `hangar deploy`: buildah (builds images from Dockerfiles without a daemon).
 DEBIAN_PACKAGES=(ca-certificates python3 make g++ sqlite3 crun runc skopeo umoci docker-registry tini iproute2
-  e2fsprogs util-linux busybox-static nftables dnsmasq-base openssl buildah)
+  e2fsprogs util-linux busybox-static nftables dnsmasq-base openssl buildah wrk haproxy)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
@@ -30,6 +32,11 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The benchmark runs its own haproxy; the package's service (started and enabled by the install on a
+  # systemd host) would only hold a daemon with Debian's empty configuration.
+  if [[ " ${missing[*]} " == *" haproxy "* ]] && command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now haproxy >/dev/null 2>&1 || true
+  fi
 fi
 
 node_version=$(node -p 'process.versions.node')

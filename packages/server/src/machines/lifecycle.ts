@@ -7,7 +7,7 @@ import type { ExitInfo, MachineRuntime, MachineSpec } from '../runtime/runtime.j
 import { crashPoint } from '../shared/crash-points.js';
 import { HangarError } from '../shared/errors.js';
 import type { AppRecord, MachineRecord } from '../store/records.js';
-import type { ReadTx } from '../store/store.js';
+import type { ReadTx, WriteTx } from '../store/store.js';
 import { isoNow, limitsIn, type PlatformContext } from './context.js';
 import { checkOwnRegistrySpace } from './image-rules.js';
 import { type EventSource, recordEvent, setMachineState } from './machine-events.js';
@@ -36,10 +36,22 @@ export class MachineLifecycle {
    * write that makes the machine `starting` (from then on its record holds its guest on the host) is the
    * admission: it spends the claim of a machine admitted earlier (a create, an update), and checks the
    * host's capacity for any other, under the capacity lock, so two boots never both take the last room.
-   * A refusal throws insufficient_capacity and leaves the machine as it was.
+   * A refusal throws insufficient_capacity and leaves the machine as it was. `before` records what led
+   * to the boot (the proxy's wake event) in the boot's first write: each write is a synced commit, and a
+   * wake waits for every one of them.
    */
-  async boot(machineId: string): Promise<void> {
+  async boot(machineId: string, before?: (tx: WriteTx, machine: MachineRecord) => void): Promise<void> {
     const runtime = this.requireRuntime();
+    const suspended = await this.ctx.store.read((tx) => tx.machines.get(machineId)!);
+    if (suspended.state === 'suspended') {
+      // A suspended machine holds its guest on the host already (it is frozen, not freed): a thaw takes
+      // no more room, so no admission, and it takes milliseconds, so no `starting` is recorded on the
+      // way (a crash in between leaves a running container recorded suspended, which reconcile settles
+      // as started).
+      await this.orFail(machineId, 'start', () => runtime.resume(machineId), before);
+      await setMachineState(this.ctx, machineId, 'started', 'start', 'flyd', undefined, before);
+      return;
+    }
     const machine = await this.admitted.settle(HOST_CAPACITY, machineId, (claim) =>
       this.ctx.store.write((tx) => {
         const current = tx.machines.get(machineId)!;
@@ -47,13 +59,13 @@ export class MachineLifecycle {
           const held = this.admitted.held(HOST_CAPACITY);
           admitOnHost(tx, limitsIn(this.ctx).capacity, current.config, current.id, held);
         }
+        before?.(tx, current);
         tx.machines.update({ ...current, state: 'starting', updatedAt: isoNow(this.ctx) });
         return current;
       }),
     );
     await this.orFail(machineId, 'start', async () => {
       try {
-        if (machine.state === 'suspended') return await runtime.resume(machine.id);
         // Derived inside the step, so a spec that cannot be built (a missing secret) fails the machine with its reason.
         const spec = await this.ctx.store.read((tx) => {
           const app = tx.apps.get(machine.appId)!;
@@ -149,14 +161,28 @@ export class MachineLifecycle {
     });
   }
 
-  /** Runs a runtime step; if it throws, the machine is marked failed with the reason, never left mid-way. */
-  async orFail<T>(machineId: string, eventType: string, step: () => Promise<T>): Promise<T> {
+  /**
+   * Runs a runtime step; if it throws, the machine is marked failed with the reason, never left mid-way
+   * (with whatever `before` records first, when nothing recorded it yet).
+   */
+  async orFail<T>(
+    machineId: string,
+    eventType: string,
+    step: () => Promise<T>,
+    before?: (tx: WriteTx, machine: MachineRecord) => void,
+  ): Promise<T> {
     try {
       return await step();
     } catch (error) {
-      await setMachineState(this.ctx, machineId, 'failed', eventType, 'flyd', {
-        error: (error as Error).message,
-      });
+      await setMachineState(
+        this.ctx,
+        machineId,
+        'failed',
+        eventType,
+        'flyd',
+        { error: (error as Error).message },
+        before,
+      );
       throw error;
     }
   }

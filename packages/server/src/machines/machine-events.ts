@@ -26,7 +26,10 @@ export function recordEvent(
   });
 }
 
-/** Moves the machine to `state` and records the event, in one transaction. */
+/**
+ * Moves the machine to `state` and records the event, in one transaction (with whatever `before` records
+ * first).
+ */
 export async function setMachineState(
   ctx: PlatformContext,
   machineId: string,
@@ -34,9 +37,11 @@ export async function setMachineState(
   eventType: string,
   source: EventSource,
   request?: JsonObject,
+  before?: (tx: WriteTx, machine: MachineRecord) => void,
 ): Promise<void> {
   await ctx.store.write((tx) => {
     const current = tx.machines.get(machineId)!;
+    before?.(tx, current);
     const next = { ...current, state, updatedAt: isoNow(ctx) };
     tx.machines.update(next);
     recordEvent(ctx, tx, next, eventType, state, source, request);

@@ -632,11 +632,17 @@ export class MachinesService {
       if (machine.state === 'started') return { previousState: 'started', queuedMs, bootMs: 0 };
       if (!canBegin('start', machine.state)) throw failedPrecondition(stateRefusal('start', machine));
       this.#lifecycle.requireRuntime();
-      await this.ctx.store.write((tx) =>
-        recordEvent(this.ctx, tx, machine, 'wake', machine.state, 'hangar', trigger),
-      );
       const bootAt = this.ctx.now();
-      await this.#lifecycle.boot(machine.id);
+      // The wake event goes in with the boot's first write: one synced commit less before the request.
+      const wakeEvent = (tx: WriteTx, current: MachineRecord) =>
+        recordEvent(this.ctx, tx, current, 'wake', current.state, 'hangar', trigger);
+      await this.#lifecycle.boot(machine.id, wakeEvent).catch(async (error: unknown) => {
+        // Refused before that write (no room on the host): the wake is still on record.
+        if (HangarError.is(error) && error.code === 'insufficient_capacity') {
+          await this.ctx.store.write((tx) => wakeEvent(tx, tx.machines.get(machine.id)!));
+        }
+        throw error;
+      });
       return { previousState: machine.state, queuedMs, bootMs: this.ctx.now() - bootAt };
     });
   }

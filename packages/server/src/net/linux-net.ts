@@ -46,8 +46,8 @@
  * eth0 gets `addrgenmode none` and explicit addresses instead.
  */
 import { existsSync } from 'node:fs';
-import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, readlink, writeFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
 import { HangarError } from '../shared/errors.js';
 import { KeyedQueue } from '../shared/keyed-queue.js';
 import { type CommandResult, type RunOptions, runCommand } from '../shared/run.js';
@@ -216,6 +216,8 @@ export class LinuxNetwork {
    */
   attach(machineNetns: string, attachment: Attachment): Promise<void> {
     return this.#links(async () => {
+      // A machine that boots again after a stop kept its veth: nothing to do, and no process to learn it.
+      if (await isPluggedIn(attachment.veth, attachment.bridge)) return;
       if (await this.#linkExists(attachment.veth)) {
         await this.#ip(['link', 'set', 'dev', attachment.veth, 'master', attachment.bridge, 'up']);
         // A machine attached before it had an IPv4 address gets it at its next boot.
@@ -806,4 +808,24 @@ async function uplinkForwardingWarnings(uplinks: { v4: string[]; v6: string[] })
     }
   }
   return warnings;
+}
+
+/** IFF_UP in a link's sysfs `flags`. */
+const IFF_UP = 0x1;
+
+/**
+ * Whether the host end of a veth is enslaved to `bridge` and up, read from sysfs: no process started.
+ * Anything unreadable (no such link, sysfs of another namespace) answers false, and the caller looks
+ * the slow way.
+ */
+async function isPluggedIn(veth: string, bridge: string): Promise<boolean> {
+  try {
+    const [master, flags] = await Promise.all([
+      readlink(`/sys/class/net/${veth}/master`),
+      readFile(`/sys/class/net/${veth}/flags`, 'utf8'),
+    ]);
+    return basename(master) === bridge && (Number.parseInt(flags, 16) & IFF_UP) !== 0;
+  } catch {
+    return false;
+  }
 }

@@ -9,7 +9,7 @@ import { canConnect, httpCheckPasses, type MachineDial, machineDial } from './up
  * Waking machines for requests (autostart). One wake per machine at a time; requests that arrive during a
  * wake share it. A wake is: the orchestrator's start (which waits behind a stop in progress), then polling
  * until the machine is ready: its first service check passes, or else its internal port accepts TCP.
- * Polling is at a fixed short interval, never with backoff: readiness is noticed within one interval.
+ * Polling is at short fixed intervals, never with backoff: readiness is noticed within one interval.
  */
 
 export interface WakeOrchestrator {
@@ -42,6 +42,14 @@ export interface ActiveWake {
   readonly done: Promise<WakeTimings>;
 }
 
+/**
+ * Readiness is polled every READY_POLL_FAST_MS for the first READY_FAST_FOR_MS after the boot (a probe of
+ * a port nobody listens on yet costs a refused connect, microseconds), then every READY_POLL_MS: an app
+ * that listens within milliseconds of its start is noticed within two, and a slow one (or many machines
+ * waking at once) costs at most 100 fast probes each.
+ */
+export const READY_POLL_FAST_MS = 2;
+export const READY_FAST_FOR_MS = 200;
 export const READY_POLL_MS = 25;
 const PROBE_TIMEOUT_MS = 1_000;
 
@@ -122,6 +130,7 @@ export class Wakes {
   }
 
   async #untilReady(machineId: string, service: NormalizedService, deadline: number): Promise<void> {
+    const fastUntil = this.now() + READY_FAST_FOR_MS;
     for (;;) {
       const machine = this.routes.machine(machineId);
       if (
@@ -134,7 +143,8 @@ export class Wakes {
       if (this.now() >= deadline) {
         throw proxyFailure('PM03', `machine ${machineId} did not become ready within its wake budget`, 5);
       }
-      await new Promise((resolve) => setTimeout(resolve, READY_POLL_MS));
+      const interval = this.now() < fastUntil ? READY_POLL_FAST_MS : READY_POLL_MS;
+      await new Promise((resolve) => setTimeout(resolve, interval));
     }
   }
 }

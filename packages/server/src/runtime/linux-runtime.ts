@@ -28,8 +28,10 @@ import { ensureMachineNamespaces, removeMachineNamespaces, usernsPath } from './
 import { containerId, machineIdOf, machinePaths } from './machine-paths.js';
 import { buildOciConfig, resolveCommand, resolveUser } from './oci/bundle.js';
 import { containerCgroupPath, type MachineCgroups } from './oci/cgroups.js';
+import { CompiledSeccomp } from './oci/compiled-seccomp.js';
 import { INIT_BINARY } from './oci/detect.js';
 import type { OciCli } from './oci/oci-cli.js';
+import { defaultSeccompProfile } from './oci/seccomp.js';
 import { processStats } from './process-info.js';
 import { readImageTable } from './rootfs-files.js';
 import type {
@@ -86,6 +88,13 @@ export interface LinuxRuntimeOptions {
 
 type Prepared = Awaited<ReturnType<ImageSource['prepare']>>;
 
+/** What a boot's root filesystem and cgroup are made for: the image's rootfs, the memory, the owner. */
+interface BootBase {
+  lower: string;
+  memoryBytes: number;
+  owner: number;
+}
+
 interface Running {
   watcher: FSWatcher | undefined;
   /** Set while stop()/destroy() waits for the exit it caused. */
@@ -122,6 +131,14 @@ export class LinuxRuntime implements MachineRuntime {
   readonly #prepared = new Map<string, Prepared>();
   readonly #running = new Map<string, Running>();
   readonly #exitListeners: ((machineId: string, exit: ExitInfo) => void)[] = [];
+  /** The seccomp program crun compiled for the machines' profile, handed to later boots. */
+  readonly #compiledSeccomp = new CompiledSeccomp();
+  /** What each machine's last boot here ran on: what its next boot's base is made ready for. */
+  readonly #lastBoot = new Map<string, BootBase>();
+  /** A base being made ready for a machine's next boot; its boot and its destroy wait for it. */
+  readonly #nextBoot = new Map<string, Promise<void>>();
+  /** Machines whose network namespace this process gave its ping range (kept with the namespace). */
+  readonly #pingRangeSet = new Set<string>();
   readonly #housekeeping: NodeJS.Timeout;
 
   constructor(options: LinuxRuntimeOptions) {
@@ -152,31 +169,21 @@ export class LinuxRuntime implements MachineRuntime {
     this.#prepared.delete(spec.machineId);
     const id = spec.machineId;
     const paths = machinePaths(this.#options.dataDir, id);
-    await this.#teardownBoot(id);
     const owner = spec.uidMapping.hostId;
-
-    // A fresh boot: an empty upper layer over the image.
-    await rm(paths.upper, { recursive: true, force: true });
-    await rm(paths.work, { recursive: true, force: true });
-    await rm(paths.files, { recursive: true, force: true });
-    for (const dir of [dirname(paths.dir), paths.dir, paths.rootfs, paths.upper, paths.work, paths.files]) {
-      await mkdir(dir, { recursive: true });
+    const boot: BootBase = { lower: prepared.rootfs, memoryBytes: spec.memoryBytes, owner };
+    // A boot after a stop usually finds its root filesystem and cgroup made ready by that stop.
+    await this.#nextBoot.get(id);
+    if (!(await this.#takeReadyBase(id, boot))) {
+      await this.#teardownBoot(id);
+      await this.#freshBase(id, boot);
     }
-    // Root in the machine is an unprivileged host uid: it may pass through, never list, Hangar's dirs.
-    for (const dir of [this.#options.dataDir, dirname(paths.dir), paths.dir]) await chmod(dir, 0o711);
-    // The files (secrets among them) are root's alone on the host: no host user may list the dir or
-    // open a file in it by its predictable name. The machine still gets them, as bind mounts, which
-    // need no way through the source's parent.
+    // This boot's files (secrets among them) are written afresh every time.
+    await rm(paths.files, { recursive: true, force: true });
+    await mkdir(paths.files);
+    // The files are root's alone on the host: no host user may list the dir or open a file in it by its
+    // predictable name. The machine still gets them, as bind mounts, which need no way through the
+    // source's parent.
     await chmod(paths.files, 0o700);
-    await chown(paths.upper, owner, owner);
-    await runChecked('mount', [
-      '-t',
-      'overlay',
-      'overlay',
-      '-o',
-      `lowerdir=${prepared.rootfs},upperdir=${paths.upper},workdir=${paths.work}`,
-      paths.rootfs,
-    ]);
 
     const env = this.#environment(spec, prepared);
     const binds = [
@@ -187,7 +194,8 @@ export class LinuxRuntime implements MachineRuntime {
     if (spec.network && this.#options.network) {
       await this.#options.network.attach(id, netnsName(id), spec.network);
     }
-    await this.#options.cgroups.prepare(id, spec.memoryBytes);
+    const seccomp = defaultSeccompProfile();
+    const annotations = this.#compiledSeccomp.annotationsFor(seccomp);
     const config = buildOciConfig({
       hostname: id,
       rootfs: paths.rootfs,
@@ -204,6 +212,7 @@ export class LinuxRuntime implements MachineRuntime {
       cpus: spec.cpus,
       pidsLimit: this.#options.pidsLimit ?? 4096,
       binds,
+      annotations,
     });
     // 0600: the process spec holds the machine's env, secrets included.
     await writeFile(paths.config, JSON.stringify(config), { mode: 0o600 });
@@ -216,6 +225,81 @@ export class LinuxRuntime implements MachineRuntime {
     await rm(paths.pid, { force: true });
     await rm(paths.exit, { force: true });
     await this.#launch(id, paths);
+    this.#lastBoot.set(id, boot);
+    const compiled = this.#options.cli.compiledSeccompFile(containerId(id));
+    if (!annotations && compiled) await this.#compiledSeccomp.learn(seccomp, compiled);
+  }
+
+  /**
+   * What a boot runs on, besides its files: an empty upper layer over the image, mounted, and the
+   * machine's cgroup made afresh (so its counters start at zero). Done at boot, or by the previous boot's
+   * end for the next one (#prepareNextBoot).
+   */
+  async #freshBase(machineId: string, boot: BootBase): Promise<void> {
+    const paths = machinePaths(this.#options.dataDir, machineId);
+    await rm(paths.upper, { recursive: true, force: true });
+    await rm(paths.work, { recursive: true, force: true });
+    for (const dir of [dirname(paths.dir), paths.dir, paths.rootfs, paths.upper, paths.work]) {
+      await mkdir(dir, { recursive: true });
+    }
+    // Root in the machine is an unprivileged host uid: it may pass through, never list, Hangar's dirs.
+    for (const dir of [this.#options.dataDir, dirname(paths.dir), paths.dir]) await chmod(dir, 0o711);
+    await chown(paths.upper, boot.owner, boot.owner);
+    await runChecked('mount', [
+      '-t',
+      'overlay',
+      'overlay',
+      '-o',
+      `lowerdir=${boot.lower},upperdir=${paths.upper},workdir=${paths.work}`,
+      paths.rootfs,
+    ]);
+    await this.#options.cgroups.prepare(machineId, boot.memoryBytes);
+  }
+
+  /**
+   * After a boot ends and is torn down, the next boot's base is made ready at once, so that a wake after
+   * a stop skips the mount and the cgroup. A boot or a destroy that comes meanwhile waits for it. A marker
+   * written last says what it was made for; a boot takes it only when it matches and the mount is there.
+   * Whatever it finds otherwise (a crash half-way, a host reboot, another image or memory size since) it
+   * tears down and makes afresh; destroy tears it down like any boot.
+   */
+  #prepareNextBoot(machineId: string): Promise<void> {
+    const boot = this.#lastBoot.get(machineId);
+    const paths = machinePaths(this.#options.dataDir, machineId);
+    if (!boot || !existsSync(paths.dir)) return Promise.resolve();
+    const work: Promise<void> = (async () => {
+      await this.#freshBase(machineId, boot);
+      await writeFile(paths.nextBoot, JSON.stringify(boot), { mode: 0o600 });
+    })()
+      .catch(() => undefined)
+      .finally(() => {
+        if (this.#nextBoot.get(machineId) === work) this.#nextBoot.delete(machineId);
+      });
+    this.#nextBoot.set(machineId, work);
+    return work;
+  }
+
+  /** Takes the base a previous boot's end made ready, if it is for this boot and still in place. */
+  async #takeReadyBase(machineId: string, boot: BootBase): Promise<boolean> {
+    const paths = machinePaths(this.#options.dataDir, machineId);
+    const marker = await readFile(paths.nextBoot, 'utf8').catch(() => undefined);
+    if (marker === undefined) return false;
+    // Taken once: a boot that fails half-way leaves no marker, and the next one starts afresh.
+    await rm(paths.nextBoot, { force: true });
+    let made: Partial<BootBase>;
+    try {
+      made = JSON.parse(marker) as Partial<BootBase>;
+    } catch {
+      return false;
+    }
+    return (
+      made.lower === boot.lower &&
+      made.memoryBytes === boot.memoryBytes &&
+      made.owner === boot.owner &&
+      !this.#options.cli.hasState(containerId(machineId)) &&
+      this.#options.cgroups.exists(machineId) &&
+      (await isMountPoint(paths.rootfs))
+    );
   }
 
   /** Starts the shim detached (it outlives hangard, its log writer too) with the container's output going to the log. */
@@ -297,15 +381,20 @@ export class LinuxRuntime implements MachineRuntime {
   }
 
   async resume(machineId: string): Promise<void> {
+    // A wake from suspended waits on this: the freezer written directly saves a runtime process.
+    if (await this.#options.cgroups.thaw(machineId)) return;
     await this.#options.cli.resume(containerId(machineId));
   }
 
   /** Removes everything of the machine: container, rootfs, namespace, cgroups, files. Idempotent. */
   async destroy(machineId: string): Promise<void> {
+    await this.#nextBoot.get(machineId);
+    this.#lastBoot.delete(machineId);
     if (this.#running.has(machineId)) await this.stop(machineId, { signal: 'SIGKILL', timeoutMs: 5_000 });
     else await this.#killUnwatched(machineId);
     await this.#teardownBoot(machineId);
     await removeMachineNamespaces(machineId);
+    this.#pingRangeSet.delete(machineId);
     await rm(machinePaths(this.#options.dataDir, machineId).dir, { recursive: true, force: true });
   }
 
@@ -496,14 +585,17 @@ export class LinuxRuntime implements MachineRuntime {
 
   /** The machine's user and network namespaces (machine-namespaces.ts), kept across boots. */
   async #ensureNamespaces(machineId: string, mapping: UidMapping): Promise<void> {
-    await ensureMachineNamespaces(machineId, mapping);
-    // Every boot, not only at creation: a namespace made before this setting existed gets it too.
+    const made = await ensureMachineNamespaces(machineId, mapping);
+    // At the first boot of each machine after hangard starts, not only at creation: a namespace made
+    // before this setting existed gets it too. Later boots (a wake after a stop) find it set.
+    if (!made && this.#pingRangeSet.has(machineId)) return;
     // Root in the machine has raw sockets (CAP_NET_RAW over its own namespace); its other users have
     // ping sockets (ICMP datagrams, what iputils ping uses as a non-root user, for IPv4 and IPv6 alike)
     // when their groups are in this range. Host gids, so all of them.
     await runChecked('nsenter', [`--net=${netnsPath(machineId)}`, '--', 'tee', PING_GROUP_RANGE_FILE], {
       input: PING_GROUP_RANGE_ALL,
     });
+    this.#pingRangeSet.add(machineId);
   }
 
   #watch(machineId: string): void {
@@ -535,6 +627,8 @@ export class LinuxRuntime implements MachineRuntime {
     );
     this.#running.delete(machineId);
     await this.#teardownBoot(machineId);
+    // Before the stop returns: a request that arrives right after it finds the next boot ready.
+    await this.#prepareNextBoot(machineId);
     if (running.expected) {
       running.expected.resolve(exit);
       return;

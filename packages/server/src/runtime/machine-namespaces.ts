@@ -43,16 +43,19 @@ async function holdsNamespace(path: string): Promise<boolean> {
 /**
  * Makes the machine's namespaces unless both are there. A network namespace without its user namespace
  * (left by a crash between the steps below, or made by a Hangar that created it in the host's user
- * namespace) is made anew: its eth0 goes first, so that the next attach plugs in a fresh veth.
+ * namespace) is made anew: its eth0 goes first, so that the next attach plugs in a fresh veth. Whether
+ * they were made now.
  */
-export async function ensureMachineNamespaces(machineId: string, mapping: UidMapping): Promise<void> {
-  if ((await holdsNamespace(usernsPath(machineId))) && (await holdsNamespace(netnsPath(machineId)))) return;
+export async function ensureMachineNamespaces(machineId: string, mapping: UidMapping): Promise<boolean> {
+  if ((await holdsNamespace(usernsPath(machineId))) && (await holdsNamespace(netnsPath(machineId))))
+    return false;
   if (existsSync(netnsPath(machineId))) {
     await runCommand('ip', ['-n', netnsName(machineId), 'link', 'delete', 'eth0']);
   }
   await removeMachineNamespaces(machineId);
   await createNamespaces(machineId, mapping);
   await runChecked('ip', ['-n', netnsName(machineId), 'link', 'set', 'lo', 'up']);
+  return true;
 }
 
 /** Removes both pins (the namespaces end when nothing else holds them); idempotent. */

@@ -23,6 +23,8 @@ export function machinePaths(dataDir: string, machineId: string) {
     pid: join(dir, 'pid'),
     /** Written by the shim when the container exits: the exit status, one number. */
     exit: join(dir, 'exit'),
+    /** The next boot's root filesystem and cgroup are ready (what for, as JSON); taken by that boot. */
+    nextBoot: join(dir, 'next-boot.json'),
   };
 }
 

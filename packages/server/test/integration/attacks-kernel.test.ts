@@ -49,6 +49,22 @@ function probeLines(output: string): Record<string, string> {
   );
 }
 
+/** What the probe gets in a machine: the attacks refused with the seccomp profile's errno. */
+const IN_MACHINE = {
+  // The same calls without namespace flags still work in the machine.
+  fork: 'ok',
+  'clone(plain)': 'ok',
+  'socket(inet)': 'ok',
+  'socket(netlink netfilter)': 'ok',
+  // The attacks, each with the errno the seccomp profile gives.
+  'clone(NEWUSER|NEWNET)': 'EPERM',
+  'clone(NEWNS)': 'EPERM',
+  'clone(NEWPID)': 'EPERM',
+  clone3: 'ENOSYS',
+  'unshare(NEWNET)': 'EPERM',
+  io_uring_setup: 'EPERM',
+};
+
 test('kernel attacks: a tenant in a machine gets nothing', { skip, timeout: 300_000 }, async (t) => {
   const began = performance.now();
   const scratch = await mkdtemp(join(tmpdir(), 'hangar-attacks-kernel-'));
@@ -132,21 +148,32 @@ test('kernel attacks: a tenant in a machine gets nothing', { skip, timeout: 300_
 
       const result = await inMachine(['/bin/nsprobe']);
       assert.equal(result.exit_code, 0, JSON.stringify(result));
-      assert.deepEqual(probeLines(result.stdout), {
-        // The same calls without namespace flags still work in the machine.
-        fork: 'ok',
-        'clone(plain)': 'ok',
-        'socket(inet)': 'ok',
-        'socket(netlink netfilter)': 'ok',
-        // The attacks, each with the errno the seccomp profile gives.
-        'clone(NEWUSER|NEWNET)': 'EPERM',
-        'clone(NEWNS)': 'EPERM',
-        'clone(NEWPID)': 'EPERM',
-        clone3: 'ENOSYS',
-        'unshare(NEWNET)': 'EPERM',
-        io_uring_setup: 'EPERM',
-      });
+      assert.deepEqual(probeLines(result.stdout), IN_MACHINE);
       // And with the tools a tenant has: busybox unshare goes through unshare(2).
+      const unshare = await sh('/bin/busybox unshare -U -n true');
+      assert.notEqual(unshare.exit_code, 0);
+      assert.match(unshare.stderr, /Operation not permitted/, JSON.stringify(unshare));
+    },
+  );
+
+  await t.test(
+    'after a stop and a start (crun handed its own compiled seccomp program), the same calls are refused',
+    async () => {
+      const one = `/v1/apps/atk/machines/${attacker.id}`;
+      await ok(h, 'POST', `${one}/stop`);
+      await ok(h, 'GET', `${one}/wait?state=stopped&timeout=30`);
+      await ok(h, 'POST', `${one}/start`);
+      await ok(h, 'GET', `${one}/wait?state=started&timeout=30`);
+      // With crun (it keeps seccomp.bpf in its state), this boot took the program from the annotation.
+      if (existsSync(join(h.dataDir, 'oci-state', `hangar-${attacker.id}`, 'seccomp.bpf'))) {
+        const config = JSON.parse(
+          await readFile(join(h.dataDir, 'machines', attacker.id, 'config.json'), 'utf8'),
+        );
+        assert.ok(config.annotations?.['run.oci.seccomp_bpf_data'], 'the boot carries the compiled program');
+      }
+      const result = await inMachine(['/bin/nsprobe']);
+      assert.equal(result.exit_code, 0, JSON.stringify(result));
+      assert.deepEqual(probeLines(result.stdout), IN_MACHINE);
       const unshare = await sh('/bin/busybox unshare -U -n true');
       assert.notEqual(unshare.exit_code, 0);
       assert.match(unshare.stderr, /Operation not permitted/, JSON.stringify(unshare));

@@ -61,6 +61,26 @@ const BENCHES: Bench[] = [
     table: /^networks\s+create bridges/m,
     root: true,
   },
+  // The three below run hangard with its private networks and proxy inside network and mount
+  // namespaces of their own (bench/lib/machine-host.mjs): nothing of the host's networking is touched.
+  {
+    name: 'wake',
+    args: ['--runs', '1'],
+    table: /^through hangard's proxy\s+median/m,
+    root: true,
+  },
+  {
+    name: 'proxy',
+    args: ['--duration', '1', '--rounds', '1'],
+    table: /^connections\s+path\s+req\/s/m,
+    root: true,
+  },
+  {
+    name: 'soak',
+    args: ['--minutes', '0.25', '--apps', '2'],
+    table: /^requests sent\s+\d+/m,
+    root: true,
+  },
 ];
 
 function runBench(bench: Bench): Promise<{ code: number | string; stdout: string; stderr: string }> {

@@ -522,5 +522,59 @@ test('machines run as OCI containers', { skip, timeout: 150_000 }, async (t) => 
     },
   );
 
+  await t.test(
+    '(j) a stop makes the next boot ready: a fresh root filesystem, rebuilt when it went away, removed by destroy',
+    async () => {
+      const id = await createMachine(f, app, { image: web, guest: { memory_mb: 128 } });
+      await waitState(h, app, id, 'started');
+      const dir = join(h.dataDir, 'machines', id);
+      const rootfsMounted = async () =>
+        (await readFile('/proc/self/mountinfo', 'utf8'))
+          .split('\n')
+          .some((line) => line.split(' ')[4] === join(dir, 'rootfs'));
+      // Positive control: a file the boot writes outside any volume is there while it runs.
+      const written = await exec(f, app, id, script('echo left > /left-behind && cat /left-behind'));
+      assert.equal(written.stdout, 'left\n', JSON.stringify(written));
+
+      await ok(h, 'POST', `/v1/apps/${app}/machines/${id}/stop`);
+      await waitState(h, app, id, 'stopped');
+      assert.ok(existsSync(join(dir, 'next-boot.json')), 'the stop left the next boot ready');
+      assert.ok(await rootfsMounted(), 'with its root filesystem mounted');
+      assert.equal(
+        existsSync(join(dir, 'upper', 'left-behind')),
+        false,
+        'over a fresh upper layer: nothing of the last boot',
+      );
+
+      await ok(h, 'POST', `/v1/apps/${app}/machines/${id}/start`);
+      await waitState(h, app, id, 'started');
+      assert.equal(existsSync(join(dir, 'next-boot.json')), false, 'the boot took it');
+      const gone = await exec(f, app, id, script('test -e /left-behind; echo $?'));
+      assert.equal(gone.stdout, '1\n', 'a boot after a stop starts from the image');
+
+      // The prepared mount disappears while stopped (as after a host reboot): the boot makes it again.
+      await ok(h, 'POST', `/v1/apps/${app}/machines/${id}/stop`);
+      await waitState(h, app, id, 'stopped');
+      assert.ok(await rootfsMounted());
+      await runCommand('umount', [join(dir, 'rootfs')]);
+      await ok(h, 'POST', `/v1/apps/${app}/machines/${id}/start`);
+      await waitState(h, app, id, 'started');
+      let answer = await wgetInMachine(id, 5);
+      for (let i = 0; i < 50 && /Connection refused/.test(answer.stderr); i++) {
+        await sleep(100);
+        answer = await wgetInMachine(id, 5);
+      }
+      assert.equal(answer.stdout, 'hello from the machine\n', answer.stderr);
+
+      // Destroy of a stopped machine removes what its stop made ready.
+      await ok(h, 'POST', `/v1/apps/${app}/machines/${id}/stop`);
+      await waitState(h, app, id, 'stopped');
+      await ok(h, 'DELETE', `/v1/apps/${app}/machines/${id}?force=true`);
+      assert.equal(await rootfsMounted(), false, 'its root filesystem is unmounted');
+      assert.equal(existsSync(dir), false, 'its directory is gone');
+      assert.equal(existsSync(join('/sys/fs/cgroup/memory/hangar', id)), false, 'its cgroup is gone');
+    },
+  );
+
   t.diagnostic(`whole file: ${Math.round(performance.now() - started)} ms`);
 });

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { followLines, readTail, rotateIfLarge, tailLines } from '../../src/runtime/machine-logs.js';
 import { buildOciConfig, INIT_PATH, resolveCommand, resolveUser } from '../../src/runtime/oci/bundle.js';
+import { CompiledSeccomp, SECCOMP_BPF_ANNOTATION } from '../../src/runtime/oci/compiled-seccomp.js';
 import {
   CLONE_NAMESPACE_FLAGS,
   CLONE_NAMESPACE_MASK,
@@ -198,4 +199,26 @@ test('ps: /proc/net addresses decode', () => {
   assert.equal(decodeAddress('0100007F:1F90'), '127.0.0.1:8080');
   assert.equal(decodeAddress('00000000:0050'), '0.0.0.0:80');
   assert.equal(decodeAddress('00000000000000000000000000000000:1F90'), '[::]:8080');
+});
+
+test('compiled seccomp: kept per exact profile, only what looks like a BPF program', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'hangar-seccomp-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const program = Buffer.alloc(8 * 3, 7);
+  writeFileSync(join(dir, 'good.bpf'), program);
+  writeFileSync(join(dir, 'torn.bpf'), Buffer.alloc(13));
+  writeFileSync(join(dir, 'empty.bpf'), Buffer.alloc(0));
+  const profile = defaultSeccompProfile();
+  const other = { ...profile, defaultErrnoRet: 1 };
+
+  const compiled = new CompiledSeccomp();
+  assert.equal(compiled.annotationsFor(profile), undefined, 'nothing before a boot compiled it');
+  for (const bad of ['torn.bpf', 'empty.bpf', 'missing.bpf']) await compiled.learn(profile, join(dir, bad));
+  assert.equal(compiled.annotationsFor(profile), undefined, 'no program from a torn, empty or missing file');
+
+  await compiled.learn(profile, join(dir, 'good.bpf'));
+  assert.deepEqual(compiled.annotationsFor(defaultSeccompProfile()), {
+    [SECCOMP_BPF_ANNOTATION]: program.toString('base64'),
+  });
+  assert.equal(compiled.annotationsFor(other), undefined, 'another profile is compiled by the runtime');
 });

@@ -22,6 +22,8 @@ export interface BundleInput {
   cpus: number;
   pidsLimit: number;
   binds: { source: string; destination: string; readonly: boolean }[];
+  /** Runtime annotations (compiled-seccomp.ts hands crun its own compiled filter this way). */
+  annotations?: Record<string, string> | undefined;
 }
 
 /** Docker's default capability set: enough for ordinary services, nothing that administers the host. */
@@ -67,6 +69,7 @@ export function buildOciConfig(input: BundleInput) {
     },
     root: { path: input.rootfs, readonly: false },
     hostname: input.hostname,
+    ...(input.annotations ? { annotations: input.annotations } : {}),
     mounts: [
       { destination: '/proc', type: 'proc', source: 'proc', options: ['nosuid', 'noexec', 'nodev'] },
       {

@@ -87,6 +87,29 @@ export class MachineCgroups {
     return limit > 0 && (await read('memory.max_usage_in_bytes')) >= limit ? 1 : 0;
   }
 
+  /** Whether the machine's parent cgroup (the one prepare() makes) is there. */
+  exists(machineId: string): boolean {
+    return existsSync(
+      this.mode === 'v2' ? join(ROOT, 'hangar', machineId) : join(ROOT, 'memory', 'hangar', machineId),
+    );
+  }
+
+  /**
+   * Thaws the machine's frozen container by writing its freezer, as the OCI runtime's `resume` does
+   * (it reads the same file for its state), without starting a process. False when there is no such
+   * file here: the caller asks the runtime instead.
+   */
+  async thaw(machineId: string): Promise<boolean> {
+    const container = containerCgroupPath(machineId);
+    const file =
+      this.mode === 'v2'
+        ? join(ROOT, container, 'cgroup.freeze')
+        : join(ROOT, 'freezer', container, 'freezer.state');
+    if (!existsSync(file)) return false;
+    await writeFile(file, this.mode === 'v2' ? '0' : 'THAWED');
+    return true;
+  }
+
   /** Removes the machine's cgroups in every hierarchy (leaves first); missing ones are fine. */
   async remove(machineId: string): Promise<void> {
     const roots =

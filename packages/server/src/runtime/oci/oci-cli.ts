@@ -80,6 +80,14 @@ export class OciCli {
     await this.#runChecked(['resume', id]);
   }
 
+  /**
+   * Where crun keeps the seccomp program it compiled for a container (its `exec` applies it too);
+   * undefined for runc, which keeps none (compiled-seccomp.ts).
+   */
+  compiledSeccompFile(id: string): string | undefined {
+    return this.choice.name === 'crun' ? join(this.stateRoot, id, 'seccomp.bpf') : undefined;
+  }
+
   /** Whether the runtime holds any state for this container (cheap: no process is started). */
   hasState(id: string): boolean {
     return existsSync(join(this.stateRoot, id));
