@@ -47,6 +47,7 @@ import {
 import { TlsCertificates } from './tls-certificates.js';
 import { neverConnected, UpstreamPools, type UpstreamTarget, upstreamAddress } from './upstream.js';
 import { type WakeOrchestrator, Wakes, type WakeTimings } from './wake.js';
+import { WebSocketGoAway } from './websocket-close.js';
 
 /**
  * Hangar's proxy (docs/proxy.md): public HTTP routed by Host and public HTTPS routed by SNI and Host to
@@ -181,6 +182,13 @@ const RETRY_AFTER_SEC = 1;
 /** A client that has not finished its TLS handshake on a Flycast port by then is dropped. */
 const TLS_HANDSHAKE_TIMEOUT_MS = 30_000;
 /** A raw connection has no headers, path or method. */
+/** An open stream on a machine (a raw connection, an upgraded one): ended before an autostop. */
+interface OpenStream {
+  /** Ends the client's side gracefully (a WebSocket gets a close frame with 1001). */
+  end(): void;
+  destroy(): void;
+}
+
 const RAW_CONNECTION: RequestInfo = { headers: {}, url: undefined, method: undefined };
 
 export class HangarProxy {
@@ -205,8 +213,8 @@ export class HangarProxy {
   readonly #draining = new Set<string>();
   readonly #health: HealthChecks;
   readonly #metrics: ProxyMetrics;
-  /** Open upgraded connections (WebSockets) per machine: closed before an autostop. */
-  readonly #streams = new Map<string, Set<Duplex>>();
+  /** Open raw and upgraded connections (WebSockets) per machine: ended before an autostop. */
+  readonly #streams = new Map<string, Set<OpenStream>>();
   readonly #seenState = new Map<string, string>();
   readonly #held = new Map<string, number>();
   #heldTotal = 0;
@@ -1273,21 +1281,24 @@ export class HangarProxy {
         }
         upstream.write(`${text}\r\n`);
         if (head.length > 0) upstream.write(head);
+        // Towards the client through a frame follower, so that autostop can say goodbye with a 1001.
+        const toClient = new WebSocketGoAway();
+        const stream: OpenStream = { end: () => toClient.goAway(), destroy: () => client.destroy() };
         let streams = this.#streams.get(machine.id);
         if (!streams) {
           streams = new Set();
           this.#streams.set(machine.id, streams);
         }
-        streams.add(client);
+        streams.add(stream);
         const touch = () => this.#load.touch(machine.id);
         client.on('data', touch);
         upstream.on('data', touch);
         client.pipe(upstream);
-        upstream.pipe(client);
+        upstream.pipe(toClient).pipe(client);
         const end = () => {
           client.destroy();
           upstream.destroy();
-          this.#streams.get(machine.id)?.delete(client);
+          this.#streams.get(machine.id)?.delete(stream);
           choice.release();
         };
         client.once('close', end);

@@ -664,6 +664,40 @@ test('the proxy with real machines', { skip, timeout: 240_000 }, async (t) => {
     assert.match(upload.body, new RegExp(`^body ${size}$`, 'm'));
   });
 
+  await t.test(
+    'a silent WebSocket does not keep its machine up; autostop says goodbye with 1001',
+    async () => {
+      const app = await createApp(h, 'px-ws-away');
+      await ok(h, 'POST', `/v1/apps/${app}/ip_assignments`, { type: 'shared_v4' });
+      // Answers every upgrade with a 101 and one text frame ("hi"), then stays open and silent.
+      const answer =
+        "printf 'HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n\\r\\n\\201\\002hi'; " +
+        'exec sleep 1000';
+      const id = await machine(h, app, image, {
+        services: [httpService({ autostop: 'stop', idle_timeout: '1s' })],
+        init: { exec: ['/bin/nc', '-ll', '-p', '8080', '-e', '/bin/sh', '-c', answer] },
+        stop_config: { timeout: '2s' },
+      });
+      const socket = net.connect({ host: '127.0.0.1', port: proxyPort });
+      t.after(() => socket.destroy());
+      const chunks: Buffer[] = [];
+      socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+      const ended = new Promise<void>((resolve) => socket.once('end', () => resolve()));
+      socket.write(
+        `GET /chat HTTP/1.1\r\nHost: ${app}.${DOMAIN}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n`,
+      );
+      await ended;
+      const received = Buffer.concat(chunks);
+      const head = received.indexOf('\r\n\r\n') + 4;
+      assert.match(received.subarray(0, head).toString(), /^HTTP\/1\.1 101 /);
+      // The app's frame, then the proxy's close frame with status 1001 ("going away"), nothing after.
+      assert.deepEqual([...received.subarray(head)], [0x81, 0x02, 0x68, 0x69, 0x88, 0x02, 0x03, 0xe9]);
+      await pollUntil('the autostop', async () =>
+        (await stateOf(h, app, id)) === 'stopped' ? true : undefined,
+      );
+    },
+  );
+
   await t.test('health endpoints and metrics, without a token', async () => {
     const healthz = await fetch(`${h.url}/healthz`);
     assert.equal(healthz.status, 200);
