@@ -594,6 +594,103 @@ test("admin entry: a command runs inside a machine's network namespace", { skip 
 });
 
 /**
+ * Sends `count` neighbour advertisements from inside a namespace over a raw ICMPv6 socket (Node has
+ * none): solicited off, override on, claiming `target` with `mac` as its link-layer address, hop limit
+ * 255 (a receiver ignores any other). Prints how many the kernel took.
+ */
+const SEND_NA = `
+import socket, sys
+iface, target, mac, dest, count = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+na = bytes([136, 0, 0, 0, 0x20, 0, 0, 0]) + socket.inet_pton(socket.AF_INET6, target)
+na += bytes([2, 1]) + bytes.fromhex(mac.replace(':', ''))
+sent = sum(1 for _ in range(count) if s.sendto(na, (dest, 0, 0, socket.if_nametoindex(iface))) == len(na))
+print(sent)
+`;
+
+async function sendNa(from: TestMachine, target: string, mac: string, dest: string, count: number) {
+  const out = await must('ip', [
+    'netns',
+    'exec',
+    from.netns,
+    'python3',
+    '-c',
+    SEND_NA,
+    'eth0',
+    target,
+    mac,
+    dest,
+    String(count),
+  ]);
+  assert.equal(Number(out.trim()), count, `${from.name}: every advertisement was sent`);
+}
+
+/** The link-layer address `ip` shows for `address` (in a namespace, or on the host when none). */
+async function neighbour(address: string, netns?: string): Promise<string | undefined> {
+  const args = ['-j', '-6', 'neigh', 'show', address];
+  const out = await must('ip', netns ? ['-n', netns, ...args] : args);
+  return (JSON.parse(out || '[]') as { lladdr?: string }[])[0]?.lladdr;
+}
+
+async function forgedNaDrops(): Promise<number> {
+  const chain = await must('nft', ['list', 'chain', 'bridge', 'hangar', 'from_machine']);
+  const match = /counter packets (\d+) bytes \d+ drop comment "forged neighbour advertisement"/.exec(chain);
+  assert.ok(match, chain);
+  return Number(match[1]);
+}
+
+test("neighbour advertisements: a machine cannot claim a peer's or the gateway's address", {
+  skip,
+}, async (t) => {
+  const [a1, a2] = [machine('a1'), machine('a2')];
+  const gateway = plans.a.gateway;
+  // The control below rewrites real neighbour entries: the caches are flushed afterwards, so the next
+  // tests resolve every address afresh.
+  t.after(async () => {
+    for (const netns of [a1.netns, a2.netns]) await run('ip', ['-n', netns, 'neigh', 'flush', 'all']);
+    for (const address of [a1.attachment.address, a2.attachment.address]) {
+      await run('ip', ['neigh', 'flush', 'to', address]);
+    }
+  });
+  // Both victims' caches get an entry first: an advertisement only updates an existing one.
+  await must('busybox', ['ping', '-6', '-c', '1', '-W', '2', a2.attachment.address]);
+  await must('busybox', ['ping', '-6', '-c', '1', '-W', '2', a1.attachment.address]);
+  // The host drops the echo itself (machines reach it for DNS only), but not the neighbour discovery.
+  await run('ip', ['netns', 'exec', a2.netns, 'busybox', 'ping', '-6', '-c', '1', '-W', '1', gateway]);
+  assert.equal(await neighbour(a2.attachment.address), a2.attachment.mac);
+  assert.equal(await neighbour(gateway, a2.netns), plans.a.mac);
+  const before = await forgedNaDrops();
+
+  // Positive control: the same helper, claiming a1's own address (with a made-up link-layer address,
+  // so that the host's entry visibly changes): it passes, and the counter stays.
+  const madeUp = '02:00:5e:7e:57:01';
+  await sendNa(a1, a1.attachment.address, madeUp, 'ff02::1', 1);
+  await waitFor(async () => (await neighbour(a1.attachment.address)) === madeUp, 'the host took the control');
+  assert.equal(await forgedNaDrops(), before, 'an advertisement of its own address is not dropped');
+  // Every cache of the network took it (a2's too): a1 puts its real MAC back the same way.
+  await sendNa(a1, a1.attachment.address, a1.attachment.mac, 'ff02::1', 1);
+  await waitFor(async () => (await neighbour(a1.attachment.address)) === a1.attachment.mac, 'restored');
+
+  // The attack: a1 claims a2's address to the host (all-nodes) and the gateway's to a2, 3 times each.
+  await sendNa(a1, a2.attachment.address, a1.attachment.mac, 'ff02::1', 3);
+  await sendNa(a1, gateway, a1.attachment.mac, a2.attachment.address, 3);
+  await waitFor(async () => (await forgedNaDrops()) - before === 6, 'the forged advertisements were counted');
+  assert.equal(await forgedNaDrops(), before + 6);
+  assert.equal(await neighbour(a2.attachment.address), a2.attachment.mac, "the host's entry for a2 stays");
+  assert.equal(await neighbour(gateway, a2.netns), plans.a.mac, "a2's entry for the gateway stays");
+});
+
+async function waitFor(check: () => Promise<boolean>, what: string): Promise<void> {
+  for (let i = 0; i < 50; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  assert.fail(`timed out: ${what}`);
+}
+
+/**
  * The tables as JSON without handles and counters (which change on every replace), set elements sorted
  * (the kernel lists a hash set in its own order).
  */
