@@ -16,6 +16,7 @@ import { type HostRuntime, startHostRuntime } from './runtime/host-runtime.js';
 import type { MachineRuntime } from './runtime/runtime.js';
 import { hostCanLoopMount, VolumeStorage } from './runtime/volumes/volume-storage.js';
 import { Vault } from './secrets/vault.js';
+import { chooseLogFormat, logDestination } from './shared/log-format.js';
 import { MetricsRegistry } from './shared/metrics.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from './sixpn/resolver.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
@@ -65,6 +66,8 @@ export interface StartOptions {
    * output); default stderr unless logLevel is silent.
    */
   onDetail?: (message: string) => void;
+  /** Whether stdout is a terminal, for `logFormat: auto` (default: asks process.stdout). */
+  stdoutIsTTY?: boolean;
 }
 
 /** At shutdown, requests in flight get this long before the API cuts what is still open. */
@@ -304,7 +307,16 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         keepAliveMs: config.api.keepAliveTimeoutMs,
         idleMs: config.api.idleTimeoutMs,
       },
-      logger: config.logLevel === 'silent' ? false : { level: config.logLevel },
+      logger:
+        config.logLevel === 'silent'
+          ? false
+          : {
+              level: config.logLevel,
+              stream: logDestination(
+                chooseLogFormat(config.logFormat, options.stdoutIsTTY ?? process.stdout.isTTY === true),
+                process.stdout,
+              ),
+            },
     });
     const address = await api.listen({ host: config.listen.host, port: config.listen.port });
     const opened = api;
