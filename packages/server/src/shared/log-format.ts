@@ -74,3 +74,16 @@ export function logDestination(format: LogFormat, out: { write(text: string): un
     },
   });
 }
+
+export type EventFields = Record<string, string | number | undefined>;
+
+/**
+ * One notable event (a machine's state change, a wake, an autostop) in the log's format: a JSON object
+ * with `msg` and the fields, or `12:00:01.234 machine state app=acme machine=… from=stopped to=started`.
+ */
+export function eventLine(format: LogFormat, msg: string, fields: EventFields, now = Date.now()): string {
+  const present = Object.entries(fields).filter(([, v]) => v !== undefined);
+  if (format === 'json')
+    return `${JSON.stringify({ level: 30, time: now, msg, ...Object.fromEntries(present) })}\n`;
+  return `${clock(now)} ${msg}${present.map(([k, v]) => ` ${k}=${v}`).join('')}\n`;
+}

@@ -72,4 +72,24 @@ test('the built hangard writes JSON lines to a pipe, without the token', { timeo
   assert.ok(!/authorization/i.test(stdout), 'no Authorization header is logged');
   // The same record in text form carries no token either.
   assert.ok(!formatLogRecord(record).includes(token));
+
+  // A machine's state changes are events of the same log, one JSON object each.
+  const headers = { authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+  const app = await fetch(`http://127.0.0.1:${port}/v1/apps`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ app_name: 'log-output', org_slug: 'personal' }),
+  });
+  assert.equal(app.status, 201);
+  const created = await fetch(`http://127.0.0.1:${port}/v1/apps/log-output/machines`, {
+    method: 'POST',
+    headers,
+    body: JSON.stringify({ skip_launch: true, config: { image: 'docker.io/library/busybox:1.36' } }),
+  });
+  const machine = (await created.json()) as { id: string; state: string };
+  assert.equal(created.status, 200, JSON.stringify(machine));
+  await until('the machine state event', () => stdout.includes(`"machine":"${machine.id}"`));
+  const event = JSON.parse(stdout.split('\n').find((l) => l.includes(`"machine":"${machine.id}"`)) ?? '');
+  assert.equal(event.msg, 'machine state');
+  assert.equal(event.to, machine.state);
 });

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { chooseLogFormat, formatLogRecord, logDestination } from '../../src/shared/log-format.js';
+import { chooseLogFormat, eventLine, formatLogRecord, logDestination } from '../../src/shared/log-format.js';
 
 /**
  * hangard's log: text for a terminal, JSON lines otherwise, `logFormat` forcing either; the formatter
@@ -55,4 +55,25 @@ test('the destination passes JSON through or rewrites each line, split writes in
     await new Promise<void>((resolve) => stream.write(`${record.slice(half)}\n`, () => resolve()));
     assert.equal(written, expected);
   }
+});
+
+test('an event is one compact line, or one JSON object with its fields', () => {
+  const now = Date.parse('2026-01-02T03:04:05.678Z');
+  const fields = { machine: 'm1', name: 'web', from: undefined, to: 'started' };
+  assert.equal(
+    eventLine('text', 'machine state', fields, now),
+    '03:04:05.678 machine state machine=m1 name=web to=started\n',
+  );
+  assert.deepEqual(
+    JSON.parse(eventLine('json', 'wake', { app: 'acme', machine: 'm1', from: 'stopped', ms: 412 }, now)),
+    {
+      level: 30,
+      time: now,
+      msg: 'wake',
+      app: 'acme',
+      machine: 'm1',
+      from: 'stopped',
+      ms: 412,
+    },
+  );
 });
