@@ -1,5 +1,5 @@
 import { createServer } from 'node:http';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply, LogController } from 'fastify';
 import { DEFAULT_API_LIMITS } from '../config/api-limits.js';
 import type { RateLimitConfig } from '../config/rate-limits.js';
 import type { Platform } from '../machines/platform.js';
@@ -63,7 +63,7 @@ export function buildApi(options: ApiOptions): FastifyInstance {
   const app = Fastify({
     logger: options.logger ?? false,
     // One record per request, written when it is answered (below), instead of fastify's two.
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     // Node checks the header and request deadlines every `connectionsCheckingInterval`: a second keeps a
     // slow client's connection from outliving its deadline by more than that.
     serverFactory: (handler) => {

@@ -70,6 +70,7 @@ test('the built hangard writes JSON lines to a pipe, without the token', { timeo
   );
   assert.ok(!stdout.includes(token), 'the token is never logged');
   assert.ok(!/authorization/i.test(stdout), 'no Authorization header is logged');
+  assert.doesNotMatch(stdout, /Deprecation|FSTDEP/, 'hangard uses no deprecated option');
   // The same record in text form carries no token either.
   assert.ok(!formatLogRecord(record).includes(token));
 
