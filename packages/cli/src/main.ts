@@ -9,6 +9,7 @@ import { apps } from './commands/apps/index.js';
 import { auth } from './commands/auth/index.js';
 import { certs } from './commands/certs/index.js';
 import { deploy } from './commands/deploy/index.js';
+import { image } from './commands/image/index.js';
 import { ips } from './commands/ips/index.js';
 import { machine } from './commands/machine/index.js';
 import { orgs } from './commands/orgs/index.js';
@@ -39,6 +40,7 @@ export const NOUNS: Noun[] = [
   orgs,
   scale,
   tenants,
+  image,
 ];
 
 /** Top-level verbs (`hangar status`), listed after the groups. */

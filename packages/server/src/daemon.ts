@@ -16,9 +16,12 @@ import { type HostRuntime, startHostRuntime } from './runtime/host-runtime.js';
 import type { MachineRuntime } from './runtime/runtime.js';
 import { hostCanLoopMount, VolumeStorage } from './runtime/volumes/volume-storage.js';
 import { Vault } from './secrets/vault.js';
+import { chooseLogFormat, type EventFields, eventLine, logDestination } from './shared/log-format.js';
 import { MetricsRegistry } from './shared/metrics.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from './sixpn/resolver.js';
+import type { MachineRecord } from './store/records.js';
 import { SqliteStore } from './store/sqlite/sqlite-store.js';
+import type { Store } from './store/store.js';
 
 export interface Hangard {
   /** Base URL of the Machines API, e.g. http://127.0.0.1:4280 */
@@ -65,6 +68,8 @@ export interface StartOptions {
    * output); default stderr unless logLevel is silent.
    */
   onDetail?: (message: string) => void;
+  /** Whether stdout is a terminal, for `logFormat: auto` (default: asks process.stdout). */
+  stdoutIsTTY?: boolean;
 }
 
 /** At shutdown, requests in flight get this long before the API cuts what is still open. */
@@ -93,6 +98,12 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
       if (config.logLevel !== 'silent') process.stderr.write(`hangard: ${message}\n`);
     });
   const store = new SqliteStore({ path: files.database, synchronous: config.databaseSync });
+  const logFormat = chooseLogFormat(config.logFormat, options.stdoutIsTTY ?? process.stdout.isTTY === true);
+  const logsInfo = !['silent', 'fatal', 'error', 'warn'].includes(config.logLevel);
+  const logEvent = (msg: string, fields: EventFields) => {
+    if (logsInfo) process.stdout.write(eventLine(logFormat, msg, fields));
+  };
+  const unwatchStates = logsInfo ? watchMachineStates(store, logEvent) : () => {};
   let api: FastifyInstance | undefined;
   let volumeStorage: VolumeStorage | undefined;
   let hostRuntime: HostRuntime | undefined;
@@ -275,6 +286,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         onLog: (line) => {
           if (config.logLevel !== 'silent') process.stderr.write(`hangard: ${line}\n`);
         },
+        onEvent: logEvent,
       });
       await proxy.start();
       const https = config.proxy.https === 'off' ? '' : ` and HTTPS on ${config.proxy.https}`;
@@ -304,7 +316,13 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
         keepAliveMs: config.api.keepAliveTimeoutMs,
         idleMs: config.api.idleTimeoutMs,
       },
-      logger: config.logLevel === 'silent' ? false : { level: config.logLevel },
+      logger:
+        config.logLevel === 'silent'
+          ? false
+          : {
+              level: config.logLevel,
+              stream: logDestination(logFormat, process.stdout),
+            },
     });
     const address = await api.listen({ host: config.listen.host, port: config.listen.port });
     const opened = api;
@@ -340,6 +358,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
             if (!runtime || options.removeMachinesOnClose) await volumeStorage?.close();
             else await volumeStorage?.releaseMountRoot();
           } finally {
+            unwatchStates();
             store.close();
           }
         })();
@@ -376,4 +395,23 @@ function writePrivateFile(path: string, content: string): void {
     closeSync(fd);
   }
   renameSync(temporary, path);
+}
+
+/** Logs each machine's state changes as they commit (`machine state`, with the state it left). */
+function watchMachineStates(store: Store, log: (msg: string, fields: EventFields) => void): () => void {
+  const known = new Map<string, string>();
+  return store.watch((batch) => {
+    for (const change of batch.changes) {
+      if (change.collection !== 'machines') continue;
+      const machine = change.doc as MachineRecord | undefined;
+      if (!machine) {
+        known.delete(change.key);
+        continue;
+      }
+      const previous = known.get(machine.id);
+      if (previous === machine.state) continue;
+      known.set(machine.id, machine.state);
+      log('machine state', { machine: machine.id, name: machine.name, from: previous, to: machine.state });
+    }
+  });
 }

@@ -45,6 +45,8 @@ export const ConfigSchema = z.strictObject({
   /** The region this host serves; machines and volumes are placed here. */
   region: z.string().regex(/^[a-z][a-z0-9-]{1,15}$/, 'a region is 2-16 lowercase letters, digits or dashes'),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  /** `auto`: a readable line per request when stdout is a terminal, JSON lines otherwise. */
+  logFormat: z.enum(['auto', 'text', 'json']),
   ips: z.strictObject({
     /** The host's public IPv4, shared by every app that allocates `shared_v4`. */
     sharedV4: z.ipv4(),
@@ -214,6 +216,7 @@ export const DEFAULT_CONFIG: z.infer<typeof ConfigSchema> = {
   listen: { host: '127.0.0.1', port: 4280 }, // 4280: the port of Fly's private Machines API
   region: 'local',
   logLevel: 'info',
+  logFormat: 'auto',
   ips: { sharedV4: '127.0.0.1', publicV6Prefix: 'fd68:616e:6761:7200::/64' },
   runtime: 'auto',
   network: { mode: 'auto', egress: true, egressLocal: [], privateV4Range: DEFAULT_PRIVATE_V4_RANGE },
@@ -302,6 +305,7 @@ function fromEnv(env: NodeJS.ProcessEnv): Json {
   if (env.HANGAR_DATA_DIR) layer.dataDir = env.HANGAR_DATA_DIR;
   if (env.HANGAR_REGION) layer.region = env.HANGAR_REGION;
   if (env.HANGAR_LOG_LEVEL) layer.logLevel = env.HANGAR_LOG_LEVEL;
+  if (env.HANGAR_LOG_FORMAT) layer.logFormat = env.HANGAR_LOG_FORMAT;
   if (env.HANGAR_RUNTIME) layer.runtime = env.HANGAR_RUNTIME;
   if (env.HANGAR_NETWORK) layer.network = { mode: env.HANGAR_NETWORK };
   if (env.HANGAR_EGRESS !== undefined) {

@@ -90,6 +90,8 @@ export interface ProxyOptions {
   /** Where the proxy's metrics go (the api serves them at /metrics). */
   metrics?: MetricsRegistry;
   onLog?: (line: string) => void;
+  /** Notable events for the operator's log: a machine woken, a machine stopped for being idle. */
+  onEvent?: (msg: string, fields: Record<string, string | number | undefined>) => void;
   now?: () => number;
 }
 
@@ -1014,6 +1016,12 @@ export class HangarProxy {
           (timings) => {
             this.#metrics.wakes.inc({ app: app.name, from: timings.previousState });
             this.#metrics.wakeDuration.observe({ app: app.name }, (this.#now() - asked) / 1000);
+            this.#options.onEvent?.('wake', {
+              app: app.name,
+              machine: next.machine.id,
+              from: timings.previousState,
+              ms: this.#now() - asked,
+            });
           },
           () => this.#metrics.wakeFailures.inc({ app: app.name }),
         );
@@ -1375,6 +1383,7 @@ export class HangarProxy {
       else {
         const app = this.#routes.app(machine.appId)?.name ?? '-';
         this.#metrics.autostops.inc({ app, mode: result.mode });
+        this.#options.onEvent?.('autostop', { app, machine: machine.id, mode: result.mode, idle_ms: idleMs });
       }
     } catch (error) {
       this.#log(`autostop of machine ${machine.id} failed: ${(error as Error).message}`);

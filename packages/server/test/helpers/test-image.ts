@@ -74,11 +74,13 @@ export interface TestImageOptions {
   symlinks?: Record<string, string>;
   /** Without `cmd`, the image serves /www with busybox httpd on port 8080. */
   config?: TestImageConfig;
+  /** Copy the image into this OCI layout directory (as `<dir>:<tag>`) instead of pushing it. */
+  ociLayout?: string;
 }
 
 export const DEFAULT_TEST_CMD = ['/bin/busybox', 'httpd', '-f', '-p', '8080', '-h', '/www'];
 
-/** Builds and pushes the image; returns its full reference `host:port/repository:tag`. */
+/** Builds and pushes the image; returns its full reference `host:port/repository:tag` (or `<ociLayout>:<tag>`). */
 export async function buildTestImage(options: TestImageOptions): Promise<string> {
   const tag = options.tag ?? 'latest';
   const work = await mkdtemp(join(tmpdir(), 'hangar-test-image-'));
@@ -126,6 +128,11 @@ export async function buildTestImage(options: TestImageOptions): Promise<string>
     await umoci(...args);
     await umoci('gc', '--layout', join(work, 'img'));
 
+    if (options.ociLayout) {
+      const layout = `${options.ociLayout}:${tag}`;
+      await run('skopeo', ['copy', '--quiet', `oci:${image}`, `oci:${layout}`]);
+      return layout;
+    }
     const reference = `${options.registry}/${options.repository}:${tag}`;
     await run('skopeo', [
       'copy',

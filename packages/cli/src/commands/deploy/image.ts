@@ -4,19 +4,13 @@
 
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { CliError } from '../../errors.js';
 import type { BuildConfig } from '../../fly-toml/index.js';
+import { describePushed, pushedLine, type RegistryTarget, writePushCredentials } from '../../registry.js';
 import { runTool } from './tool.js';
-
-export interface RegistryTarget {
-  /** `host:port` where the CLI reaches Hangar's registry. */
-  address: string;
-  /** A token that may push to the app's space (sent as the password of Basic credentials). */
-  token: string;
-}
 
 export interface BuildRequest {
   app: string;
@@ -39,13 +33,6 @@ export interface BuiltImage {
 const BUILDAH_HINT =
   'install buildah (apt-get install buildah): Hangar builds images without a Docker daemon';
 
-/** Hangar's registry for an API URL: the same host, the next port (4280 → 4281), unless told otherwise. */
-export function defaultRegistryAddress(apiUrl: string): string {
-  const url = new URL(apiUrl);
-  const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80)) + 1;
-  return `${url.hostname.includes(':') ? `[${url.hostname}]` : url.hostname}:${port}`;
-}
-
 /** A tag no other deploy uses: `deployment-20261204T061500-9f3a`. */
 export function deploymentTag(now = new Date()): string {
   const stamp = now
@@ -58,34 +45,6 @@ export function deploymentTag(now = new Date()): string {
 export function dockerfilePath(build: BuildConfig, baseDir: string): string {
   const name = build.dockerfile ?? 'Dockerfile';
   return isAbsolute(name) ? name : resolve(baseDir, name);
-}
-
-function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} kB`;
-  return `${(bytes / (1024 * 1024)).toFixed(1)} MB`;
-}
-
-interface Manifest {
-  config?: { size?: number };
-  layers?: Array<{ size?: number }>;
-}
-
-/** Reads the pushed manifest back, to say what was pushed (layers and bytes). */
-async function describePushed(
-  registry: RegistryTarget,
-  repository: string,
-  digest: string,
-): Promise<Manifest> {
-  const response = await fetch(`http://${registry.address}/v2/${repository}/manifests/${digest}`, {
-    headers: {
-      authorization: `Basic ${Buffer.from(`x:${registry.token}`).toString('base64')}`,
-      accept:
-        'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json',
-    },
-  });
-  if (!response.ok) return {};
-  return (await response.json()) as Manifest;
 }
 
 /**
@@ -104,16 +63,8 @@ export async function buildAndPush(request: BuildRequest): Promise<BuiltImage> {
   }
   const work = await mkdtemp(join(tmpdir(), 'hangar-build-'));
   try {
-    const auth = join(work, 'auth.json');
-    const registriesConf = join(work, 'registries.conf');
-    await writeFile(
-      auth,
-      JSON.stringify({
-        auths: { [registry.address]: { auth: Buffer.from(`x:${registry.token}`).toString('base64') } },
-      }),
-      { mode: 0o600 },
-    );
-    await writeFile(registriesConf, `[[registry]]\nlocation = "${registry.address}"\ninsecure = true\n`);
+    const credentials = await writePushCredentials(work, registry);
+    const auth = credentials.authFile;
     const driver = process.env.HANGAR_BUILDAH_DRIVER === 'overlay' ? 'overlay' : 'vfs';
     const storage = [
       '--root',
@@ -123,11 +74,7 @@ export async function buildAndPush(request: BuildRequest): Promise<BuiltImage> {
       '--storage-driver',
       driver,
     ];
-    const env = {
-      CONTAINERS_REGISTRIES_CONF: registriesConf,
-      REGISTRY_AUTH_FILE: auth,
-      BUILDAH_ISOLATION: 'chroot',
-    };
+    const env = { ...credentials.env, BUILDAH_ISOLATION: 'chroot' };
     const localTag = `localhost/hangar-build/${app}:latest`;
 
     const args = [
@@ -166,10 +113,8 @@ export async function buildAndPush(request: BuildRequest): Promise<BuiltImage> {
       { env, onLine: (line) => progress(`  ${line}`), installHint: BUILDAH_HINT },
     );
     const digest = (await readFile(digestFile, 'utf8')).trim();
-    const manifest = await describePushed(registry, repository, digest);
-    const layers = manifest.layers?.length ?? 0;
-    const bytes = (manifest.layers ?? []).reduce((sum, l) => sum + (l.size ?? 0), manifest.config?.size ?? 0);
-    progress(`Pushed ${layers} layer${layers === 1 ? '' : 's'}, ${formatBytes(bytes)} (${digest})`);
+    const { layers, bytes } = await describePushed(registry, repository, digest);
+    progress(pushedLine({ layers, bytes }, digest));
     return { reference, digest, layers, bytes };
   } finally {
     // buildah leaves its storage mounted-over files owned by root: remove the whole temp tree.

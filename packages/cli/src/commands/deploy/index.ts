@@ -19,7 +19,8 @@ import {
   RELEASE_COMMAND_GROUP,
 } from '../../fly-toml/index.js';
 import type { Output } from '../../output.js';
-import { buildAndPush, defaultRegistryAddress } from './image.js';
+import { registryAddress } from '../../registry.js';
+import { buildAndPush } from './image.js';
 import { runReleaseCommand } from './release-command.js';
 import { Rollout } from './rollout.js';
 
@@ -164,7 +165,7 @@ export const deploy = defineVerb<Opts>({
         build: config.build,
         baseDir: dirname(file),
         registry: {
-          address: opts.registry ?? io.env.HANGAR_REGISTRY ?? defaultRegistryAddress(settings.apiUrl),
+          address: registryAddress(opts.registry, io.env, settings.apiUrl),
           token: settings.token,
         },
         buildArgs: parseKeyValues(opts.buildArg ?? [], 'build argument'),

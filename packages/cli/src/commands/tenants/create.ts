@@ -5,7 +5,7 @@ import { CliError } from '../../errors.js';
 import { collect, parseKeyValues } from '../../flags.js';
 import { METADATA } from '../../fly-toml/index.js';
 import type { Output } from '../../output.js';
-import { defaultRegistryAddress } from '../deploy/image.js';
+import { registryAddress } from '../../registry.js';
 import { runTool } from '../deploy/tool.js';
 import {
   checkCustomerName,
@@ -185,7 +185,7 @@ export default defineVerb<Opts>({
       const settings = resolveConfig(opts as { apiUrl?: string; accessToken?: string }, io);
       if (!settings.token) throw new CliError('no API token to copy the image with', 'set HANGAR_API_TOKEN');
       return {
-        address: opts.registry ?? io.env.HANGAR_REGISTRY ?? defaultRegistryAddress(settings.apiUrl),
+        address: registryAddress(opts.registry, io.env, settings.apiUrl),
         token: settings.token,
       };
     };
