@@ -18,6 +18,7 @@ import { tenants } from './commands/tenants/index.js';
 import { tokens } from './commands/tokens/index.js';
 import doctor from './commands/top/doctor.js';
 import logs from './commands/top/logs.js';
+import proxy from './commands/top/proxy.js';
 import releases from './commands/top/releases.js';
 import status from './commands/top/status.js';
 import { volumes } from './commands/volumes/index.js';
@@ -49,6 +50,7 @@ export const VERBS: Verb[] = [
   releases,
   doctor,
   deploy,
+  proxy,
 ];
 
 /** Builds the whole command tree. Exported so tests can walk it. */
