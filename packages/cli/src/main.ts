@@ -14,6 +14,7 @@ import { machine } from './commands/machine/index.js';
 import { orgs } from './commands/orgs/index.js';
 import { scale } from './commands/scale/index.js';
 import { secrets } from './commands/secrets/index.js';
+import { ssh } from './commands/ssh/index.js';
 import { tenants } from './commands/tenants/index.js';
 import { tokens } from './commands/tokens/index.js';
 import doctor from './commands/top/doctor.js';
@@ -40,6 +41,7 @@ export const NOUNS: Noun[] = [
   orgs,
   scale,
   tenants,
+  ssh,
 ];
 
 /** Top-level verbs (`hangar status`), listed after the groups. */

@@ -18,7 +18,7 @@ import { dirname, join } from 'node:path';
 import { crashPoint } from '../shared/crash-points.js';
 import { HangarError } from '../shared/errors.js';
 import { MACHINE_DEFAULTS } from '../shared/machine-config.js';
-import { runChecked, runCommand } from '../shared/run.js';
+import { runChecked, runCommand, startSession } from '../shared/run.js';
 import { signalName, signalOfNumber } from '../shared/signals.js';
 import { netnsName, netnsPath } from '../sixpn/netns.js';
 import { MACHINE_RESOLV_CONF } from '../sixpn/resolver.js';
@@ -33,6 +33,8 @@ import type { OciCli } from './oci/oci-cli.js';
 import { processStats } from './process-info.js';
 import { readImageTable } from './rootfs-files.js';
 import type {
+  ConsoleRequest,
+  ConsoleSession,
   ExecRequest,
   ExecResult,
   ExitInfo,
@@ -363,6 +365,53 @@ export class LinuxRuntime implements MachineRuntime {
       exitSignal: code > 128 ? code - 128 : null,
       stdout: result.stdout,
       stderr: result.stderr,
+    };
+  }
+
+  /**
+   * An interactive command, run as exec runs one (the boot's process spec with other arguments). With a
+   * terminal the spec asks for one and TERM is set; the runtime then makes the pty inside the machine.
+   */
+  async console(machineId: string, request: ConsoleRequest): Promise<ConsoleSession> {
+    const paths = machinePaths(this.#options.dataDir, machineId);
+    const boot = JSON.parse(await readFile(paths.config, 'utf8')) as { process: { env?: string[] } };
+    const execId = randomUUID();
+    const spec = join(paths.dir, `console-${execId}.json`);
+    const pidFile = join(paths.dir, `console-${execId}.pid`);
+    const env = (boot.process.env ?? []).filter((entry) => !entry.startsWith('TERM='));
+    if (request.tty) env.push(`TERM=${request.tty.term}`);
+    await writeFile(
+      spec,
+      JSON.stringify({ ...boot.process, args: request.command, env, terminal: request.tty !== null }),
+      { mode: 0o600 },
+    );
+    const line = this.#options.cli.consoleCommandLine(containerId(machineId), spec, pidFile, request.tty);
+    const child = startSession(line.file, line.args, line.env);
+    const cleanup = async () => {
+      await rm(spec, { force: true });
+      await rm(pidFile, { force: true });
+    };
+    const exited = new Promise<number>((resolve) => {
+      child.once('error', () => resolve(255));
+      child.once('close', (code, signal) =>
+        resolve(code ?? 128 + (signal ? (constants.signals[signal] ?? 9) : 9)),
+      );
+    }).finally(cleanup);
+    child.stdin.on('error', () => undefined);
+    return {
+      input: child.stdin,
+      output: child.stdout,
+      exited,
+      kill: () => {
+        // The runtime's exec client going leaves the command in the machine: end it by its pid too.
+        void readFile(pidFile, 'utf8')
+          .then((text) => {
+            const pid = Number.parseInt(text, 10);
+            if (pid > 1) process.kill(pid, 'SIGKILL');
+          })
+          .catch(() => undefined)
+          .finally(() => child.kill('SIGKILL'));
+      },
     };
   }
 

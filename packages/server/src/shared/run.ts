@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { HangarError } from './errors.js';
 
 /**
@@ -234,4 +235,17 @@ export function failureDetail(output: string): string {
   } catch {
     return msg;
   }
+}
+
+/**
+ * Starts a long-lived program whose stdin and stdout the caller streams (an interactive session): an
+ * argument array, the tools' environment plus `env`, stderr joined to nothing (a session's program
+ * reports on its stdout). The caller owns the child: it must end it.
+ */
+export function startSession(
+  file: string,
+  args: readonly string[],
+  env: Record<string, string>,
+): ChildProcessByStdio<Writable, Readable, null> {
+  return spawn(file, args, { env: { ...TOOL_ENV, ...env }, stdio: ['pipe', 'pipe', 'ignore'] });
 }
