@@ -12,12 +12,13 @@ die() { printf 'hangar-install: error: %s\nhint: %s\n' "$1" "$2" >&2; exit 1; }
 # - machines: crun and runc (whichever works here is used), skopeo and umoci (pull and unpack images),
 #   docker-registry (Hangar's own image registry), tini (PID 1 in every machine), iproute2 (namespaces),
 #   e2fsprogs and util-linux (volumes: ext4 images, loop mounts, fsfreeze for snapshots), nftables
-#   (isolation between private networks), openssl (the proxy's development certificate);
+#   (isolation between private networks), openssl (the proxy's development certificate), bsdutils
+#   (`script`: the terminal of `hangar ssh console`);
 # - tests: busybox-static (the test images), sqlite3 (also the operator's backup tool, docs/operations.md),
 #   dnsmasq-base (the peer of bench/dns, which the tests smoke-run; only the binary, no service);
 # - `hangar deploy`: buildah (builds images from Dockerfiles without a daemon).
 DEBIAN_PACKAGES=(ca-certificates python3 make g++ sqlite3 crun runc skopeo umoci docker-registry tini iproute2
-  e2fsprogs util-linux busybox-static nftables dnsmasq-base openssl buildah)
+  e2fsprogs util-linux bsdutils busybox-static nftables dnsmasq-base openssl buildah)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
