@@ -13,6 +13,15 @@ import { openUpgrade } from './upgrade.js';
 const DATA = 0;
 const EOF = 1;
 const EXIT = 2;
+const RESIZE = 3;
+
+/** The frame that tells the machine's terminal its new size. */
+export function resizeFrame(rows: number, cols: number): Buffer {
+  const payload = Buffer.alloc(4);
+  payload.writeUInt16BE(Math.min(Math.max(rows, 1), 1000), 0);
+  payload.writeUInt16BE(Math.min(Math.max(cols, 1), 1000), 2);
+  return frame(RESIZE, payload);
+}
 
 export function frame(type: number, payload: Buffer = Buffer.alloc(0)): Buffer {
   const header = Buffer.alloc(5);

@@ -11,6 +11,8 @@ export const FRAME = {
   eof: 1,
   /** Server to client, last: the command's exit code, a 4-byte big-endian signed integer. */
   exit: 2,
+  /** Client to server: the terminal's new size, rows then columns, 2 bytes big-endian each. */
+  resize: 3,
 } as const;
 
 /** The largest payload accepted from a client (input is sent as it is typed or read). */

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, type FSWatcher, watch } from 'node:fs';
+import { existsSync, type FSWatcher, constants as fsConstants, watch } from 'node:fs';
 import {
   chmod,
   chown,
+  type FileHandle,
   mkdir,
   open,
   readdir,
@@ -398,8 +399,18 @@ export class LinuxRuntime implements MachineRuntime {
       );
     }).finally(cleanup);
     child.stdin.on('error', () => undefined);
+    const terminal = request.tty ? openMachineTerminal(pidFile, exited) : Promise.resolve(undefined);
+    void exited.then(async () => (await terminal)?.close());
     return {
       input: child.stdin,
+      resize: async (rows, cols) => {
+        const handle = await terminal;
+        if (!handle) return;
+        await runCommand('stty', ['rows', String(rows), 'cols', String(cols)], {
+          timeoutMs: 5_000,
+          stdinFd: handle.fd,
+        }).catch(() => undefined);
+      },
       output: child.stdout,
       exited,
       kill: () => {
@@ -694,4 +705,42 @@ async function writeDurable(path: string, content: string): Promise<void> {
   } finally {
     await file.close();
   }
+}
+
+/** Pseudo-terminal slaves are character devices of majors 136 to 143 (Linux's devices.txt). */
+const PTY_SLAVE_MAJORS = { first: 136, last: 143 };
+
+/**
+ * The machine's side of a console's pty, opened once as soon as the command runs (its pid is in the pid
+ * file), so that a resize later never opens a path the command could have pointed elsewhere meanwhile.
+ * The runtime does not pass a resize of its own terminal on, so the size is set on this one (`stty`
+ * with it as stdin: the kernel sends SIGWINCH to the command). Undefined if it is not a pty slave.
+ */
+async function openMachineTerminal(
+  pidFile: string,
+  exited: Promise<number>,
+): Promise<FileHandle | undefined> {
+  let done = false;
+  void exited.then(() => {
+    done = true;
+  });
+  for (let waited = 0; !done && waited < 10_000; waited += 20) {
+    const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+    if (pid > 1) {
+      const handle = await open(
+        `/proc/${pid}/fd/0`,
+        fsConstants.O_RDONLY | fsConstants.O_NOCTTY | fsConstants.O_NONBLOCK,
+      ).catch(() => undefined);
+      if (!handle) return undefined;
+      const stat = await handle.stat();
+      const major = Math.floor(stat.rdev / 256) & 0xfff;
+      if (stat.isCharacterDevice() && major >= PTY_SLAVE_MAJORS.first && major <= PTY_SLAVE_MAJORS.last) {
+        return handle;
+      }
+      await handle.close();
+      return undefined;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return undefined;
 }

@@ -14,6 +14,8 @@ export interface ConsoleSession {
   exited: Promise<number>;
   /** Ends the command (the client went away). */
   kill(): void;
+  /** Sets the terminal's size (the command gets SIGWINCH); nothing without a terminal. */
+  resize(rows: number, cols: number): Promise<void>;
 }
 
 /**

@@ -41,6 +41,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Written to stdin, which is then closed; without it stdin is empty. */
   input?: string;
+  /** An open file descriptor as stdin instead (`stty` sets the size of the terminal on its stdin). */
+  stdinFd?: number;
   /** stdout or stderr above this is a failure (exec answers and tool output stay bounded in memory). */
   maxOutputBytes?: number;
   /** Kills the command (SIGKILL) when it aborts, so a hung registry connection never hangs a caller. */
@@ -93,7 +95,7 @@ function collect(file: string, args: readonly string[], options: RunOptions): Pr
           ];
     const child = spawn(program, argv, {
       env: TOOL_ENV,
-      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      stdio: [options.stdinFd ?? (options.input === undefined ? 'ignore' : 'pipe'), 'pipe', 'pipe'],
     });
     // stdout and stderr are pipes (stdio above), so the streams exist.
     const stdout: Buffer[] = [];

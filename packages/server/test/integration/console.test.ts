@@ -2,8 +2,10 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { type TestContext, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isMachinesApiError, MachinesClient } from '@hangar/sdk';
@@ -144,6 +146,59 @@ async function scenario(
     );
     assert.equal(result.code, 5, `${result.stdout}\n${result.stderr}`);
     assert.match(result.stdout, /answer-42/);
+  });
+
+  await t.test('a resize frame reaches the machine’s terminal (the command sees the new size)', async () => {
+    const query = new URLSearchParams({ command: JSON.stringify(['/bin/sh']), rows: '10', cols: '20' });
+    const socket = await new Promise<Duplex>((resolve, reject) => {
+      const request = http.request(`${h.url}/v1/apps/${APP}/machines/${machine.id}/console?${query}`, {
+        headers: { authorization: `Bearer ${deploy}`, connection: 'Upgrade', upgrade: 'hangar-console' },
+      });
+      request.on('upgrade', (_response, upgraded, head) => {
+        if (head.length > 0) upgraded.unshift(head);
+        resolve(upgraded);
+      });
+      request.on('response', (response) => reject(new Error(`console answered ${response.statusCode}`)));
+      request.on('error', reject);
+      request.end();
+    });
+    const frame = (type: number, payload: Buffer) => {
+      const header = Buffer.alloc(5);
+      header.writeUInt8(type, 0);
+      header.writeUInt32BE(payload.length, 1);
+      return Buffer.concat([header, payload]);
+    };
+    const size = Buffer.alloc(4);
+    size.writeUInt16BE(50, 0);
+    size.writeUInt16BE(60, 2);
+    const frames: { type: number; payload: Buffer }[] = [];
+    let pending = Buffer.alloc(0);
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+        const length = pending.readUInt32BE(1);
+        frames.push({ type: pending.readUInt8(0), payload: pending.subarray(5, 5 + length) });
+        pending = pending.subarray(5 + length);
+      }
+    });
+    socket.write(frame(3, size));
+    // The shell waits for the size to change (a resize is applied after the frame arrives), then exits.
+    socket.write(
+      frame(
+        0,
+        Buffer.from(
+          '/bin/busybox stty size; until [ "$(/bin/busybox stty size)" = "50 60" ]; do sleep 0.05; done; echo "now-$(/bin/busybox stty size | tr " " x)"; exit 4\n',
+        ),
+      ),
+    );
+    await closed;
+    const output = Buffer.concat(frames.filter((f) => f.type === 0).map((f) => f.payload)).toString('utf8');
+    assert.match(output, /^10 20\r?$/m, 'the size asked for at start');
+    assert.match(output, /now-50x60/);
+    const exit = frames.at(-1)!;
+    assert.equal(exit.type, 2);
+    assert.equal(exit.payload.readInt32BE(0), 4);
   });
 
   await t.test('sftp put and get round-trip a binary file', async () => {

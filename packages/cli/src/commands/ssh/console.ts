@@ -1,5 +1,5 @@
 import { defineVerb } from '../../command.js';
-import { chooseMachine, openConsole, relay } from '../../console-session.js';
+import { chooseMachine, openConsole, relay, resizeFrame } from '../../console-session.js';
 
 interface Opts {
   command?: string;
@@ -14,7 +14,8 @@ export default defineVerb<Opts>({
   description:
     'Run an interactive shell in one of the app’s started machines (the first one, --machine ID, or ' +
     'one chosen with --select), or the command given with -C (run with sh -c). The command gets a ' +
-    'terminal of this terminal’s size and TERM; the local terminal is in raw mode meanwhile. Hangar ' +
+    'terminal of this terminal’s size and TERM (resizes follow); the local terminal is in raw mode ' +
+    'meanwhile. Hangar ' +
     'has no SSH server in machines: this goes through the API (write access to the app), as ' +
     '`machine exec` does. --no-pty runs without a terminal (plain pipes).',
   examples: ['hangar ssh console -a acme', "hangar ssh console -a acme -C 'ps aux' --machine 148ed193b95e89"],
@@ -44,9 +45,13 @@ export default defineVerb<Opts>({
     // Raw: every key goes to the machine's terminal as typed (Ctrl-C included), which echoes it.
     const raw = tty !== null && stdin.isTTY;
     if (raw) stdin.setRawMode(true);
+    // SIGWINCH: the machine's terminal follows this one's size.
+    const onResize = () => socket.write(resizeFrame(process.stdout.rows || 24, process.stdout.columns || 80));
+    if (tty && process.stdout.isTTY) process.stdout.on('resize', onResize);
     try {
       return await relay(socket, stdin, process.stdout);
     } finally {
+      process.stdout.off('resize', onResize);
       if (raw) stdin.setRawMode(false);
       stdin.pause();
       stdin.unref?.();

@@ -62,6 +62,11 @@ export function relayConsole(client: Duplex, head: Buffer, session: ConsoleSessi
       // A terminal has no end of input (its user types Ctrl-D): closing the host side of the pty would
       // reach the command as a stray byte, so with a terminal the end of the client's input is ignored.
       else if (frame.type === FRAME.eof && !tty) session.input.end();
+      else if (frame.type === FRAME.resize && tty && frame.payload.length === 4) {
+        const rows = frame.payload.readUInt16BE(0);
+        const cols = frame.payload.readUInt16BE(2);
+        if (rows >= 1 && rows <= 1000 && cols >= 1 && cols <= 1000) void session.resize(rows, cols);
+      }
     }
   };
   client.on('data', onData);
