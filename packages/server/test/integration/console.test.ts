@@ -201,7 +201,7 @@ async function scenario(
     assert.equal(exit.payload.readInt32BE(0), 4);
   });
 
-  await t.test('sftp put and get round-trip a binary file', async () => {
+  await t.test('sftp put, get and shell round-trip a binary file', async () => {
     const original = randomBytes(300 * 1024 + 7);
     const local = join(dir, 'blob.bin');
     const back = join(dir, 'back.bin');
