@@ -59,7 +59,7 @@ export async function openConsole(
 export function relay(
   socket: Duplex,
   input: NodeJS.ReadableStream | null,
-  output: { write(chunk: Buffer): unknown },
+  output: { write(chunk: Buffer): unknown; once?(event: 'drain', listener: () => void): unknown },
 ): Promise<number> {
   return new Promise((resolve, reject) => {
     let pending: Buffer = Buffer.alloc(0);
@@ -84,8 +84,11 @@ export function relay(
         const type = pending.readUInt8(0);
         const payload = pending.subarray(5, 5 + length);
         pending = pending.subarray(5 + length);
-        if (type === DATA) output.write(payload);
-        else if (type === EXIT && payload.length === 4) code = payload.readInt32BE(0);
+        // A slow writer (a file on a slow disk) slows the download instead of piling it up in memory.
+        if (type === DATA && output.write(payload) === false && output.once) {
+          socket.pause();
+          output.once('drain', () => socket.resume());
+        } else if (type === EXIT && payload.length === 4) code = payload.readInt32BE(0);
       }
     });
     socket.once('error', () => undefined);

@@ -22,7 +22,7 @@ async function remote(
   script: string,
   path: string,
   input: NodeJS.ReadableStream | null,
-  output: { write(chunk: Buffer): unknown },
+  output: Parameters<typeof relay>[2],
 ): Promise<number> {
   const socket = await openConsole(config, app, machine, {
     command: ['/bin/sh', '-c', script, 'sh', path],
@@ -69,15 +69,11 @@ async function getFile(target: Target, remotePath: string, local: string): Promi
   const file = createWriteStream(partial, { mode: 0o644 });
   let received = 0;
   try {
-    const code = await remote(config, app, machine, 'exec cat -- "$1"', remotePath, null, {
-      write: (chunk: Buffer) => {
-        received += chunk.length;
-        file.write(chunk);
-      },
-    });
+    const code = await remote(config, app, machine, 'exec cat -- "$1"', remotePath, null, file);
     await new Promise<void>((resolve, reject) =>
       file.end((error?: Error | null) => (error ? reject(error) : resolve())),
     );
+    received = file.bytesWritten;
     if (code !== 0) throw new CliError(`reading ${remotePath} in the machine failed (exit ${code})`);
     if (received !== size) {
       throw new CliError(
