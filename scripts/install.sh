@@ -12,14 +12,15 @@ die() { printf 'hangar-install: error: %s\nhint: %s\n' "$1" "$2" >&2; exit 1; }
 # - machines: crun and runc (whichever works here is used), skopeo and umoci (pull and unpack images),
 #   docker-registry (Hangar's own image registry), tini (PID 1 in every machine), iproute2 (namespaces),
 #   e2fsprogs and util-linux (volumes: ext4 images, loop mounts, fsfreeze for snapshots), nftables
-#   (isolation between private networks), openssl (the proxy's development certificate);
+#   (isolation between private networks), openssl (the proxy's development certificate), bsdutils
+#   (`script`: the terminal of `hangar ssh console`);
 # - tests: busybox-static (the test images), sqlite3 (also the operator's backup tool, docs/operations.md),
 #   dnsmasq-base (the peer of bench/dns, which the tests smoke-run; only the binary, no service),
 #   wrk and haproxy (the load generator and the peer of bench/proxy; only the binaries: the packaged
 #   haproxy service is disabled below when this script installs it);
 # - `hangar deploy`: buildah (builds images from Dockerfiles without a daemon).
 DEBIAN_PACKAGES=(ca-certificates python3 make g++ sqlite3 crun runc skopeo umoci docker-registry tini iproute2
-  e2fsprogs util-linux busybox-static nftables dnsmasq-base openssl buildah wrk haproxy)
+  e2fsprogs util-linux bsdutils busybox-static nftables dnsmasq-base openssl buildah wrk haproxy)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do

@@ -15,10 +15,12 @@ import { machine } from './commands/machine/index.js';
 import { orgs } from './commands/orgs/index.js';
 import { scale } from './commands/scale/index.js';
 import { secrets } from './commands/secrets/index.js';
+import { ssh } from './commands/ssh/index.js';
 import { tenants } from './commands/tenants/index.js';
 import { tokens } from './commands/tokens/index.js';
 import doctor from './commands/top/doctor.js';
 import logs from './commands/top/logs.js';
+import proxy from './commands/top/proxy.js';
 import releases from './commands/top/releases.js';
 import status from './commands/top/status.js';
 import { volumes } from './commands/volumes/index.js';
@@ -41,6 +43,7 @@ export const NOUNS: Noun[] = [
   scale,
   tenants,
   image,
+  ssh,
 ];
 
 /** Top-level verbs (`hangar status`), listed after the groups. */
@@ -51,6 +54,7 @@ export const VERBS: Verb[] = [
   releases,
   doctor,
   deploy,
+  proxy,
 ];
 
 /** Builds the whole command tree. Exported so tests can walk it. */

@@ -253,6 +253,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
           forward: dnsForwards(config),
           pendingPerNetwork: config.dns.pendingPerNetwork,
         });
+        platform.tunnels.useNames(dns.view);
       } catch (error) {
         // Port 53 of fdaa::3 taken by something else: machines still run and reach each other by address.
         if (config.network.mode === 'required') throw error;

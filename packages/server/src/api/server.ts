@@ -19,6 +19,7 @@ import { machineRoutes } from './routes/machines.js';
 import { platformRoutes } from './routes/platform.js';
 import { secretRoutes } from './routes/secrets.js';
 import { tokenRoutes } from './routes/tokens.js';
+import { upgradeRoutes } from './routes/upgrades.js';
 import { volumeRoutes } from './routes/volumes.js';
 
 export interface ApiOptions {
@@ -190,6 +191,7 @@ export function buildApi(options: ApiOptions): FastifyInstance {
   ]) {
     routes(app, deps);
   }
+  upgradeRoutes(app, options.platform, limits);
   healthRoutes(app, {
     readiness: options.readiness ?? (async () => ({ ready: true, checks: {} })),
     metrics: options.metrics ?? new MetricsRegistry(),

@@ -7,11 +7,13 @@ import type { NetworkPlan } from '../sixpn/address-plan.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from '../sixpn/resolver.js';
 import type { Store } from '../store/store.js';
 import { DnsServer } from './server.js';
-import { DnsView } from './view.js';
+import { type DnsSnapshot, DnsView } from './view.js';
 
 export interface HostDns {
   /** Listens on the network's `::3` too; idempotent (an address once bound stays bound). */
   addNetwork(network: NetworkPlan): Promise<void>;
+  /** The view the server answers from, for other readers of `.internal` names (tunnels). */
+  readonly view: { snapshot(): DnsSnapshot };
   close(): Promise<void>;
 }
 
@@ -47,6 +49,7 @@ export async function startHostDns(options: {
   }
   let adding = Promise.resolve();
   return {
+    view,
     addNetwork(network) {
       // One at a time, so two calls for one network never bind twice.
       const next = adding

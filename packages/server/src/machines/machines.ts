@@ -1,5 +1,15 @@
 import type { Principal } from '../auth/tokens.js';
-import type { ExecRequest, ExecResult, ProcessStat } from '../runtime/runtime.js';
+import type {
+  ConsoleRequest,
+  ConsoleSession,
+  ExecRequest,
+  ExecResult,
+  ProcessStat,
+} from '../runtime/runtime.js';
+
+/** What the api hands to and gets from `console` (it may not import the runtime itself). */
+export type { ConsoleRequest, ConsoleSession };
+
 import { uidRangeForApp } from '../runtime/uid-range.js';
 import { durationToMs } from '../shared/duration.js';
 import { failedPrecondition, HangarError, invalidArgument } from '../shared/errors.js';
@@ -608,6 +618,21 @@ export class MachinesService {
   ): Promise<ExecResult> {
     const machine = await this.#startedMachine(principal, appName, machineId, 'write');
     return this.#lifecycle.requireRuntime().exec(machine.id, request);
+  }
+
+  /** An interactive command in a started machine (`hangar ssh console`, `ssh sftp`); write access. */
+  async console(
+    principal: Principal,
+    appName: string,
+    machineId: string,
+    request: ConsoleRequest,
+  ): Promise<ConsoleSession> {
+    const machine = await this.#startedMachine(principal, appName, machineId, 'write');
+    const runtime = this.#lifecycle.requireRuntime();
+    if (!runtime.console) {
+      throw new HangarError('runtime_unavailable', "this host's machine runtime has no interactive console");
+    }
+    return runtime.console(machine.id, request);
   }
 
   async ps(principal: Principal, appName: string, machineId: string): Promise<ProcessStat[]> {

@@ -6,6 +6,7 @@ import { MachinesService } from './machines.js';
 import { RegistryAccessService } from './registry-access.js';
 import { SecretsService } from './secrets.js';
 import { TokensService } from './tokens.js';
+import { TunnelsService } from './tunnels.js';
 import { VolumesService } from './volumes.js';
 
 /** The orchestrator's services, built over one shared context. The api calls only these. */
@@ -17,6 +18,8 @@ export interface Platform {
   certificates: CertificatesService;
   ips: IpsService;
   tokens: TokensService;
+  /** TCP connections from API clients into an app's private network. */
+  tunnels: TunnelsService;
   /** Who may pull and push which space of Hangar's registry. */
   registry: RegistryAccessService;
   /** The region this host serves. */
@@ -34,6 +37,7 @@ export function createPlatform(ctx: PlatformContext): Platform {
     certificates: new CertificatesService(ctx),
     ips: new IpsService(ctx),
     tokens: new TokensService(ctx),
+    tunnels: new TunnelsService(ctx),
     registry: new RegistryAccessService(ctx),
     region: ctx.region,
   };

@@ -1,9 +1,10 @@
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, type FSWatcher, watch } from 'node:fs';
+import { existsSync, type FSWatcher, constants as fsConstants, watch } from 'node:fs';
 import {
   chmod,
   chown,
+  type FileHandle,
   mkdir,
   open,
   readdir,
@@ -18,7 +19,7 @@ import { dirname, join } from 'node:path';
 import { crashPoint } from '../shared/crash-points.js';
 import { HangarError } from '../shared/errors.js';
 import { MACHINE_DEFAULTS } from '../shared/machine-config.js';
-import { runChecked, runCommand } from '../shared/run.js';
+import { runChecked, runCommand, startSession } from '../shared/run.js';
 import { signalName, signalOfNumber } from '../shared/signals.js';
 import { netnsName, netnsPath } from '../sixpn/netns.js';
 import { MACHINE_RESOLV_CONF } from '../sixpn/resolver.js';
@@ -35,6 +36,8 @@ import { defaultSeccompProfile } from './oci/seccomp.js';
 import { processStats } from './process-info.js';
 import { readImageTable } from './rootfs-files.js';
 import type {
+  ConsoleRequest,
+  ConsoleSession,
   ExecRequest,
   ExecResult,
   ExitInfo,
@@ -455,6 +458,63 @@ export class LinuxRuntime implements MachineRuntime {
     };
   }
 
+  /**
+   * An interactive command, run as exec runs one (the boot's process spec with other arguments). With a
+   * terminal the spec asks for one and TERM is set; the runtime then makes the pty inside the machine.
+   */
+  async console(machineId: string, request: ConsoleRequest): Promise<ConsoleSession> {
+    const paths = machinePaths(this.#options.dataDir, machineId);
+    const boot = JSON.parse(await readFile(paths.config, 'utf8')) as { process: { env?: string[] } };
+    const execId = randomUUID();
+    const spec = join(paths.dir, `console-${execId}.json`);
+    const pidFile = join(paths.dir, `console-${execId}.pid`);
+    const env = (boot.process.env ?? []).filter((entry) => !entry.startsWith('TERM='));
+    if (request.tty) env.push(`TERM=${request.tty.term}`);
+    await writeFile(
+      spec,
+      JSON.stringify({ ...boot.process, args: request.command, env, terminal: request.tty !== null }),
+      { mode: 0o600 },
+    );
+    const line = this.#options.cli.consoleCommandLine(containerId(machineId), spec, pidFile, request.tty);
+    const child = startSession(line.file, line.args, line.env);
+    const cleanup = async () => {
+      await rm(spec, { force: true });
+      await rm(pidFile, { force: true });
+    };
+    const exited = new Promise<number>((resolve) => {
+      child.once('error', () => resolve(255));
+      child.once('close', (code, signal) =>
+        resolve(code ?? 128 + (signal ? (constants.signals[signal] ?? 9) : 9)),
+      );
+    }).finally(cleanup);
+    child.stdin.on('error', () => undefined);
+    const terminal = request.tty ? openMachineTerminal(pidFile, exited) : Promise.resolve(undefined);
+    void exited.then(async () => (await terminal)?.close());
+    return {
+      input: child.stdin,
+      resize: async (rows, cols) => {
+        const handle = await terminal;
+        if (!handle) return;
+        await runCommand('stty', ['rows', String(rows), 'cols', String(cols)], {
+          timeoutMs: 5_000,
+          stdinFd: handle.fd,
+        }).catch(() => undefined);
+      },
+      output: child.stdout,
+      exited,
+      kill: () => {
+        // The runtime's exec client going leaves the command in the machine: end it by its pid too.
+        void readFile(pidFile, 'utf8')
+          .then((text) => {
+            const pid = Number.parseInt(text, 10);
+            if (pid > 1) process.kill(pid, 'SIGKILL');
+          })
+          .catch(() => undefined)
+          .finally(() => child.kill('SIGKILL'));
+      },
+    };
+  }
+
   async ps(machineId: string): Promise<ProcessStat[]> {
     return processStats(await this.#options.cli.pids(containerId(machineId)));
   }
@@ -739,4 +799,42 @@ async function writeDurable(path: string, content: string): Promise<void> {
   } finally {
     await file.close();
   }
+}
+
+/** Pseudo-terminal slaves are character devices of majors 136 to 143 (Linux's devices.txt). */
+const PTY_SLAVE_MAJORS = { first: 136, last: 143 };
+
+/**
+ * The machine's side of a console's pty, opened once as soon as the command runs (its pid is in the pid
+ * file), so that a resize later never opens a path the command could have pointed elsewhere meanwhile.
+ * The runtime does not pass a resize of its own terminal on, so the size is set on this one (`stty`
+ * with it as stdin: the kernel sends SIGWINCH to the command). Undefined if it is not a pty slave.
+ */
+async function openMachineTerminal(
+  pidFile: string,
+  exited: Promise<number>,
+): Promise<FileHandle | undefined> {
+  let done = false;
+  void exited.then(() => {
+    done = true;
+  });
+  for (let waited = 0; !done && waited < 10_000; waited += 20) {
+    const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+    if (pid > 1) {
+      const handle = await open(
+        `/proc/${pid}/fd/0`,
+        fsConstants.O_RDONLY | fsConstants.O_NOCTTY | fsConstants.O_NONBLOCK,
+      ).catch(() => undefined);
+      if (!handle) return undefined;
+      const stat = await handle.stat();
+      const major = Math.floor(stat.rdev / 256) & 0xfff;
+      if (stat.isCharacterDevice() && major >= PTY_SLAVE_MAJORS.first && major <= PTY_SLAVE_MAJORS.last) {
+        return handle;
+      }
+      await handle.close();
+      return undefined;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return undefined;
 }

@@ -1,6 +1,23 @@
 import type { ImageRefRecord } from '../store/records.js';
 import type { UidMapping } from './uid-range.js';
 
+export interface ConsoleRequest {
+  command: string[];
+  /** A pseudo-terminal in the machine (stdout and stderr both on it), of this size. */
+  tty: { rows: number; cols: number; term: string } | null;
+}
+
+/** A running console command: write its input, read its output; `exited` gives its exit code. */
+export interface ConsoleSession {
+  input: NodeJS.WritableStream;
+  output: NodeJS.ReadableStream;
+  exited: Promise<number>;
+  /** Ends the command (the client went away). */
+  kill(): void;
+  /** Sets the terminal's size (the command gets SIGWINCH); nothing without a terminal. */
+  resize(rows: number, cols: number): Promise<void>;
+}
+
 /**
  * What the orchestrator needs from a machine runtime. The real implementation (OCI images run with
  * crun/runc) plugs in here; until a host has one, the orchestrator records machines and answers
@@ -112,6 +129,8 @@ export interface MachineRuntime {
   resume(machineId: string): Promise<void>;
   destroy(machineId: string): Promise<void>;
   exec(machineId: string, request: ExecRequest): Promise<ExecResult>;
+  /** An interactive command: with a terminal (`tty`), or with plain pipes (file copies). */
+  console?(machineId: string, request: ConsoleRequest): Promise<ConsoleSession>;
   ps(machineId: string): Promise<ProcessStat[]>;
   /** The machine's captured stdout and stderr: the last `tailLines` lines, then new lines if `follow`. */
   logs(

@@ -1,4 +1,5 @@
-import { spawn } from 'node:child_process';
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { HangarError } from './errors.js';
 
 /**
@@ -40,6 +41,8 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Written to stdin, which is then closed; without it stdin is empty. */
   input?: string;
+  /** An open file descriptor as stdin instead (`stty` sets the size of the terminal on its stdin). */
+  stdinFd?: number;
   /** stdout or stderr above this is a failure (exec answers and tool output stay bounded in memory). */
   maxOutputBytes?: number;
   /** Kills the command (SIGKILL) when it aborts, so a hung registry connection never hangs a caller. */
@@ -92,7 +95,7 @@ function collect(file: string, args: readonly string[], options: RunOptions): Pr
           ];
     const child = spawn(program, argv, {
       env: TOOL_ENV,
-      stdio: [options.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+      stdio: [options.stdinFd ?? (options.input === undefined ? 'ignore' : 'pipe'), 'pipe', 'pipe'],
     });
     // stdout and stderr are pipes (stdio above), so the streams exist.
     const stdout: Buffer[] = [];
@@ -234,4 +237,17 @@ export function failureDetail(output: string): string {
   } catch {
     return msg;
   }
+}
+
+/**
+ * Starts a long-lived program whose stdin and stdout the caller streams (an interactive session): an
+ * argument array, the tools' environment plus `env`, stderr joined to nothing (a session's program
+ * reports on its stdout). The caller owns the child: it must end it.
+ */
+export function startSession(
+  file: string,
+  args: readonly string[],
+  env: Record<string, string>,
+): ChildProcessByStdio<Writable, Readable, null> {
+  return spawn(file, args, { env: { ...TOOL_ENV, ...env }, stdio: ['pipe', 'pipe', 'ignore'] });
 }

@@ -140,4 +140,39 @@ export class OciCli {
       input: options.stdin ?? '',
     });
   }
+
+  /**
+   * The command line of an interactive exec. With a terminal, the runtime's foreground exec wants a
+   * terminal on its own stdin (it makes the machine's pty inside the container's devpts, copies the size
+   * and relays): util-linux `script` gives it one on the host. The script text is constant; paths, ids
+   * and the size reach it through the environment, so nothing from a request is spliced into it.
+   */
+  consoleCommandLine(
+    id: string,
+    specFile: string,
+    pidFile: string,
+    tty: { rows: number; cols: number } | null,
+  ): { file: string; args: string[]; env: Record<string, string> } {
+    const args = ['--root', this.stateRoot, 'exec', '--process', specFile, '--pid-file', pidFile, id];
+    if (!tty) return { file: this.choice.binary, args, env: {} };
+    return {
+      file: 'script',
+      args: ['--quiet', '--flush', '--return', '--command', CONSOLE_SCRIPT, '/dev/null'],
+      env: {
+        SHELL: '/bin/sh',
+        HANGAR_OCI: this.choice.binary,
+        HANGAR_OCI_ROOT: this.stateRoot,
+        HANGAR_SPEC: specFile,
+        HANGAR_PID: pidFile,
+        HANGAR_ID: id,
+        HANGAR_ROWS: String(tty.rows),
+        HANGAR_COLS: String(tty.cols),
+      },
+    };
+  }
 }
+
+/** Sets the host pty's size (the runtime copies it into the machine's), then becomes the runtime's exec. */
+const CONSOLE_SCRIPT =
+  'stty rows "$HANGAR_ROWS" cols "$HANGAR_COLS" && exec "$HANGAR_OCI" --root "$HANGAR_OCI_ROOT" exec ' +
+  '--process "$HANGAR_SPEC" --pid-file "$HANGAR_PID" "$HANGAR_ID"';
