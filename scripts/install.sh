@@ -17,10 +17,11 @@ die() { printf 'hangar-install: error: %s\nhint: %s\n' "$1" "$2" >&2; exit 1; }
 # - tests: busybox-static (the test images), sqlite3 (also the operator's backup tool, docs/operations.md),
 #   dnsmasq-base (the peer of bench/dns, which the tests smoke-run; only the binary, no service),
 #   wrk and haproxy (the load generator and the peer of bench/proxy; only the binaries: the packaged
-#   haproxy service is disabled below when this script installs it);
+#   haproxy service is disabled below when this script installs it), systemd (its `systemd-analyze
+#   verify` checks the unit in docs/operations.md; nothing is started);
 # - `hangar deploy`: buildah (builds images from Dockerfiles without a daemon).
 DEBIAN_PACKAGES=(ca-certificates python3 make g++ sqlite3 crun runc skopeo umoci docker-registry tini iproute2
-  e2fsprogs util-linux bsdutils busybox-static nftables dnsmasq-base openssl buildah wrk haproxy)
+  e2fsprogs util-linux bsdutils busybox-static nftables dnsmasq-base openssl buildah wrk haproxy systemd)
 
 missing=()
 for package in "${DEBIAN_PACKAGES[@]}"; do
