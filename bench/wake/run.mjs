@@ -10,7 +10,7 @@
 // iproute2, nftables). See bench/wake/README.md for the method and what each figure means.
 import { request } from 'node:http';
 import { cpus } from 'node:os';
-import { enterSandbox, MachineHost, now, summarize } from '../lib/machine-host.mjs';
+import { enterSandbox, MachineHost, now, record, summarize } from '../lib/machine-host.mjs';
 import { freePort, parseFlags, positive, serverCode } from '../lib/server.mjs';
 
 const APP = 'wake';
@@ -101,11 +101,6 @@ function parseWake(header) {
   }
   return out;
 }
-
-const record = (samples, key, value) => {
-  samples[key] ??= [];
-  samples[key].push(value);
-};
 
 async function main() {
   host.preflight();
