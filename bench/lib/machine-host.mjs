@@ -101,6 +101,17 @@ function sleepSync(ms) {
 }
 
 /**
+ * Exits with a one-line error unless this runs as root on Linux; a machine bench checks it after its
+ * flags (so that --help works for anyone) and before anything else (enterSandbox's unshare needs it too).
+ */
+export function exitUnlessRoot() {
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) {
+    process.stderr.write('bench: run as root on Linux (machines are OCI containers with namespaces)\n');
+    process.exit(2);
+  }
+}
+
+/**
  * The bench runs in a network and mount namespace of its own, made when it starts: hangard's private
  * networks (bridges, nftables tables, the resolver address, its host lock under /run/hangar), the
  * machines' namespace pins (/run/netns, /run/hangar/userns), the proxy, the peers and the load all live
@@ -203,10 +214,8 @@ export class MachineHost {
     if (!this.quiet) process.stderr.write(`${text}\n`);
   }
 
+  /** The tools a run needs (root is checked before: exitUnlessRoot). */
   preflight(extraTools = []) {
-    if (process.platform !== 'linux' || process.getuid?.() !== 0) {
-      throw new Error('run as root on Linux (machines are OCI containers with namespaces)');
-    }
     const missing = [];
     for (const tool of [
       'umoci',

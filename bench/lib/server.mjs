@@ -55,6 +55,15 @@ export function positive(name, text, { max = Number.POSITIVE_INFINITY, integer =
   return value;
 }
 
+/** The --daemon flag's value as serverCode takes it (auto | dist | tsx), or exit with a one-line error. */
+export function daemonKind(text) {
+  if (!['auto', 'dist', 'tsx'].includes(text)) {
+    process.stderr.write(`bench: --daemon must be auto, dist or tsx, got "${text}"\n`);
+    process.exit(2);
+  }
+  return text;
+}
+
 /**
  * The flags (node:util parseArgs options, plus -h/--help); a bad flag or --help prints `help` and exits.
  * @template {NonNullable<import('node:util').ParseArgsConfig['options']>} T

@@ -8,8 +8,8 @@
 // Needs root and crun/runc, umoci, skopeo, docker-registry, tini and busybox-static. See
 // bench/lifecycle/README.md for the method and what each figure means.
 import { cpus } from 'node:os';
-import { MachineHost, now, record, summarize } from '../lib/machine-host.mjs';
-import { parseFlags, positive, serverCode } from '../lib/server.mjs';
+import { exitUnlessRoot, MachineHost, now, record, summarize } from '../lib/machine-host.mjs';
+import { daemonKind, parseFlags, positive, serverCode } from '../lib/server.mjs';
 
 const APP = 'lifecycle';
 const TARGET_START_RATIO = 3;
@@ -40,17 +40,10 @@ const flags = parseFlags(
 const options = {
   runs: Math.floor(positive('runs', flags.runs)),
   probeTimeoutMs: positive('probe-timeout', flags['probe-timeout']) * 1000,
-  daemon: flags.daemon,
+  daemon: daemonKind(flags.daemon),
   json: flags.json,
 };
-if (!['auto', 'dist', 'tsx'].includes(options.daemon)) {
-  process.stderr.write(`bench: --daemon must be auto, dist or tsx, got "${options.daemon}"\n`);
-  process.exit(2);
-}
-if (process.platform !== 'linux' || process.getuid?.() !== 0) {
-  process.stderr.write('bench: run as root on Linux (machines are OCI containers with namespaces)\n');
-  process.exit(2);
-}
+exitUnlessRoot();
 
 const host = new MachineHost({ name: 'lifecycle', quiet: options.json, behindProxy: false });
 

@@ -10,8 +10,8 @@
 // iproute2, nftables). See bench/wake/README.md for the method and what each figure means.
 import { request } from 'node:http';
 import { cpus } from 'node:os';
-import { enterSandbox, MachineHost, now, record, summarize } from '../lib/machine-host.mjs';
-import { freePort, parseFlags, positive, serverCode } from '../lib/server.mjs';
+import { enterSandbox, exitUnlessRoot, MachineHost, now, record, summarize } from '../lib/machine-host.mjs';
+import { daemonKind, freePort, parseFlags, positive, serverCode } from '../lib/server.mjs';
 
 const APP = 'wake';
 const TARGET_SUSPENDED = 1.5;
@@ -39,17 +39,10 @@ const flags = parseFlags(
 const options = {
   runs: Math.floor(positive('runs', flags.runs)),
   probeTimeoutMs: positive('probe-timeout', flags['probe-timeout']) * 1000,
-  daemon: flags.daemon,
+  daemon: daemonKind(flags.daemon),
   json: flags.json,
 };
-if (!['auto', 'dist', 'tsx'].includes(options.daemon)) {
-  process.stderr.write(`bench: --daemon must be auto, dist or tsx, got "${options.daemon}"\n`);
-  process.exit(2);
-}
-if (process.platform !== 'linux' || process.getuid?.() !== 0) {
-  process.stderr.write('bench: run as root on Linux (machines are OCI containers with namespaces)\n');
-  process.exit(2);
-}
+exitUnlessRoot();
 
 // Everything from here on runs in the bench's own network and mount namespaces (machine-host.mjs).
 await enterSandbox();
