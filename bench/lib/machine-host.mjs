@@ -46,6 +46,10 @@ export const record = (samples, key, value) => {
   samples[key].push(value);
 };
 
+/** summarize() of each key's samples. */
+export const summarizeAll = (samples) =>
+  Object.fromEntries(Object.entries(samples).map(([key, values]) => [key, summarize(values)]));
+
 export function summarize(values) {
   if (!values || values.length === 0) return undefined;
   const sorted = [...values].sort((a, b) => a - b);

@@ -8,8 +8,8 @@
 // Needs root and crun/runc, umoci, skopeo, docker-registry, tini and busybox-static. See
 // bench/lifecycle/README.md for the method and what each figure means.
 import { cpus } from 'node:os';
-import { exitUnlessRoot, MachineHost, now, record, summarize } from '../lib/machine-host.mjs';
-import { daemonKind, parseFlags, positive, serverCode } from '../lib/server.mjs';
+import { exitUnlessRoot, MachineHost, now, record, summarizeAll } from '../lib/machine-host.mjs';
+import { daemonKind, parseFlags, positive, serverCode, tableLines } from '../lib/server.mjs';
 
 const APP = 'lifecycle';
 const TARGET_START_RATIO = 3;
@@ -215,9 +215,8 @@ async function main() {
       host.log(`bench: ${i + 1}/${options.runs} cycles`);
   }
 
-  const stats = (samples) => Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, summarize(v)]));
-  const h = stats(hangard);
-  const f = stats(floor);
+  const h = summarizeAll(hangard);
+  const f = summarizeAll(floor);
   const startLimit = TARGET_START_RATIO * f.startToAnswer.median;
   const report = {
     host: machineInfo,
@@ -302,22 +301,13 @@ function table({ hangard: h, floor: f, targets, runs, coldCreateMs, runtime, dae
       target,
     ];
   });
-  const widths = header.map((head, i) => Math.max(head.length, ...lines.map((l) => l[i].length)));
-  const left = new Set([0, 4, 9]);
-  const format = (cells) =>
-    cells
-      .map((c, i) => (left.has(i) ? c.padEnd(widths[i]) : c.padStart(widths[i])))
-      .join('  ')
-      .trimEnd();
   const s = targets.startAfterStop;
   const r = targets.resume;
   return [
     '',
     `hangard (${daemon}) vs the bare runtime, ${runtime.description}; ms, ${runs} runs each (stop: ${h.stop.n} samples, two per cycle)`,
     '',
-    format(header),
-    format(widths.map((w) => '-'.repeat(w))),
-    ...lines.map(format),
+    ...tableLines(header, lines, new Set([0, 4, 9])),
     '',
     `target start after stop → first answer within ${TARGET_START_RATIO}× the bare runtime: ` +
       `${ms(s.hangardMs)} ms vs ${TARGET_START_RATIO} × ${ms(f.startToAnswer.median)} = ${ms(s.limitMs)} ms → ${verdict(s)}`,

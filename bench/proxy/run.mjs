@@ -20,7 +20,7 @@ import {
   sleep,
   summarize,
 } from '../lib/machine-host.mjs';
-import { daemonKind, freePort, parseFlags, positive, serverCode } from '../lib/server.mjs';
+import { daemonKind, freePort, parseFlags, positive, serverCode, tableLines } from '../lib/server.mjs';
 
 const APP = 'proxy';
 const HOST_HEADER = `${APP}.hangar.localhost`;
@@ -384,20 +384,12 @@ function table({ figures, targets, daemon, load, durationSec, rounds, profile })
       ratio(row.hangar.addedP99, row.haproxy.addedP99),
     ]);
   }
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
-  const format = (cells) =>
-    cells
-      .map((cell, i) => (i === 1 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])))
-      .join('  ')
-      .trimEnd();
   const verdict = (t) => `${t.rule}: ${t.ratio.toFixed(2)}× → ${t.pass ? 'PASS' : 'MISS'}`;
   const out = [
     '',
     `proxy hop, keep-alive, wrk 1 thread on CPU ${LOAD_CPU}, proxies pinned to CPU ${PROXY_CPU}; hangard (${daemon}); medians of ${rounds} × ${durationSec} s; load ${load.map((l) => l.toFixed(1)).join(' ')}`,
     '',
-    format(header),
-    format(widths.map((w) => '-'.repeat(w))),
-    ...lines.map(format),
+    ...tableLines(header, lines, new Set([1])),
     '',
     `target ${verdict(targets.addedP50)}`,
     `target ${verdict(targets.throughput)}`,

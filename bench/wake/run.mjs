@@ -10,8 +10,15 @@
 // iproute2, nftables). See bench/wake/README.md for the method and what each figure means.
 import { request } from 'node:http';
 import { cpus } from 'node:os';
-import { enterSandbox, exitUnlessRoot, MachineHost, now, record, summarize } from '../lib/machine-host.mjs';
-import { daemonKind, freePort, parseFlags, positive, serverCode } from '../lib/server.mjs';
+import {
+  enterSandbox,
+  exitUnlessRoot,
+  MachineHost,
+  now,
+  record,
+  summarizeAll,
+} from '../lib/machine-host.mjs';
+import { daemonKind, freePort, parseFlags, positive, serverCode, tableLines } from '../lib/server.mjs';
 
 const APP = 'wake';
 const TARGET_SUSPENDED = 1.5;
@@ -205,9 +212,8 @@ async function main() {
   await host.floorStop(floor);
   await host.removeFloor(floor);
 
-  const stats = (samples) => Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, summarize(v)]));
-  const h = stats(hangard);
-  const f = stats(bare);
+  const h = summarizeAll(hangard);
+  const f = summarizeAll(bare);
   const verdict = (kind, target) => {
     const ratio = h[kind].median / f[kind].median;
     return { rule: `median ≤ ${target}× the floor's`, ratio, pass: ratio <= target };
@@ -285,20 +291,11 @@ function table({ hangard: h, floor: f, targets, runs, runtime, daemon, load }) {
       verdict ? `${target}: ${verdict.pass ? 'PASS' : 'MISS'}` : '',
     ];
   });
-  const widths = header.map((head, i) => Math.max(head.length, ...lines.map((l) => l[i].length)));
-  const left = new Set([0, 4, 9]);
-  const format = (cells) =>
-    cells
-      .map((c, i) => (left.has(i) ? c.padEnd(widths[i]) : c.padStart(widths[i])))
-      .join('  ')
-      .trimEnd();
   return [
     '',
     `hangard (${daemon}) wakes through its proxy vs the bare runtime, ${runtime}; ms, ${runs} wakes of each kind; load ${load.map((l) => l.toFixed(1)).join(' ')}`,
     '',
-    format(header),
-    format(widths.map((w) => '-'.repeat(w))),
-    ...lines.map(format),
+    ...tableLines(header, lines, new Set([0, 4, 9])),
     '',
     `target wake from suspended within ${TARGET_SUSPENDED}× the bare resume: ${targets.suspended.ratio.toFixed(2)}× → ${targets.suspended.pass ? 'PASS' : 'MISS'}`,
     `target wake from stopped within ${TARGET_STOPPED}× the bare run from a prepared bundle: ${targets.stopped.ratio.toFixed(2)}× → ${targets.stopped.pass ? 'PASS' : 'MISS'}`,
