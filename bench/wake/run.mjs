@@ -9,7 +9,7 @@
 // Needs root and what hangard needs (crun or runc, umoci, skopeo, docker-registry, tini, busybox-static,
 // iproute2, nftables). See bench/wake/README.md for the method and what each figure means.
 import { request } from 'node:http';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import {
   enterSandbox,
   exitUnlessRoot,
@@ -223,7 +223,7 @@ async function main() {
     runtime,
     daemon: code.kind,
     runs: options.runs,
-    load: (await import('node:os')).loadavg(),
+    load: loadavg(),
     hangard: h,
     floor: f,
     targets: {
