@@ -14,7 +14,7 @@ import Database from 'better-sqlite3';
 //   node bench/api/run.mjs [--duration 5] [--max-requests 20000] [--connections 16] [--json]
 //
 // See bench/api/README.md for what each figure means.
-import { freePort, parseFlags, positive, removeOnExit, serverCode } from '../lib/server.mjs';
+import { daemonKind, freePort, parseFlags, positive, removeOnExit, serverCode } from '../lib/server.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 /** A cold start through tsx on a busy 2-core host takes seconds; this bounds a hung one. */
@@ -52,14 +52,10 @@ const options = {
   durationMs: positive('duration', flags.duration) * 1000,
   maxRequests: Math.floor(positive('max-requests', flags['max-requests'])),
   connections: Math.floor(positive('connections', flags.connections)),
-  daemon: flags.daemon,
+  daemon: daemonKind(flags.daemon),
   logLevel: flags['log-level'],
   json: flags.json,
 };
-if (!['auto', 'dist', 'tsx'].includes(options.daemon)) {
-  process.stderr.write(`bench: --daemon must be auto, dist or tsx, got "${options.daemon}"\n`);
-  process.exit(2);
-}
 
 // ---- cleanup: the temp dir and every child go away on exit, error and Ctrl-C ---------------------------
 

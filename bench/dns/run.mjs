@@ -13,7 +13,7 @@ import dnsPacket from 'dns-packet';
 //   node bench/dns/run.mjs [--duration 5] [--max-queries 200000] [--concurrency 64] [--apps 100] [--json]
 //
 // See bench/dns/README.md for what each figure means.
-import { freePort, parseFlags, positive, removeOnExit, serverCode } from '../lib/server.mjs';
+import { daemonKind, freePort, parseFlags, positive, removeOnExit, serverCode } from '../lib/server.mjs';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const HERE = fileURLToPath(new URL('./', import.meta.url));
@@ -59,13 +59,9 @@ const options = {
   concurrency: Math.floor(positive('concurrency', flags.concurrency, { max: 4096 })),
   apps: Math.floor(positive('apps', flags.apps, { max: 9999 })),
   machines: Math.floor(positive('machines', flags.machines, { max: 40 })),
-  daemon: flags.daemon,
+  daemon: daemonKind(flags.daemon),
   json: flags.json,
 };
-if (!['auto', 'dist', 'tsx'].includes(options.daemon)) {
-  process.stderr.write(`bench: --daemon must be auto, dist or tsx, got "${options.daemon}"\n`);
-  process.exit(2);
-}
 
 // ---- cleanup: the temp dir and every child go away on exit, error and Ctrl-C ---------------------------
 

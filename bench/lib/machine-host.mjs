@@ -1,7 +1,7 @@
-// What the benches that run real machines behind hangard's proxy share (wake, proxy, soak): a hangard
-// child with its runtime, private networks and proxy on, the Machines API, a one-layer busybox httpd image
-// pushed to an app's space, the floor's bare OCI runtime, probe helpers inside network namespaces, and a
-// cleanup that removes everything of the run on exit, on an error and on Ctrl-C.
+// What the benches that run real machines share (lifecycle, wake, proxy, soak): a hangard child with its
+// runtime (and for wake, proxy and soak its private networks and proxy on), the Machines API, a one-layer
+// busybox httpd image pushed to an app's space, the floor's bare OCI runtime, probe helpers inside network
+// namespaces, and a cleanup that removes everything of the run on exit, on an error and on Ctrl-C.
 import { execFile, spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
@@ -39,6 +39,16 @@ export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 /** CLOCK_MONOTONIC in ms: the probe helpers report the same clock, so their stamps compare with ours. */
 export const now = () => Number(process.hrtime.bigint()) / 1e6;
 const alive = (child) => child.exitCode === null && child.signalCode === null;
+
+/** Adds a sample under `key`. */
+export const record = (samples, key, value) => {
+  samples[key] ??= [];
+  samples[key].push(value);
+};
+
+/** summarize() of each key's samples. */
+export const summarizeAll = (samples) =>
+  Object.fromEntries(Object.entries(samples).map(([key, values]) => [key, summarize(values)]));
 
 export function summarize(values) {
   if (!values || values.length === 0) return undefined;
@@ -92,6 +102,17 @@ function readText(path) {
 
 function sleepSync(ms) {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/**
+ * Exits with a one-line error unless this runs as root on Linux; a machine bench checks it after its
+ * flags (so that --help works for anyone) and before anything else (enterSandbox's unshare needs it too).
+ */
+export function exitUnlessRoot() {
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) {
+    process.stderr.write('bench: run as root on Linux (machines are OCI containers with namespaces)\n');
+    process.exit(2);
+  }
 }
 
 /**
@@ -159,12 +180,15 @@ export async function enterSandbox() {
 
 /**
  * One run's host: its temp dir, its hangard, its floor containers and namespaces, and the cleanup of all
- * of them. `name` names the temp dir (`hangar-<name>-*`) and the floor's containers.
+ * of them. `name` names the temp dir (`hangar-<name>-*`) and the floor's containers. `behindProxy: false`
+ * runs hangard with its runtime only: the proxy off and the network mode left to hangard's own default (or
+ * HANGAR_NETWORK), for a bench that stays in the host's namespaces and reaches machines from inside them.
  */
 export class MachineHost {
-  constructor({ name, quiet = false }) {
+  constructor({ name, quiet = false, behindProxy = true }) {
     this.name = name;
     this.quiet = quiet;
+    this.behindProxy = behindProxy;
     this.tempDir = mkdtempSync(join(tmpdir(), `hangar-${name}-`));
     // Root in a machine is an unprivileged host uid: it must be able to pass through to the rootfs below.
     chmodSync(this.tempDir, 0o711);
@@ -194,10 +218,8 @@ export class MachineHost {
     if (!this.quiet) process.stderr.write(`${text}\n`);
   }
 
+  /** The tools a run needs (root is checked before: exitUnlessRoot). */
   preflight(extraTools = []) {
-    if (process.platform !== 'linux' || process.getuid?.() !== 0) {
-      throw new Error('run as root on Linux (machines are OCI containers with namespaces)');
-    }
     const missing = [];
     for (const tool of [
       'umoci',
@@ -206,7 +228,7 @@ export class MachineHost {
       'unshare',
       'mount',
       'docker-registry',
-      'nft',
+      ...(this.behindProxy ? ['nft'] : []),
       ...extraTools,
     ]) {
       if (runSync('sh', ['-c', 'command -v "$0"', tool]).code !== 0) missing.push(tool);
@@ -293,9 +315,9 @@ export class MachineHost {
   }
 
   /**
-   * Starts hangard with a JSON config (runtime, private networks and the proxy required) and waits for its
-   * token file and a 200 from the API. Inside the bench's own namespaces (enterSandbox), its private
-   * networks are its own.
+   * Starts hangard with a JSON config (the runtime required; with `behindProxy`, private networks and the
+   * proxy too) and waits for its token file and a 200 from the API. Inside the bench's own namespaces
+   * (enterSandbox), its private networks are its own.
    */
   async startHangard(code, { proxyPort = 0, proxy = {}, extra = {} } = {}) {
     const port = await freePort();
@@ -307,15 +329,12 @@ export class MachineHost {
         dataDir: this.dataDir,
         listen: { host: '127.0.0.1', port },
         runtime: 'required',
-        network: { mode: 'required', egress: false },
+        ...(this.behindProxy ? { network: { mode: 'required', egress: false } } : {}),
         registry: { port: registryPort },
         rateLimits: { enabled: false },
-        proxy: {
-          mode: 'on',
-          http: `127.0.0.1:${proxyPort}`,
-          domain: 'hangar.localhost',
-          ...proxy,
-        },
+        proxy: this.behindProxy
+          ? { mode: 'on', http: `127.0.0.1:${proxyPort}`, domain: 'hangar.localhost', ...proxy }
+          : { mode: 'off' },
         logLevel: 'silent',
         ...extra,
       }),
@@ -584,10 +603,14 @@ export class MachineHost {
     this.floorContainers.delete(floor.id);
   }
 
+  /** Deletes the floor's network namespace and bundle; returns the ms the namespace's delete took. */
   async removeFloor(floor) {
+    const t = now();
     await runChecked('ip', ['netns', 'delete', floor.netns]);
+    const ms = now() - t;
     this.floorNetns.delete(floor.netns);
     rmSync(floor.bundle, { recursive: true, force: true });
+    return ms;
   }
 
   // ---- probes: a long-lived helper inside a network namespace -------------------------------------------
@@ -724,7 +747,7 @@ process.stdout.write('ready\n');
       const [word, at, attempts] = line.split(' ');
       if (word !== 'ok')
         throw new Error(
-          `${what}: no HTTP 200 in ${helper.netns} within ${timeoutMs / 1000}s (${line.slice(5)})`,
+          `${what}: no HTTP 200 from 127.0.0.1:${HTTP_PORT} in ${helper.netns} within ${timeoutMs / 1000}s (${line.slice(5)})`,
         );
       return { at: Number(BigInt(at)) / 1e6, attempts: Number(attempts) };
     });

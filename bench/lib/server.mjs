@@ -1,5 +1,5 @@
 // What the benches share: which hangard code to run (the build when it is fresh, else the source
-// through tsx), a free loopback port, flag parsing, and cleanup at exit.
+// through tsx), a free loopback port, flag parsing, cleanup at exit, and their tables' columns.
 import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
@@ -55,6 +55,15 @@ export function positive(name, text, { max = Number.POSITIVE_INFINITY, integer =
   return value;
 }
 
+/** The --daemon flag's value as serverCode takes it (auto | dist | tsx), or exit with a one-line error. */
+export function daemonKind(text) {
+  if (!['auto', 'dist', 'tsx'].includes(text)) {
+    process.stderr.write(`bench: --daemon must be auto, dist or tsx, got "${text}"\n`);
+    process.exit(2);
+  }
+  return text;
+}
+
 /**
  * The flags (node:util parseArgs options, plus -h/--help); a bad flag or --help prints `help` and exits.
  * @template {NonNullable<import('node:util').ParseArgsConfig['options']>} T
@@ -78,6 +87,23 @@ export function parseFlags(options, help) {
     process.exit(0);
   }
   return /** @type {any} */ (values);
+}
+
+/**
+ * A table's lines: the header, a rule of dashes and the rows, each column as wide as its widest cell,
+ * the columns in `left` aligned left and the others right, two spaces between columns.
+ * @param {string[]} header
+ * @param {string[][]} rows
+ * @param {Set<number>} left
+ */
+export function tableLines(header, rows, left) {
+  const widths = header.map((head, i) => Math.max(head.length, ...rows.map((row) => row[i].length)));
+  const format = (cells) =>
+    cells
+      .map((cell, i) => (left.has(i) ? cell.padEnd(widths[i]) : cell.padStart(widths[i])))
+      .join('  ')
+      .trimEnd();
+  return [format(header), format(widths.map((w) => '-'.repeat(w))), ...rows.map(format)];
 }
 
 /**

@@ -12,8 +12,15 @@ import { spawn } from 'node:child_process';
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { enterSandbox, MachineHost, runChecked, sleep, summarize } from '../lib/machine-host.mjs';
-import { freePort, parseFlags, positive, serverCode } from '../lib/server.mjs';
+import {
+  enterSandbox,
+  exitUnlessRoot,
+  MachineHost,
+  runChecked,
+  sleep,
+  summarize,
+} from '../lib/machine-host.mjs';
+import { daemonKind, freePort, parseFlags, positive, serverCode, tableLines } from '../lib/server.mjs';
 
 const APP = 'proxy';
 const HOST_HEADER = `${APP}.hangar.localhost`;
@@ -55,17 +62,10 @@ const options = {
     .split(',')
     .map((c) => Math.floor(positive('connections', c, { integer: true }))),
   cpuProf: flags['cpu-prof'],
-  daemon: flags.daemon,
+  daemon: daemonKind(flags.daemon),
   json: flags.json,
 };
-if (!['auto', 'dist', 'tsx'].includes(options.daemon)) {
-  process.stderr.write(`bench: --daemon must be auto, dist or tsx, got "${options.daemon}"\n`);
-  process.exit(2);
-}
-if (process.platform !== 'linux' || process.getuid?.() !== 0) {
-  process.stderr.write('bench: run as root on Linux (machines are OCI containers with namespaces)\n');
-  process.exit(2);
-}
+exitUnlessRoot();
 
 // Everything from here on runs in the bench's own network and mount namespaces (machine-host.mjs).
 await enterSandbox();
@@ -384,20 +384,12 @@ function table({ figures, targets, daemon, load, durationSec, rounds, profile })
       ratio(row.hangar.addedP99, row.haproxy.addedP99),
     ]);
   }
-  const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i].length)));
-  const format = (cells) =>
-    cells
-      .map((cell, i) => (i === 1 ? cell.padEnd(widths[i]) : cell.padStart(widths[i])))
-      .join('  ')
-      .trimEnd();
   const verdict = (t) => `${t.rule}: ${t.ratio.toFixed(2)}× → ${t.pass ? 'PASS' : 'MISS'}`;
   const out = [
     '',
     `proxy hop, keep-alive, wrk 1 thread on CPU ${LOAD_CPU}, proxies pinned to CPU ${PROXY_CPU}; hangard (${daemon}); medians of ${rounds} × ${durationSec} s; load ${load.map((l) => l.toFixed(1)).join(' ')}`,
     '',
-    format(header),
-    format(widths.map((w) => '-'.repeat(w))),
-    ...lines.map(format),
+    ...tableLines(header, lines, new Set([1])),
     '',
     `target ${verdict(targets.addedP50)}`,
     `target ${verdict(targets.throughput)}`,

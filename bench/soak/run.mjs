@@ -13,8 +13,8 @@ import { Agent, request } from 'node:http';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { enterSandbox, MachineHost, now, sleep, summarize } from '../lib/machine-host.mjs';
-import { freePort, parseFlags, positive, serverCode } from '../lib/server.mjs';
+import { enterSandbox, exitUnlessRoot, MachineHost, now, sleep, summarize } from '../lib/machine-host.mjs';
+import { daemonKind, freePort, parseFlags, positive, serverCode } from '../lib/server.mjs';
 
 const IDLE_TIMEOUT_SEC = 2;
 const AUTOSTOP_INTERVAL_MS = 500;
@@ -46,17 +46,10 @@ const options = {
   durationMs: positive('minutes', flags.minutes, { max: 24 * 60 }) * 60_000,
   apps: Math.floor(positive('apps', flags.apps, { max: 100, integer: true })),
   parallel: Math.floor(positive('parallel', flags.parallel, { max: 64, integer: true })),
-  daemon: flags.daemon,
+  daemon: daemonKind(flags.daemon),
   json: flags.json,
 };
-if (!['auto', 'dist', 'tsx'].includes(options.daemon)) {
-  process.stderr.write(`bench: --daemon must be auto, dist or tsx, got "${options.daemon}"\n`);
-  process.exit(2);
-}
-if (process.platform !== 'linux' || process.getuid?.() !== 0) {
-  process.stderr.write('bench: run as root on Linux (machines are OCI containers with namespaces)\n');
-  process.exit(2);
-}
+exitUnlessRoot();
 
 // Everything from here on runs in the bench's own network and mount namespaces (machine-host.mjs).
 await enterSandbox();

@@ -9,9 +9,16 @@
 // Needs root and what hangard needs (crun or runc, umoci, skopeo, docker-registry, tini, busybox-static,
 // iproute2, nftables). See bench/wake/README.md for the method and what each figure means.
 import { request } from 'node:http';
-import { cpus } from 'node:os';
-import { enterSandbox, MachineHost, now, summarize } from '../lib/machine-host.mjs';
-import { freePort, parseFlags, positive, serverCode } from '../lib/server.mjs';
+import { cpus, loadavg } from 'node:os';
+import {
+  enterSandbox,
+  exitUnlessRoot,
+  MachineHost,
+  now,
+  record,
+  summarizeAll,
+} from '../lib/machine-host.mjs';
+import { daemonKind, freePort, parseFlags, positive, serverCode, tableLines } from '../lib/server.mjs';
 
 const APP = 'wake';
 const TARGET_SUSPENDED = 1.5;
@@ -39,17 +46,10 @@ const flags = parseFlags(
 const options = {
   runs: Math.floor(positive('runs', flags.runs)),
   probeTimeoutMs: positive('probe-timeout', flags['probe-timeout']) * 1000,
-  daemon: flags.daemon,
+  daemon: daemonKind(flags.daemon),
   json: flags.json,
 };
-if (!['auto', 'dist', 'tsx'].includes(options.daemon)) {
-  process.stderr.write(`bench: --daemon must be auto, dist or tsx, got "${options.daemon}"\n`);
-  process.exit(2);
-}
-if (process.platform !== 'linux' || process.getuid?.() !== 0) {
-  process.stderr.write('bench: run as root on Linux (machines are OCI containers with namespaces)\n');
-  process.exit(2);
-}
+exitUnlessRoot();
 
 // Everything from here on runs in the bench's own network and mount namespaces (machine-host.mjs).
 await enterSandbox();
@@ -101,11 +101,6 @@ function parseWake(header) {
   }
   return out;
 }
-
-const record = (samples, key, value) => {
-  samples[key] ??= [];
-  samples[key].push(value);
-};
 
 async function main() {
   host.preflight();
@@ -217,9 +212,8 @@ async function main() {
   await host.floorStop(floor);
   await host.removeFloor(floor);
 
-  const stats = (samples) => Object.fromEntries(Object.entries(samples).map(([k, v]) => [k, summarize(v)]));
-  const h = stats(hangard);
-  const f = stats(bare);
+  const h = summarizeAll(hangard);
+  const f = summarizeAll(bare);
   const verdict = (kind, target) => {
     const ratio = h[kind].median / f[kind].median;
     return { rule: `median ≤ ${target}× the floor's`, ratio, pass: ratio <= target };
@@ -229,7 +223,7 @@ async function main() {
     runtime,
     daemon: code.kind,
     runs: options.runs,
-    load: (await import('node:os')).loadavg(),
+    load: loadavg(),
     hangard: h,
     floor: f,
     targets: {
@@ -297,20 +291,11 @@ function table({ hangard: h, floor: f, targets, runs, runtime, daemon, load }) {
       verdict ? `${target}: ${verdict.pass ? 'PASS' : 'MISS'}` : '',
     ];
   });
-  const widths = header.map((head, i) => Math.max(head.length, ...lines.map((l) => l[i].length)));
-  const left = new Set([0, 4, 9]);
-  const format = (cells) =>
-    cells
-      .map((c, i) => (left.has(i) ? c.padEnd(widths[i]) : c.padStart(widths[i])))
-      .join('  ')
-      .trimEnd();
   return [
     '',
     `hangard (${daemon}) wakes through its proxy vs the bare runtime, ${runtime}; ms, ${runs} wakes of each kind; load ${load.map((l) => l.toFixed(1)).join(' ')}`,
     '',
-    format(header),
-    format(widths.map((w) => '-'.repeat(w))),
-    ...lines.map(format),
+    ...tableLines(header, lines, new Set([0, 4, 9])),
     '',
     `target wake from suspended within ${TARGET_SUSPENDED}× the bare resume: ${targets.suspended.ratio.toFixed(2)}× → ${targets.suspended.pass ? 'PASS' : 'MISS'}`,
     `target wake from stopped within ${TARGET_STOPPED}× the bare run from a prepared bundle: ${targets.stopped.ratio.toFixed(2)}× → ${targets.stopped.pass ? 'PASS' : 'MISS'}`,
