@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isMachinesApiError, MachinesClient } from '@hangar/sdk';
+import { type CliResult, expectSuccess } from '../helpers/deploy-cli.js';
 import { startTestHangard, type TestHangard } from '../helpers/hangard.js';
 import { NEEDS_ROOT } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
@@ -19,12 +20,6 @@ import { buildTestImage, freePort } from '../helpers/test-image.js';
  */
 
 const CLI = fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url));
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 interface RunOptions {
   /** Extra environment; `HANGAR_API_URL` and `HANGAR_API_TOKEN` are set unless `bare`. */
@@ -94,14 +89,6 @@ function hangarFollowing(h: TestHangard, args: string[]) {
       return { code: code ?? 1, stdout, stderr };
     },
   };
-}
-
-function expectSuccess(result: CliResult, what: string): void {
-  assert.equal(
-    result.code,
-    0,
-    `${what}: exit ${result.code}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`,
-  );
 }
 
 test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300_000 }, async (t) => {
