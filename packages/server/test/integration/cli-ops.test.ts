@@ -107,6 +107,12 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
     client.apps.delete(app, { force: true }).catch((error: unknown) => {
       if (!isMachinesApiError(error, 'not_found')) throw error;
     });
+  /** `hangar machine run IMAGE -a APP --memory 128 ...extra --json`, which must succeed: the machine printed. */
+  const runMachine = async (app: string, image: string, extra: string[], what: string) => {
+    const run = await hangar(h, ['machine', 'run', image, '-a', app, '--memory', '128', ...extra, '--json']);
+    expectSuccess(run, what);
+    return JSON.parse(run.stdout) as { id: string; instance_id: string };
+  };
 
   await t.test('auth login stores a checked token 0600; whoami, token, orgs list, logout', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'hangar-cli-config-'));
@@ -177,9 +183,7 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
         '-c',
         'trap "echo graceful stop; exit 0" INT; echo booted; while true; do /bin/busybox sleep 1; done',
       ]);
-      const run = await hangar(h, ['machine', 'run', image, '-a', app, '--memory', '128', '--json']);
-      expectSuccess(run, 'machine run');
-      const first = JSON.parse(run.stdout) as { id: string; instance_id: string };
+      const first = await runMachine(app, image, [], 'machine run');
       const id = first.id;
 
       const update = await hangar(h, [
@@ -278,20 +282,7 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
       const volume = await hangar(h, ['volumes', 'create', 'data', '-a', app, '--size', '1', '--json']);
       expectSuccess(volume, 'volumes create');
       const volumeId = (JSON.parse(volume.stdout) as { id: string }).id;
-      const run = await hangar(h, [
-        'machine',
-        'run',
-        image,
-        '-a',
-        app,
-        '--memory',
-        '128',
-        '-v',
-        `${volumeId}:/data`,
-        '--json',
-      ]);
-      expectSuccess(run, 'machine run');
-      const id = (JSON.parse(run.stdout) as { id: string }).id;
+      const { id } = await runMachine(app, image, ['-v', `${volumeId}:/data`], 'machine run');
       const sh = async (script: string) =>
         (await client.machines.exec(app, id, { command: ['/bin/busybox', 'sh', '-c', script] })).stdout;
 
@@ -345,20 +336,12 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
       };
       assert.equal(forked.name, 'data_copy');
       assert.equal(forked.attached_machine_id, null);
-      const reader = await hangar(h, [
-        'machine',
-        'run',
-        image,
-        '-a',
+      const { id: readerId } = await runMachine(
         app,
-        '--memory',
-        '128',
-        '-v',
-        `${forked.id}:/data`,
-        '--json',
-      ]);
-      expectSuccess(reader, 'machine run on the fork');
-      const readerId = (JSON.parse(reader.stdout) as { id: string }).id;
+        image,
+        ['-v', `${forked.id}:/data`],
+        'machine run on the fork',
+      );
       const read = await client.machines.exec(app, readerId, {
         command: ['/bin/busybox', 'cat', '/data/file'],
       });
@@ -374,20 +357,7 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
       expectSuccess(await hangar(h, ['apps', 'create', app]), 'apps create');
       const image = await pushImage(app);
       const volume = await client.volumes.create(app, { name: 'data', size_gb: 1 });
-      const run = await hangar(h, [
-        'machine',
-        'run',
-        image,
-        '-a',
-        app,
-        '--memory',
-        '128',
-        '-v',
-        `${volume.id}:/data`,
-        '--json',
-      ]);
-      expectSuccess(run, 'machine run');
-      const first = (JSON.parse(run.stdout) as { id: string }).id;
+      const { id: first } = await runMachine(app, image, ['-v', `${volume.id}:/data`], 'machine run');
       const live = async () => (await client.machines.list(app)).filter((m) => m.state !== 'destroyed');
 
       const up = await hangar(h, ['scale', 'count', '2', '-a', app, '--json']);
@@ -463,9 +433,7 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
         'echo "hello from $FLY_MACHINE_ID"; while true; do /bin/busybox sleep 1; done',
       ];
       const image = await pushImage(app, cmd);
-      const run = await hangar(h, ['machine', 'run', image, '-a', app, '--memory', '128', '--json']);
-      expectSuccess(run, 'machine run');
-      const first = (JSON.parse(run.stdout) as { id: string }).id;
+      const { id: first } = await runMachine(app, image, [], 'machine run');
       const clone = await hangar(h, ['machine', 'clone', first, '-a', app, '--json']);
       expectSuccess(clone, 'machine clone');
       const second = (JSON.parse(clone.stdout) as { id: string }).id;
@@ -584,20 +552,12 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
 
       expectSuccess(await hangar(h, ['apps', 'create', app]), 'apps create');
       const image = await pushImage(app);
-      const web = await hangar(h, [
-        'machine',
-        'run',
-        image,
-        '-a',
+      const { id: webId } = await runMachine(
         app,
-        '--memory',
-        '128',
-        '-p',
-        '80:8080/tcp:http',
-        '--json',
-      ]);
-      expectSuccess(web, 'machine run with a service');
-      const webId = (JSON.parse(web.stdout) as { id: string }).id;
+        image,
+        ['-p', '80:8080/tcp:http'],
+        'machine run with a service',
+      );
       const noAddress = await hangar(h, ['doctor', '-a', app, '--json']);
       expectSuccess(noAddress, 'doctor -a with a service and no address');
       const checks = (
