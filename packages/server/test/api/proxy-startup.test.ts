@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import tls from 'node:tls';
 import { DEFAULT_CONFIG } from '../../src/config/config.js';
 import { startHangard } from '../../src/daemon.js';
@@ -17,13 +17,19 @@ const proxyOn = (http: string, https = '127.0.0.1:0') => ({
   proxy: { ...DEFAULT_CONFIG.proxy, mode: 'on', http, https },
 });
 
-test('a taken proxy.http port stops hangard at start with an error naming the setting', async (t) => {
+/** A loopback port another server holds for the whole test, and a data directory for a hangard to try. */
+async function squattedPort(t: TestContext): Promise<{ port: number; dataDir: string }> {
   const squatter = net.createServer();
   await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
   t.after(() => squatter.close());
   const port = (squatter.address() as net.AddressInfo).port;
   const dataDir = mkdtempSync(join(tmpdir(), 'hangar-proxy-start-'));
   t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  return { port, dataDir };
+}
+
+test('a taken proxy.http port stops hangard at start with an error naming the setting', async (t) => {
+  const { port, dataDir } = await squattedPort(t);
   await assert.rejects(
     startHangard(testConfig(dataDir, proxyOn(`127.0.0.1:${port}`)), { runtime: new FakeRuntime() }),
     (error: Error) => {
@@ -35,12 +41,7 @@ test('a taken proxy.http port stops hangard at start with an error naming the se
 });
 
 test('a taken proxy.https port stops hangard at start with an error naming the setting', async (t) => {
-  const squatter = net.createServer();
-  await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve));
-  t.after(() => squatter.close());
-  const port = (squatter.address() as net.AddressInfo).port;
-  const dataDir = mkdtempSync(join(tmpdir(), 'hangar-proxy-start-'));
-  t.after(() => rmSync(dataDir, { recursive: true, force: true }));
+  const { port, dataDir } = await squattedPort(t);
   await assert.rejects(
     startHangard(testConfig(dataDir, proxyOn('127.0.0.1:0', `127.0.0.1:${port}`)), {
       runtime: new FakeRuntime(),

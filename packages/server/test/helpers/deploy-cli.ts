@@ -13,6 +13,7 @@ import { buildTestImage, freePort } from './test-image.js';
  * For the tests of `hangar deploy`: the built CLI run as a child process against a real hangard with
  * machines, private networks and the proxy (whose health checks a deploy waits for), and an app whose
  * versions are built with buildah from a Dockerfile `FROM` a base image pushed into its space first.
+ * `hangarCli` and `expectSuccess` serve the other tests of the built CLI too.
  */
 
 const CLI = fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url));

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isMachinesApiError, MachinesClient } from '@hangar/sdk';
+import { type CliResult, expectSuccess } from '../helpers/deploy-cli.js';
 import { startTestHangard, type TestHangard } from '../helpers/hangard.js';
 import { NEEDS_ROOT } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
@@ -19,12 +20,6 @@ import { buildTestImage, freePort } from '../helpers/test-image.js';
  */
 
 const CLI = fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url));
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
 
 interface RunOptions {
   /** Extra environment; `HANGAR_API_URL` and `HANGAR_API_TOKEN` are set unless `bare`. */
@@ -96,14 +91,6 @@ function hangarFollowing(h: TestHangard, args: string[]) {
   };
 }
 
-function expectSuccess(result: CliResult, what: string): void {
-  assert.equal(
-    result.code,
-    0,
-    `${what}: exit ${result.code}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`,
-  );
-}
-
 test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300_000 }, async (t) => {
   const registryPort = await freePort();
   const h = await startTestHangard(t, { config: { runtime: 'required', registry: { port: registryPort } } });
@@ -120,6 +107,12 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
     client.apps.delete(app, { force: true }).catch((error: unknown) => {
       if (!isMachinesApiError(error, 'not_found')) throw error;
     });
+  /** `hangar machine run IMAGE -a APP --memory 128 ...extra --json`, which must succeed: the machine printed. */
+  const runMachine = async (app: string, image: string, extra: string[], what: string) => {
+    const run = await hangar(h, ['machine', 'run', image, '-a', app, '--memory', '128', ...extra, '--json']);
+    expectSuccess(run, what);
+    return JSON.parse(run.stdout) as { id: string; instance_id: string };
+  };
 
   await t.test('auth login stores a checked token 0600; whoami, token, orgs list, logout', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'hangar-cli-config-'));
@@ -190,9 +183,7 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
         '-c',
         'trap "echo graceful stop; exit 0" INT; echo booted; while true; do /bin/busybox sleep 1; done',
       ]);
-      const run = await hangar(h, ['machine', 'run', image, '-a', app, '--memory', '128', '--json']);
-      expectSuccess(run, 'machine run');
-      const first = JSON.parse(run.stdout) as { id: string; instance_id: string };
+      const first = await runMachine(app, image, [], 'machine run');
       const id = first.id;
 
       const update = await hangar(h, [
@@ -291,20 +282,7 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
       const volume = await hangar(h, ['volumes', 'create', 'data', '-a', app, '--size', '1', '--json']);
       expectSuccess(volume, 'volumes create');
       const volumeId = (JSON.parse(volume.stdout) as { id: string }).id;
-      const run = await hangar(h, [
-        'machine',
-        'run',
-        image,
-        '-a',
-        app,
-        '--memory',
-        '128',
-        '-v',
-        `${volumeId}:/data`,
-        '--json',
-      ]);
-      expectSuccess(run, 'machine run');
-      const id = (JSON.parse(run.stdout) as { id: string }).id;
+      const { id } = await runMachine(app, image, ['-v', `${volumeId}:/data`], 'machine run');
       const sh = async (script: string) =>
         (await client.machines.exec(app, id, { command: ['/bin/busybox', 'sh', '-c', script] })).stdout;
 
@@ -358,20 +336,12 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
       };
       assert.equal(forked.name, 'data_copy');
       assert.equal(forked.attached_machine_id, null);
-      const reader = await hangar(h, [
-        'machine',
-        'run',
-        image,
-        '-a',
+      const { id: readerId } = await runMachine(
         app,
-        '--memory',
-        '128',
-        '-v',
-        `${forked.id}:/data`,
-        '--json',
-      ]);
-      expectSuccess(reader, 'machine run on the fork');
-      const readerId = (JSON.parse(reader.stdout) as { id: string }).id;
+        image,
+        ['-v', `${forked.id}:/data`],
+        'machine run on the fork',
+      );
       const read = await client.machines.exec(app, readerId, {
         command: ['/bin/busybox', 'cat', '/data/file'],
       });
@@ -387,20 +357,7 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
       expectSuccess(await hangar(h, ['apps', 'create', app]), 'apps create');
       const image = await pushImage(app);
       const volume = await client.volumes.create(app, { name: 'data', size_gb: 1 });
-      const run = await hangar(h, [
-        'machine',
-        'run',
-        image,
-        '-a',
-        app,
-        '--memory',
-        '128',
-        '-v',
-        `${volume.id}:/data`,
-        '--json',
-      ]);
-      expectSuccess(run, 'machine run');
-      const first = (JSON.parse(run.stdout) as { id: string }).id;
+      const { id: first } = await runMachine(app, image, ['-v', `${volume.id}:/data`], 'machine run');
       const live = async () => (await client.machines.list(app)).filter((m) => m.state !== 'destroyed');
 
       const up = await hangar(h, ['scale', 'count', '2', '-a', app, '--json']);
@@ -476,9 +433,7 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
         'echo "hello from $FLY_MACHINE_ID"; while true; do /bin/busybox sleep 1; done',
       ];
       const image = await pushImage(app, cmd);
-      const run = await hangar(h, ['machine', 'run', image, '-a', app, '--memory', '128', '--json']);
-      expectSuccess(run, 'machine run');
-      const first = (JSON.parse(run.stdout) as { id: string }).id;
+      const { id: first } = await runMachine(app, image, [], 'machine run');
       const clone = await hangar(h, ['machine', 'clone', first, '-a', app, '--json']);
       expectSuccess(clone, 'machine clone');
       const second = (JSON.parse(clone.stdout) as { id: string }).id;
@@ -597,20 +552,12 @@ test('the CLI operates apps on a real hangard', { skip: NEEDS_ROOT, timeout: 300
 
       expectSuccess(await hangar(h, ['apps', 'create', app]), 'apps create');
       const image = await pushImage(app);
-      const web = await hangar(h, [
-        'machine',
-        'run',
-        image,
-        '-a',
+      const { id: webId } = await runMachine(
         app,
-        '--memory',
-        '128',
-        '-p',
-        '80:8080/tcp:http',
-        '--json',
-      ]);
-      expectSuccess(web, 'machine run with a service');
-      const webId = (JSON.parse(web.stdout) as { id: string }).id;
+        image,
+        ['-p', '80:8080/tcp:http'],
+        'machine run with a service',
+      );
       const noAddress = await hangar(h, ['doctor', '-a', app, '--json']);
       expectSuccess(noAddress, 'doctor -a with a service and no address');
       const checks = (

@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isMachinesApiError, MachinesApiError, MachinesClient } from '@hangar/sdk';
+import { type CliResult, expectSuccess } from '../helpers/deploy-cli.js';
 import { startTestHangard, type TestHangard } from '../helpers/hangard.js';
 import { NEEDS_ROOT } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
@@ -19,12 +20,6 @@ const CLI = fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url))
 /** Request ids are ULIDs (api/server.ts). */
 const ULID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs the built `hangar` binary with only hangard's URL and token from the environment. */
 function hangar(h: TestHangard, args: string[]): Promise<CliResult> {
   const env: Record<string, string> = {
@@ -38,14 +33,6 @@ function hangar(h: TestHangard, args: string[]): Promise<CliResult> {
       resolve({ code, stdout, stderr });
     });
   });
-}
-
-function expectSuccess(result: CliResult, what: string): void {
-  assert.equal(
-    result.code,
-    0,
-    `${what}: exit ${result.code}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`,
-  );
 }
 
 /** Resolves with the MachinesApiError `work` rejects with; fails the test if it resolves. */

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { copyFile, cp, mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import { tmpdir } from 'node:os';
@@ -7,6 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { isMachinesApiError, MachinesClient } from '@hangar/sdk';
+import { expectSuccess, hangarCli } from '../helpers/deploy-cli.js';
 import { startTestHangard, type TestHangard } from '../helpers/hangard.js';
 import { NEEDS_ROOT, pollUntil } from '../helpers/integration.js';
 import { buildTestImage, freePort } from '../helpers/test-image.js';
@@ -17,38 +17,8 @@ import { buildTestImage, freePort } from '../helpers/test-image.js';
  * request through the proxy that the router replays to the customer's own app on its own network.
  */
 
-const CLI = fileURLToPath(new URL('../../../cli/dist/main.js', import.meta.url));
 const ROUTER_EXAMPLE = fileURLToPath(new URL('../../../../examples/router/', import.meta.url));
 const DOMAIN = 'hangar.localhost';
-
-interface CliResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function hangar(h: TestHangard, registryPort: number, args: string[]): Promise<CliResult> {
-  const env: Record<string, string> = {
-    PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
-    HANGAR_API_URL: h.url,
-    HANGAR_API_TOKEN: h.token,
-    HANGAR_REGISTRY: `127.0.0.1:${registryPort}`,
-  };
-  return new Promise((resolve) => {
-    execFile(process.execPath, [CLI, ...args], { env, timeout: 180_000 }, (error, stdout, stderr) => {
-      const code = error ? (typeof error.code === 'number' ? error.code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-function expectSuccess(result: CliResult, what: string): void {
-  assert.equal(
-    result.code,
-    0,
-    `${what}: exit ${result.code}\nstdout:\n${result.stdout}\nstderr:\n${result.stderr}`,
-  );
-}
 
 /** A request through the proxy's public listener, to `<app>.<domain>` (fetch cannot set Host). */
 function viaProxy(
@@ -111,7 +81,7 @@ async function scenario(
   registryPort: number,
   proxyPort: number,
 ) {
-  const cli = (...args: string[]) => hangar(h, registryPort, args);
+  const cli = (...args: string[]) => hangarCli(h, registryPort, args);
 
   // The router, deployed from the example as it is in the repository (plus the host's busybox).
   const routerDir = join(dir, 'router');
