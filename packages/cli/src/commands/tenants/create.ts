@@ -3,7 +3,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { MachineConfig, MachinesClient } from '@hangar/sdk';
 import { defineVerb } from '../../command.js';
-import { resolveConfig } from '../../context.js';
 import { CliError } from '../../errors.js';
 import { collect, parseKeyValues } from '../../flags.js';
 import { METADATA } from '../../fly-toml/index.js';
@@ -184,7 +183,7 @@ export default defineVerb<Opts>({
     const secrets = parseKeyValues(opts.secret ?? [], 'secret');
     const waitMs = Number(opts.waitTimeout) * 1000 || 120_000;
     const registry = () => {
-      const settings = resolveConfig(opts as { apiUrl?: string; accessToken?: string }, io);
+      const settings = ctx.config();
       if (!settings.token) throw new CliError('no API token to copy the image with', 'set HANGAR_API_TOKEN');
       return {
         address: registryAddress(opts.registry, io.env, settings.apiUrl),
