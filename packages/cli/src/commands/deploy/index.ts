@@ -6,7 +6,6 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { isMachinesApiError, type MachinesClient } from '@hangar/sdk';
 import { defineVerb } from '../../command.js';
-import { resolveConfig } from '../../context.js';
 import { CliError } from '../../errors.js';
 import { collect, intFlag, parseKeyValues } from '../../flags.js';
 import {
@@ -105,7 +104,7 @@ export const deploy = defineVerb<Opts>({
       .option('--build-arg <NAME=VALUE>', 'build argument (repeatable)', collect)
       .option('-r, --region <code>', 'region of new machines (default: primary_region)');
   },
-  async run({ opts, io, out, client, app: appFlag }) {
+  async run({ opts, io, out, client, config: settingsOf, app: appFlag }) {
     const file = resolve(opts.config);
     const text = io.readFile(file);
     if (text === undefined) {
@@ -158,7 +157,7 @@ export const deploy = defineVerb<Opts>({
     let image = opts.image ?? config.build.image;
     let built: Awaited<ReturnType<typeof buildAndPush>> | undefined;
     if (!image) {
-      const settings = resolveConfig(opts as { apiUrl?: string; accessToken?: string }, io);
+      const settings = settingsOf();
       if (!settings.token) throw new CliError('no API token to push the image with', 'set HANGAR_API_TOKEN');
       built = await buildAndPush({
         app,

@@ -10,8 +10,6 @@ export interface ToolOptions {
   onLine?(line: string): void;
   env?: Record<string, string | undefined>;
   cwd?: string;
-  /** Arguments to leave out of error messages (credentials), replaced by `***`. */
-  secrets?: string[];
   /** Why the tool is needed, for the hint when it is missing. */
   installHint?: string;
 }
@@ -61,12 +59,10 @@ export function runTool(command: string, args: string[], options: ToolOptions = 
         resolve({ stdout, tail });
         return;
       }
-      const hide = (text: string) =>
-        (options.secrets ?? []).reduce((t, s) => (s ? t.split(s).join('***') : t), text);
       const last = tail.at(-1) ?? '';
       reject(
         new CliError(
-          `${command} ${hide(args[0] ?? '')} failed (${signal ?? `exit ${code}`})${last ? `: ${hide(last)}` : ''}`,
+          `${command} ${args[0] ?? ''} failed (${signal ?? `exit ${code}`})${last ? `: ${last}` : ''}`,
           `its output above says why; run it again with HANGAR_DEBUG=1 for every line`,
         ),
       );

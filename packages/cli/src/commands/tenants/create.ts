@@ -1,11 +1,13 @@
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { MachineConfig, MachinesClient } from '@hangar/sdk';
 import { defineVerb } from '../../command.js';
-import { resolveConfig } from '../../context.js';
 import { CliError } from '../../errors.js';
 import { collect, parseKeyValues } from '../../flags.js';
 import { METADATA } from '../../fly-toml/index.js';
 import type { Output } from '../../output.js';
-import { registryAddress } from '../../registry.js';
+import { type RegistryTarget, registryAddress, writePushCredentials } from '../../registry.js';
 import { runTool } from '../deploy/tool.js';
 import {
   checkCustomerName,
@@ -63,38 +65,37 @@ export function tenantConfig(
   return config;
 }
 
-async function copyImage(
-  from: string,
-  to: string,
-  registry: { address: string; token: string },
-  out: Output,
-): Promise<void> {
+async function copyImage(from: string, to: string, registry: RegistryTarget, out: Output): Promise<void> {
   // The references name the registry as machines see it; the CLI may reach it at another address.
   const reach = (ref: string) => ref.replace(/^[^/]+/, registry.address);
-  const creds = `x:${registry.token}`;
   out.note(`Copying image ${from} to ${to}`);
-  await runTool(
-    'skopeo',
-    [
-      'copy',
-      '--src-tls-verify=false',
-      '--dest-tls-verify=false',
-      '--src-creds',
-      creds,
-      '--dest-creds',
-      creds,
-      `docker://${reach(from)}`,
-      `docker://${reach(to)}`,
-    ],
-    { secrets: [registry.token], onLine: (line) => out.note(`  ${line}`) },
-  );
+  // The token goes in a 0600 auth file, as a push's does: a command line is readable by every user of the host.
+  const work = await mkdtemp(join(tmpdir(), 'hangar-copy-'));
+  try {
+    const credentials = await writePushCredentials(work, registry);
+    await runTool(
+      'skopeo',
+      [
+        'copy',
+        '--src-tls-verify=false',
+        '--dest-tls-verify=false',
+        '--authfile',
+        credentials.authFile,
+        `docker://${reach(from)}`,
+        `docker://${reach(to)}`,
+      ],
+      { env: credentials.env, onLine: (line) => out.note(`  ${line}`) },
+    );
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
 }
 
 async function ensureMachines(
   client: MachinesClient,
   customer: string,
   templateApp: string,
-  registry: () => { address: string; token: string },
+  registry: () => RegistryTarget,
   waitMs: number,
   out: Output,
 ): Promise<Step[]> {
@@ -182,7 +183,7 @@ export default defineVerb<Opts>({
     const secrets = parseKeyValues(opts.secret ?? [], 'secret');
     const waitMs = Number(opts.waitTimeout) * 1000 || 120_000;
     const registry = () => {
-      const settings = resolveConfig(opts as { apiUrl?: string; accessToken?: string }, io);
+      const settings = ctx.config();
       if (!settings.token) throw new CliError('no API token to copy the image with', 'set HANGAR_API_TOKEN');
       return {
         address: registryAddress(opts.registry, io.env, settings.apiUrl),

@@ -1,4 +1,4 @@
-import { isMachinesApiError, type MachinesClient } from '@hangar/sdk';
+import { isMachinesApiError, type Machine, type MachinesClient } from '@hangar/sdk';
 import { defineVerb } from '../../command.js';
 import { confirm } from '../../confirm.js';
 import type { Ctx } from '../../context.js';
@@ -30,6 +30,14 @@ async function histories(api: MachinesClient, app: string): Promise<MachineHisto
   return out;
 }
 
+/**
+ * The machines that run now, from the listing the history was read from: it includes destroyed machines,
+ * which appMachines leaves out as it does for a plain listing, so a second list call would add nothing.
+ */
+function liveMachines(history: MachineHistory[]): Machine[] {
+  return appMachines(history.map((h) => h.machine));
+}
+
 /** `releases rollback [VERSION]`: every machine that runs now back to release VERSION (default: the one before the newest). */
 async function rollback(ctx: Ctx<Opts>, app: string, version: string | undefined): Promise<void> {
   const { client, out, opts } = ctx;
@@ -46,7 +54,7 @@ async function rollback(ctx: Ctx<Opts>, app: string, version: string | undefined
       `list them with \`hangar releases -a ${app}\``,
     );
   }
-  const live = appMachines(await api.machines.list(app));
+  const live = liveMachines(history);
   if (live.length === 0) throw new CliError(`app ${app} has no machines to roll back`);
   const steps = planRollback(history, target, live);
   for (const step of steps) {
@@ -112,9 +120,10 @@ export default defineVerb<Opts>({
       );
     }
     const api = client();
-    const releases = buildReleases(await histories(api, name)).reverse();
+    const history = await histories(api, name);
+    const releases = buildReleases(history).reverse();
     const shown = opts.all ? releases : releases.slice(0, 20);
-    const live = new Set(appMachines(await api.machines.list(name)).map((m) => m.id));
+    const live = new Set(liveMachines(history).map((m) => m.id));
     out.list<Release>(
       shown,
       [
