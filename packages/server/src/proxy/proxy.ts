@@ -495,7 +495,7 @@ export class HangarProxy {
     this.#track(socket);
     const secure = new tls.TLSSocket(socket, {
       isServer: true,
-      secureContext: tls.createSecureContext(certificates.defaultPair),
+      secureContext: certificates.defaultContext,
       SNICallback: certificates.sniCallback,
     });
     const timer = setTimeout(() => secure.destroy(), TLS_HANDSHAKE_TIMEOUT_MS);
