@@ -676,7 +676,7 @@ export class LinuxNetwork {
         warnings.push(`the Hangar tables were not as last applied (${error.message}); replacing them`);
       });
     }
-    if (mode === 'full') await this.#nft(buildRuleset(desired, { localNetworks }));
+    if (mode === 'full') await this.#nft(buildRuleset(desired, { localNetworks }, next));
     this.#applied = next;
     // Per bridge, so only when it can have changed: an attach must not cost a write per network.
     if (mode === 'full' || desired.egress !== this.#egress) {

@@ -358,10 +358,14 @@ export function rulesetDelta(from: RulesetState, to: RulesetState): string | und
 /**
  * The rule set text for `nft -f -`. Each table is first created (a no-op when it exists, so the delete
  * cannot fail), deleted and written anew: nft applies the whole input as one transaction, so the kernel
- * switches from the old rules to the new ones at once, with no moment without rules.
+ * switches from the old rules to the new ones at once, with no moment without rules. `state` is
+ * rulesetState(desired, host), passed by a caller that has it already.
  */
-export function buildRuleset(desired: DesiredNetState, host: HostFacts = { localNetworks: [] }): string {
-  const state = rulesetState(desired, host);
+export function buildRuleset(
+  desired: DesiredNetState,
+  host: HostFacts = { localNetworks: [] },
+  state: RulesetState = rulesetState(desired, host),
+): string {
   const { egress, v4, v4Gateway } = JSON.parse(state.shape) as {
     egress: boolean;
     v4: string;
