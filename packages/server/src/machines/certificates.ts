@@ -1,7 +1,8 @@
 import type { Principal } from '../auth/tokens.js';
 import { covers, isHostname, isUnder, normalizeHostname, readKeyPair } from '../shared/certificates.js';
 import { HangarError, invalidArgument } from '../shared/errors.js';
-import type { CertificateRecord } from '../store/records.js';
+import type { AppRecord, CertificateRecord } from '../store/records.js';
+import type { ReadTx } from '../store/store.js';
 import { appFor, isoNow, type PlatformContext } from './context.js';
 
 /** A PEM chain or key larger than this is not one (a 10-certificate RSA-4096 chain is about 20 KB). */
@@ -32,13 +33,7 @@ export class CertificatesService {
 
   async get(principal: Principal, appName: string, hostname: string): Promise<CertificateRecord> {
     const name = normalizeHostname(hostname);
-    return this.ctx.store.read((tx) => {
-      const app = appFor(tx, principal, appName, 'read');
-      const record = tx.certificates.get(name);
-      // Another app's hostname reads as absent: nothing tells who holds it.
-      if (!record || record.appId !== app.id) throw notFoundFor(name, app.name);
-      return record;
-    });
+    return this.ctx.store.read((tx) => ownCertificate(tx, appFor(tx, principal, appName, 'read'), name));
   }
 
   /** Imports (or replaces, for the same app) the certificate of a custom hostname. */
@@ -109,9 +104,7 @@ export class CertificatesService {
   async remove(principal: Principal, appName: string, hostname: string): Promise<void> {
     const name = normalizeHostname(hostname);
     await this.ctx.store.write((tx) => {
-      const app = appFor(tx, principal, appName, 'write');
-      const record = tx.certificates.get(name);
-      if (!record || record.appId !== app.id) throw notFoundFor(name, app.name);
+      ownCertificate(tx, appFor(tx, principal, appName, 'write'), name);
       tx.certificates.delete(name);
     });
   }
@@ -122,5 +115,11 @@ export function certificateKeyContext(appId: string, hostname: string): string {
   return `${appId}/certificates/${hostname}`;
 }
 
-const notFoundFor = (hostname: string, appName: string) =>
-  new HangarError('not_found', `hostname ${hostname} has no certificate in app ${appName}`);
+/** The app's certificate for a hostname; another app's hostname reads as absent: nothing tells who holds it. */
+function ownCertificate(tx: ReadTx, app: AppRecord, hostname: string): CertificateRecord {
+  const record = tx.certificates.get(hostname);
+  if (!record || record.appId !== app.id) {
+    throw new HangarError('not_found', `hostname ${hostname} has no certificate in app ${app.name}`);
+  }
+  return record;
+}

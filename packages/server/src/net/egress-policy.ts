@@ -20,7 +20,7 @@
 import { HangarError, invalidArgument } from '../shared/errors.js';
 import { type Cidr, cidrContains, disjointCidrs, parseCidr } from '../sixpn/cidr.js';
 import type { EgressPolicyRecord, EgressRuleRecord } from '../store/records.js';
-import { mergeRanges, type PortRange } from './service-ports.js';
+import { mergeRanges, type PortRange, portRange } from './service-ports.js';
 
 export const EGRESS_MODES = ['on', 'off', 'allow'] as const;
 /** An allow-list holds at most this many destinations (each becomes set elements per machine). */
@@ -97,8 +97,6 @@ export interface EgressElements {
   ports6: string[];
 }
 
-const portText = (r: PortRange) => `${r.protocol} . ${r.start === r.end ? r.start : `${r.start}-${r.end}`}`;
-
 /**
  * The elements that let a machine (by its source addresses, which the bridge rules guarantee) reach what
  * its app's policy allows: `<source> . <destination>` for destinations on every port, and `<source> .
@@ -137,7 +135,7 @@ export function egressElements(
       const covered = placed.filter((p) => cidrContains(p.cidr, rule.cidr)).flatMap((p) => p.ranges);
       const ranges = subtract(wanted, covered);
       placed.push({ cidr: rule.cidr, ranges });
-      for (const range of ranges) out[portsKey].push(`${source} . ${rule.cidr.text} . ${portText(range)}`);
+      for (const range of ranges) out[portsKey].push(`${source} . ${rule.cidr.text} . ${portRange(range)}`);
     }
     out[portsKey].sort();
   }

@@ -281,7 +281,6 @@ export class LinuxNetwork {
   async reconcile(desired: DesiredNetState, options: ReconcileOptions = {}): Promise<ReconcileResult> {
     // A full replace: whatever changed the tables behind this instance's back is undone.
     const rules = await this.applyRules(desired, { full: true });
-    await this.#checkV4RangeIsFree();
     const netnsOf = options.netnsOf ?? ((a: Attachment) => netnsName(a.machineId));
     return this.#links(async () => {
       const result: ReconcileResult = {
@@ -309,7 +308,10 @@ export class LinuxNetwork {
       await this.#createBridges(missing);
       result.createdBridges = missing.map((n) => n.bridge);
       for (const network of desired.networks) await this.#configureBridge(network);
-      const addresses = await this.#addresses();
+      const interfaces = await this.#interfaces();
+      // The host's own networks leave Hangar's links out: the bridges just made do not change them.
+      this.#checkV4RangeIsFree(localNetworksOf(interfaces));
+      const addresses = addressesOf(interfaces);
       const routes = await this.#localRoutes();
       const up = new Set(bridges.filter((l) => l.flags?.includes('UP')).map((l) => l.ifname));
       const lines: string[] = [];
@@ -468,16 +470,10 @@ export class LinuxNetwork {
     return stdout.trim() ? (JSON.parse(stdout) as LinkInfo[]) : [];
   }
 
-  /** Each interface's IPv6 and IPv4 addresses as `address/length`. */
-  async #addresses(): Promise<Map<string, Set<string>>> {
+  /** Every interface with its IPv6 and IPv4 addresses (`ip -j addr show`). */
+  async #interfaces(): Promise<InterfaceAddresses[]> {
     const stdout = await this.#checked('ip', ['-j', 'addr', 'show']);
-    const parsed = (stdout.trim() ? JSON.parse(stdout) : []) as {
-      ifname: string;
-      addr_info?: { local: string; prefixlen: number }[];
-    }[];
-    return new Map(
-      parsed.map((i) => [i.ifname, new Set((i.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`))]),
-    );
+    return stdout.trim() ? (JSON.parse(stdout) as InterfaceAddresses[]) : [];
   }
 
   /** The host's IPv6 local routes as `<device> <destination>` (prefixes as ip prints them). */
@@ -667,7 +663,7 @@ export class LinuxNetwork {
   async #applyNow(desired: DesiredNetState, full: boolean): Promise<ApplyResult> {
     const warnings: string[] = [];
     // Re-read at every apply: an interface that came or went changes what counts as local.
-    const localNetworks = desired.egress ? await this.#localNetworks() : [];
+    const localNetworks = desired.egress ? localNetworksOf(await this.#interfaces()) : [];
     const next = rulesetState(desired, { localNetworks });
     const delta = !full && this.#applied ? rulesetDelta(this.#applied, next) : undefined;
     let mode: ApplyResult['mode'] = delta === undefined ? 'full' : delta === '' ? 'unchanged' : 'delta';
@@ -680,7 +676,7 @@ export class LinuxNetwork {
         warnings.push(`the Hangar tables were not as last applied (${error.message}); replacing them`);
       });
     }
-    if (mode === 'full') await this.#nft(buildRuleset(desired, { localNetworks }));
+    if (mode === 'full') await this.#nft(buildRuleset(desired, { localNetworks }, next));
     this.#applied = next;
     // Per bridge, so only when it can have changed: an attach must not cost a write per network.
     if (mode === 'full' || desired.egress !== this.#egress) {
@@ -688,12 +684,7 @@ export class LinuxNetwork {
     }
     this.#egress = desired.egress;
     if (desired.egress) warnings.push(...(await uplinkForwardingWarnings(await this.#uplinks())));
-    // Each condition once per instance: applies are frequent, the operator needs to hear it once.
-    for (const warning of warnings) {
-      if (this.#warned.has(warning)) continue;
-      this.#warned.add(warning);
-      this.#onWarning(warning);
-    }
+    for (const warning of warnings) this.#warnOnce(warning);
     return {
       networks: desired.networks.length,
       machines: desired.attachments.length,
@@ -717,43 +708,55 @@ export class LinuxNetwork {
    * The private IPv4 range must not overlap a network of the host's own: the host's routes to machines
    * would shadow part of it (or it theirs). Said once, not refused: the operator picks another range.
    */
-  async #checkV4RangeIsFree(): Promise<void> {
+  #checkV4RangeIsFree(localNetworks: readonly string[]): void {
     const range = parseCidr(this.#v4.cidr)!;
-    for (const text of await this.#localNetworks()) {
+    for (const text of localNetworks) {
       const local = parseCidr(text);
       if (local?.family !== 4 || local.length === 32) continue;
       if (cidrContains(local, range) || cidrContains(range, local)) {
-        const warning =
+        this.#warnOnce(
           `network.privateV4Range ${this.#v4.cidr} overlaps the host's network ${text}: ` +
-          'machines and that network shadow each other; set another range';
-        if (!this.#warned.has(warning)) {
-          this.#warned.add(warning);
-          this.#onWarning(warning);
-        }
+            'machines and that network shadow each other; set another range',
+        );
       }
     }
   }
 
-  /** The networks of the host's own interfaces (Hangar's links left out), as CIDRs. */
-  async #localNetworks(): Promise<string[]> {
-    const stdout = await this.#checked('ip', ['-j', 'addr', 'show']);
-    const links = (stdout.trim() ? JSON.parse(stdout) : []) as {
-      ifname: string;
-      addr_info?: { local?: string; prefixlen?: number }[];
-    }[];
-    const found = new Set<string>();
-    for (const link of links) {
-      if (isHangarBridge(link.ifname) || isHangarVeth(link.ifname)) continue;
-      for (const a of link.addr_info ?? []) {
-        const network =
-          a.local === undefined || a.prefixlen === undefined
-            ? undefined
-            : networkOfInterfaceAddress(a.local, a.prefixlen);
-        if (network) found.add(network.text);
-      }
-    }
-    return [...found].sort();
+  /** Applies and reconciles are frequent: the operator needs to hear each condition once per instance. */
+  #warnOnce(warning: string): void {
+    if (this.#warned.has(warning)) return;
+    this.#warned.add(warning);
+    this.#onWarning(warning);
   }
+}
+
+/** One interface as `ip -j addr show` lists it. */
+interface InterfaceAddresses {
+  ifname: string;
+  addr_info?: { local?: string; prefixlen?: number }[];
+}
+
+/** Each interface's addresses as `address/length`. */
+function addressesOf(interfaces: readonly InterfaceAddresses[]): Map<string, Set<string>> {
+  return new Map(
+    interfaces.map((i) => [i.ifname, new Set((i.addr_info ?? []).map((a) => `${a.local}/${a.prefixlen}`))]),
+  );
+}
+
+/** The networks of the host's own interfaces (Hangar's links left out), as CIDRs. */
+function localNetworksOf(interfaces: readonly InterfaceAddresses[]): string[] {
+  const found = new Set<string>();
+  for (const link of interfaces) {
+    if (isHangarBridge(link.ifname) || isHangarVeth(link.ifname)) continue;
+    for (const a of link.addr_info ?? []) {
+      const network =
+        a.local === undefined || a.prefixlen === undefined
+          ? undefined
+          : networkOfInterfaceAddress(a.local, a.prefixlen);
+      if (network) found.add(network.text);
+    }
+  }
+  return [...found].sort();
 }
 
 /** The address lines of a bridge for `ip -6 -batch`; the third word is the address as ip lists it. */

@@ -45,7 +45,7 @@ import { flycastAddress, formatIpv6, parseIpv6 } from '../sixpn/ipv6.js';
 import { DNS_PORT, RESOLVER_ADDRESS } from '../sixpn/resolver.js';
 import type { EgressPolicyRecord } from '../store/records.js';
 import { egressElements, LOCAL_NETWORKS_V4, LOCAL_NETWORKS_V6 } from './egress-policy.js';
-import { mergeRanges, type PortRange } from './service-ports.js';
+import { mergeRanges, type PortRange, portRange } from './service-ports.js';
 
 /** The name of both Hangar tables (inet and bridge families). */
 export const TABLE_NAME = 'hangar';
@@ -197,15 +197,6 @@ function flycastIn({ networkId, address: text }: FlycastEntry): string {
   }
   // One text per address, so that the elements of two states compare equal (rulesetDelta).
   return formatIpv6(groups);
-}
-
-/** `80` or `8000-8010`; a range outside 1..65535 or reversed is a bug upstream, never written. */
-function portRange({ protocol, start, end }: PortRange): string {
-  const valid = (n: number) => Number.isInteger(n) && n >= 1 && n <= 65_535;
-  if ((protocol !== 'tcp' && protocol !== 'udp') || !valid(start) || !valid(end) || start > end) {
-    throw new HangarError('internal', `"${protocol} ${start}-${end}" is not a port range`);
-  }
-  return `${protocol} . ${start === end ? start : `${start}-${end}`}`;
 }
 
 function checkDesired(desired: DesiredNetState): void {
@@ -367,10 +358,14 @@ export function rulesetDelta(from: RulesetState, to: RulesetState): string | und
 /**
  * The rule set text for `nft -f -`. Each table is first created (a no-op when it exists, so the delete
  * cannot fail), deleted and written anew: nft applies the whole input as one transaction, so the kernel
- * switches from the old rules to the new ones at once, with no moment without rules.
+ * switches from the old rules to the new ones at once, with no moment without rules. `state` is
+ * rulesetState(desired, host), passed by a caller that has it already.
  */
-export function buildRuleset(desired: DesiredNetState, host: HostFacts = { localNetworks: [] }): string {
-  const state = rulesetState(desired, host);
+export function buildRuleset(
+  desired: DesiredNetState,
+  host: HostFacts = { localNetworks: [] },
+  state: RulesetState = rulesetState(desired, host),
+): string {
   const { egress, v4, v4Gateway } = JSON.parse(state.shape) as {
     egress: boolean;
     v4: string;

@@ -4,6 +4,7 @@
  * or a `start_port`..`end_port` range) with the service's protocol, so those, and nothing else of the
  * host, are what a machine calling the address may reach. Pure: configs in, merged ranges out.
  */
+import { HangarError } from '../shared/errors.js';
 import type { MachineConfig } from '../shared/machine-config.js';
 
 /** A protocol's ports `start`..`end`, both included. */
@@ -34,6 +35,18 @@ export function servicePorts(configs: Iterable<Pick<MachineConfig, 'services'>>)
   const all: PortRange[] = [];
   for (const config of configs) all.push(...portsOfConfig(config));
   return mergeRanges(all);
+}
+
+/**
+ * A range as nft set elements write it, `tcp . 80` or `udp . 8000-8010`; a range outside 1..65535 or
+ * reversed is a bug upstream, never written.
+ */
+export function portRange({ protocol, start, end }: PortRange): string {
+  const valid = (n: number) => Number.isInteger(n) && n >= 1 && n <= 65_535;
+  if ((protocol !== 'tcp' && protocol !== 'udp') || !valid(start) || !valid(end) || start > end) {
+    throw new HangarError('internal', `"${protocol} ${start}-${end}" is not a port range`);
+  }
+  return `${protocol} . ${start === end ? start : `${start}-${end}`}`;
 }
 
 export function mergeRanges(ranges: readonly PortRange[]): PortRange[] {

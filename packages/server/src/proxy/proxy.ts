@@ -218,6 +218,8 @@ export class HangarProxy {
   /** Open raw and upgraded connections (WebSockets) per machine: ended before an autostop. */
   readonly #streams = new Map<string, Set<OpenStream>>();
   readonly #seenState = new Map<string, string>();
+  /** Per `<app id>:<port>`, whether it redirects to HTTPS: asked per request, kept till the routes change. */
+  readonly #forcedHttps = new Map<string, boolean>();
   readonly #held = new Map<string, number>();
   #heldTotal = 0;
   #autostopTimer: NodeJS.Timeout | undefined;
@@ -375,6 +377,7 @@ export class HangarProxy {
   }
 
   #onRoutesChanged(): void {
+    this.#forcedHttps.clear();
     for (const machine of this.#allMachines()) {
       const before = this.#seenState.get(machine.id);
       if (before === machine.state) continue;
@@ -495,7 +498,7 @@ export class HangarProxy {
     this.#track(socket);
     const secure = new tls.TLSSocket(socket, {
       isServer: true,
-      secureContext: tls.createSecureContext(certificates.defaultPair),
+      secureContext: certificates.defaultContext,
       SNICallback: certificates.sniCallback,
     });
     const timer = setTimeout(() => secure.destroy(), TLS_HANDSHAKE_TIMEOUT_MS);
@@ -518,11 +521,16 @@ export class HangarProxy {
 
   /** Whether any machine of the app asks for `force_https` on this (plain HTTP) port. */
   #forcesHttps(app: RouteApp, port: number): boolean {
-    const lane = acceptsLane({ port, tls: false, http: true });
-    for (const machine of app.machines.values()) {
-      if (serviceFor(machine.services, port, lane)?.handling.forceHttps) return true;
+    const key = `${app.id}:${port}`;
+    let forced = this.#forcedHttps.get(key);
+    if (forced === undefined) {
+      const lane = acceptsLane({ port, tls: false, http: true });
+      forced = [...app.machines.values()].some(
+        (machine) => serviceFor(machine.services, port, lane)?.handling.forceHttps === true,
+      );
+      this.#forcedHttps.set(key, forced);
     }
-    return false;
+    return forced;
   }
 
   #track(socket: Duplex): void {

@@ -96,6 +96,11 @@ export class TlsCertificates {
     return this.#platformPair;
   }
 
+  /** The context of `defaultPair`, made once: a socket that ends TLS itself takes it per connection. */
+  get defaultContext(): tls.SecureContext {
+    return this.#platform;
+  }
+
   /** The context for a server name, or undefined when no certificate covers it. */
   contextFor(servername: string): tls.SecureContext | undefined {
     const name = normalizeHostname(servername);

@@ -406,14 +406,11 @@ export class LinuxRuntime implements MachineRuntime {
    * no-new-privileges (the boot's process spec with other arguments), so exec is no way around them.
    */
   async exec(machineId: string, request: ExecRequest): Promise<ExecResult> {
-    const paths = machinePaths(this.#options.dataDir, machineId);
-    const boot = JSON.parse(await readFile(paths.config, 'utf8')) as { process: Record<string, unknown> };
-    const execId = randomUUID();
-    const spec = join(paths.dir, `exec-${execId}.json`);
-    const pidFile = join(paths.dir, `exec-${execId}.pid`);
-    await writeFile(spec, JSON.stringify({ ...boot.process, args: request.command, terminal: false }), {
-      mode: 0o600,
-    });
+    const { spec, pidFile } = await this.#sideProcess(machineId, 'exec', (processSpec) => ({
+      ...processSpec,
+      args: request.command,
+      terminal: false,
+    }));
     let result: Awaited<ReturnType<OciCli['exec']>>;
     try {
       result = await this.#options.cli.exec(containerId(machineId), spec, pidFile, {
@@ -425,14 +422,7 @@ export class LinuxRuntime implements MachineRuntime {
       const message = (error as Error).message;
       if (/did not finish within/.test(message)) {
         // Killing the runtime's exec client leaves the command running in the machine: end it too.
-        const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
-        if (pid > 1) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // Already gone.
-          }
-        }
+        await killByPidFile(pidFile);
         throw new HangarError(
           'deadline_exceeded',
           `the command did not finish within ${request.timeoutMs / 1000}s`,
@@ -463,18 +453,11 @@ export class LinuxRuntime implements MachineRuntime {
    * terminal the spec asks for one and TERM is set; the runtime then makes the pty inside the machine.
    */
   async console(machineId: string, request: ConsoleRequest): Promise<ConsoleSession> {
-    const paths = machinePaths(this.#options.dataDir, machineId);
-    const boot = JSON.parse(await readFile(paths.config, 'utf8')) as { process: { env?: string[] } };
-    const execId = randomUUID();
-    const spec = join(paths.dir, `console-${execId}.json`);
-    const pidFile = join(paths.dir, `console-${execId}.pid`);
-    const env = (boot.process.env ?? []).filter((entry) => !entry.startsWith('TERM='));
-    if (request.tty) env.push(`TERM=${request.tty.term}`);
-    await writeFile(
-      spec,
-      JSON.stringify({ ...boot.process, args: request.command, env, terminal: request.tty !== null }),
-      { mode: 0o600 },
-    );
+    const { spec, pidFile } = await this.#sideProcess(machineId, 'console', (processSpec) => {
+      const env = (processSpec.env ?? []).filter((entry) => !entry.startsWith('TERM='));
+      if (request.tty) env.push(`TERM=${request.tty.term}`);
+      return { ...processSpec, args: request.command, env, terminal: request.tty !== null };
+    });
     const line = this.#options.cli.consoleCommandLine(containerId(machineId), spec, pidFile, request.tty);
     const child = startSession(line.file, line.args, line.env);
     const cleanup = async () => {
@@ -504,15 +487,27 @@ export class LinuxRuntime implements MachineRuntime {
       exited,
       kill: () => {
         // The runtime's exec client going leaves the command in the machine: end it by its pid too.
-        void readFile(pidFile, 'utf8')
-          .then((text) => {
-            const pid = Number.parseInt(text, 10);
-            if (pid > 1) process.kill(pid, 'SIGKILL');
-          })
-          .catch(() => undefined)
-          .finally(() => child.kill('SIGKILL'));
+        void killByPidFile(pidFile).finally(() => child.kill('SIGKILL'));
       },
     };
+  }
+
+  /**
+   * A command run beside the machine's own (exec, console): the boot's process spec as `adjust` makes
+   * it, written 0600 (it holds the machine's env, secrets included), and where the runtime puts its pid.
+   * The caller removes both.
+   */
+  async #sideProcess(
+    machineId: string,
+    kind: 'exec' | 'console',
+    adjust: (processSpec: { env?: string[] }) => Record<string, unknown>,
+  ): Promise<{ spec: string; pidFile: string }> {
+    const paths = machinePaths(this.#options.dataDir, machineId);
+    const boot = JSON.parse(await readFile(paths.config, 'utf8')) as { process: { env?: string[] } };
+    const id = randomUUID();
+    const spec = join(paths.dir, `${kind}-${id}.json`);
+    await writeFile(spec, JSON.stringify(adjust(boot.process)), { mode: 0o600 });
+    return { spec, pidFile: join(paths.dir, `${kind}-${id}.pid`) };
   }
 
   async ps(machineId: string): Promise<ProcessStat[]> {
@@ -798,6 +793,17 @@ async function writeDurable(path: string, content: string): Promise<void> {
     await file.sync();
   } finally {
     await file.close();
+  }
+}
+
+/** Ends the command whose pid the runtime wrote to `pidFile` (its exec client's end does not); never throws. */
+async function killByPidFile(pidFile: string): Promise<void> {
+  const pid = Number.parseInt(await readFile(pidFile, 'utf8').catch(() => ''), 10);
+  if (!(pid > 1)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // Already gone.
   }
 }
 
