@@ -375,6 +375,7 @@ export async function startHangard(config: ResolvedConfig, options: StartOptions
     await hostRuntime?.close().catch(() => undefined);
     await hostNetwork?.close().catch(() => undefined);
     await volumeStorage?.close().catch(() => undefined);
+    unwatchStates();
     store.close();
     throw error;
   }
